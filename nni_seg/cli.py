@@ -1,0 +1,56 @@
+"""``python -m nni_seg <command>``: the user-facing commands."""
+from __future__ import annotations
+
+import sys
+
+
+def _space(argv: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from .space import dumps_space
+
+    ap = argparse.ArgumentParser(prog="python -m nni_seg space",
+                                 description="Write the nnictl search-space JSON generated from the model space.")
+    ap.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
+                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
+    ap.add_argument("--out", help="file to write (default: print)")
+    args = ap.parse_args(argv)
+    text = dumps_space(args.kind)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"written: {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _lazy(module: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(f"nni_seg.{module}").main(argv)
+    return run
+
+
+COMMANDS = {
+    "run": (_lazy("launch"), "run an nnictl experiment from a config, follow it, export the top architecture"),
+    "export": (_lazy("export"), "export the top architecture of an experiment (running or stopped)"),
+    "space": (_space, "write the search-space JSON generated from the model space"),
+    "trial": (_lazy("trial"), "train one architecture (what NNI runs; standalone with --arch)"),
+    "patch-nni": (_lazy("nni_patch"), "apply our fixes to the installed NNI 3.0 (idempotent)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m nni_seg <command> [args]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:<10} {help_}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return COMMANDS[name][0](rest)

@@ -1,0 +1,190 @@
+"""Run an nnictl experiment from a config, follow it until done, export the top architecture.
+
+``python -m nni_seg run config.yml`` = ``nnictl create --config config.yml`` + a follower that
+prints progress, notices a dead experiment (manager gone, status ERROR, errors in dispatcher.log,
+no trial starting) instead of waiting forever, then exports and prints the top architecture and
+stops the experiment (``--keep-running`` leaves the web UI up).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .records import experiment_dir
+
+
+class ExperimentDead(RuntimeError):
+    """The experiment cannot make progress; the message says why."""
+
+
+def check_config(path: Path) -> dict:
+    """Load an nnictl YAML config and validate it with NNI's own schema (typos in keys are errors)."""
+    import yaml
+    from nni.experiment.config import ExperimentConfig
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of NNI experiment settings")
+    try:
+        ExperimentConfig.load(str(path)).validate()
+    except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
+        raise ValueError(f"{path}: {e}") from None
+    return raw
+
+
+def _nnictl() -> list[str]:
+    exe = Path(sys.executable).with_name("nnictl")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+
+
+def trial_env() -> dict:
+    """Environment for nnictl: this interpreter's bin dir first on PATH, so trials' ``python`` is ours."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def create(config: Path, port: int) -> str:
+    """``nnictl create``; returns the experiment id."""
+    proc = subprocess.run([*_nnictl(), "create", "--config", str(config), "--port", str(port)],
+                          capture_output=True, text=True, env=trial_env(), timeout=300)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    m = re.search(r"experiment id(?: is|:)\s*(\w+)", out, re.IGNORECASE)
+    if proc.returncode != 0 or not m:
+        raise ExperimentDead(f"nnictl create failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
+    return m.group(1)
+
+
+def stop(exp_id: str) -> None:
+    subprocess.run([*_nnictl(), "stop", exp_id], capture_output=True, text=True, env=trial_env(), timeout=300)
+
+
+def rest(port: int, path: str, timeout: float = 10):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni{path}", timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def _dispatcher_errors(exp_dir: Path | None) -> str:
+    if exp_dir is None:
+        return ""
+    log = exp_dir / "log" / "dispatcher.log"
+    if not log.is_file():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()
+    bad = [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line]
+    return "\n".join(lines[bad[0]:bad[0] + 30]) if bad else ""
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: float = 3,
+           log=_log) -> dict:
+    """Poll until every trial has ended and NNI says DONE / NO_MORE_TRIAL; returns the final status.
+
+    Raises :class:`ExperimentDead` when the manager stops answering, reports ERROR, the dispatcher
+    logs an error, or no trial is created within ``stall`` seconds.
+    """
+    t0 = time.time()
+    last_ok, last_line, exp_dir = time.time(), None, None
+    while True:
+        time.sleep(poll)
+        elapsed = time.time() - t0
+        try:
+            exp_dir = exp_dir or experiment_dir(exp_id)
+        except FileNotFoundError:
+            pass
+        try:
+            status = rest(port, "/check-status")
+            trials = rest(port, "/trial-jobs")
+            last_ok = time.time()
+        except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
+            if time.time() - last_ok > 45:
+                raise ExperimentDead(f"NNI manager of {exp_id} stopped answering on port {port} ({e}); "
+                                     f"see {exp_dir / 'log' if exp_dir else '~/nni-experiments/' + exp_id}/nnimanager.log")
+            continue
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t["status"]] = counts.get(t["status"], 0) + 1
+        line = f"[{elapsed:5.0f}s] {status['status']}: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials yet")
+        if line.split("] ", 1)[1] != (last_line or "").split("] ", 1)[-1]:
+            log(line)
+            last_line = line
+        if status["status"] == "ERROR":
+            raise ExperimentDead(f"experiment {exp_id} reported ERROR: {status.get('errors')}\n{_dispatcher_errors(exp_dir)}")
+        errors = _dispatcher_errors(exp_dir)
+        if errors and not trials:
+            raise ExperimentDead(f"the tuner of {exp_id} failed (dispatcher.log):\n{errors}")
+        if not trials and elapsed > stall:
+            raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in {status['status']}")
+        active = sum(counts.get(s, 0) for s in ("WAITING", "RUNNING", "UNKNOWN"))
+        if status["status"] in ("DONE", "NO_MORE_TRIAL", "STOPPED") and trials and not active:
+            return status
+        if elapsed > timeout:
+            raise ExperimentDead(f"experiment {exp_id} still {status['status']} after {timeout:.0f}s (--timeout)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import nni_patch
+    from .export import export, one_line
+
+    ap = argparse.ArgumentParser(prog="python -m nni_seg run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", nargs="?", default="config.yml")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds before giving up (default 3600)")
+    ap.add_argument("--stall", type=float, default=180, help="seconds without any trial before giving up")
+    ap.add_argument("--keep-running", action="store_true", help="leave the experiment (and web UI) running")
+    ap.add_argument("--out", help="exported JSON (default: <experiment dir>/top_arch.json)")
+    args = ap.parse_args(argv)
+    config = Path(args.config)
+    try:
+        check_config(config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pending = [k for k, v in nni_patch.status().items() if v == "pending"]
+    if pending:
+        print(f"applying NNI fixes: {', '.join(pending)}")
+        nni_patch.apply()
+    try:
+        exp_id = create(config, args.port)
+    except ExperimentDead as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"experiment {exp_id} started; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
+          f"port local or use an SSH tunnel)", flush=True)
+    code = 0
+    try:
+        follow(exp_id, args.port, timeout=args.timeout, stall=args.stall)
+        top, path = export(exp_id, args.out)
+        print(json.dumps(top["arch"], indent=2))
+        print(one_line(top))
+        bad = top["nni_cross_check"]["mismatches"]
+        print(f"cross-check with NNI's records: {top['nni_cross_check']['trials_checked']} trials, "
+              f"{len(bad)} mismatches; exported to {path}")
+    except (ExperimentDead, LookupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    finally:
+        if not args.keep_running:
+            stop(exp_id)
+            print(f"stopped {exp_id} (finished trials and records are kept; "
+                  f"`python -m nni_seg export {exp_id}` works after stop)")
+    return code

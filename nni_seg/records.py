@@ -1,0 +1,116 @@
+"""Trial records (``nni_seg_record.json``, written by each trial into its own output dir) and
+reading NNI's experiment folders without a running server."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "nni_seg_record.json"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON via a temp file + rename, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def nni_home() -> Path:
+    return Path(os.environ.get("NNI_HOME_DIR", Path.home() / "nni-experiments"))
+
+
+def registered_experiments() -> dict[str, dict]:
+    """nnictl's registry of this $HOME's experiments: id -> {logDir, port, status, ...}."""
+    reg = nni_home() / ".experiment"
+    if not reg.is_file():
+        return {}
+    try:
+        return json.loads(reg.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def experiment_dir(exp_id: str, search: list[str | os.PathLike] | None = None) -> Path:
+    """The folder of experiment ``exp_id``: from ``search`` dirs, nnictl's registry, or ~/nni-experiments."""
+    candidates = [Path(p) for p in (search or [])]
+    info = registered_experiments().get(exp_id)
+    if info and info.get("logDir"):
+        candidates.append(Path(info["logDir"]))
+    candidates.append(nni_home())
+    for base in candidates:
+        for d in (base / exp_id, base):
+            if d.name == exp_id and (d / "db").is_dir() or (d / "trials").is_dir() and d.name == exp_id:
+                return d
+    known = ", ".join(sorted(registered_experiments())) or "none"
+    raise FileNotFoundError(f"experiment {exp_id!r} not found (looked in {', '.join(map(str, candidates))}); "
+                            f"known experiments: {known}")
+
+
+def trial_records(exp_dir: Path) -> list[dict]:
+    """Every trial record under the experiment folder (each trial's own account of what it trained)."""
+    out = []
+    for p in sorted(exp_dir.rglob(RECORD_NAME)):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a record being written is replaced atomically; anything else is not ours
+        rec["_path"] = str(p)
+        out.append(rec)
+    return out
+
+
+def _loads(s: Any) -> Any:
+    """NNI stores metrics as JSON strings, sometimes JSON-encoded twice."""
+    while isinstance(s, str):
+        try:
+            s = json.loads(s)
+        except json.JSONDecodeError:
+            break
+    return s
+
+
+def nni_db(exp_dir: Path) -> dict[str, dict]:
+    """What NNI itself recorded per trial, from ``db/nni.sqlite`` (no server needed).
+
+    Returns ``{trial_id: {"status", "parameter_id", "parameters", "final", "final_parameter_id", "sequence_id"}}``;
+    ``parameters`` is what NNI *says* the trial got (wrong under NNI 3.0's concurrency bug unless patched),
+    ``final_parameter_id`` is the parameter id carried by the trial's own final metric.
+    """
+    db = exp_dir / "db" / "nni.sqlite"
+    if not db.is_file():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        trials: dict[str, dict] = {}
+        for tid, event, data, seq in con.execute(
+                "SELECT trialJobId, event, data, sequenceId FROM TrialJobEvent ORDER BY timestamp"):
+            t = trials.setdefault(tid, {})
+            t["status"] = event
+            if seq is not None:
+                t["sequence_id"] = seq
+            d = _loads(data)
+            if isinstance(d, dict) and "parameter_id" in d:
+                t["parameter_id"] = d["parameter_id"]
+                t["parameters"] = d.get("parameters")
+        for tid, pid, mtype, data in con.execute(
+                "SELECT trialJobId, parameterId, type, data FROM MetricData ORDER BY timestamp"):
+            if mtype == "FINAL":
+                t = trials.setdefault(tid, {})
+                t["final"] = _loads(data)
+                t["final_parameter_id"] = int(pid) if str(pid).lstrip("-").isdigit() else pid
+        return trials
+    finally:
+        con.close()

@@ -1,0 +1,200 @@
+"""The trainer: knows nothing of NNI. Data live on the training device as uint8 tensors.
+
+On CUDA it uses bf16 autocast, channels_last, ``cudnn.benchmark`` and GPU-side augmentation,
+with no host synchronisation inside an epoch; on CPU the same code path runs in fp32.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import SegData
+from .losses import make_loss
+from .metrics import SegMetric
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-3  # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 1e-4
+    loss: str = "ce"  # ce | ce+dice
+    augment: bool = True  # random flip + random scale/crop, on the device
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    amp: bool = True  # bf16 autocast (CUDA only)
+    channels_last: bool = True  # (CUDA only)
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: leave torch's default)
+    seed: int = 0
+    eval_batch_size: int = 32
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+class Normalizer(nn.Module):
+    """uint8 (B, C, H, W) -> float, standardised with the training set's per-channel mean/std."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        x = images[: min(len(images), 512)].float() / 255
+        self.register_buffer("mean", x.mean((0, 2, 3)).view(1, -1, 1, 1))
+        self.register_buffer("std", x.std((0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255 - self.mean) / self.std
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample horizontal flip, then one random scale per batch with a random crop/pad back to size.
+
+    x: (B, C, H, W) float, y: (B, H, W) long. Padded mask pixels are ``-1`` (ignored).
+    """
+    b, _, h, w = x.shape
+    flip = torch.rand(b, 1, 1, device=x.device, generator=gen) < 0.5
+    x = torch.where(flip.unsqueeze(1), x.flip(-1), x)
+    y = torch.where(flip, y.flip(-1), y)
+    if cfg.scale_max > cfg.scale_min:
+        s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand(1, generator=gen, device="cpu").item()
+        sh, sw = max(1, round(h * s)), max(1, round(w * s))
+        x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
+        y = F.interpolate(y[:, None].float(), size=(sh, sw), mode="nearest")[:, 0].long()
+        if sh < h or sw < w:  # pad with ignore
+            ph, pw = max(0, h - sh), max(0, w - sw)
+            x = F.pad(x, (0, pw, 0, ph))
+            y = F.pad(y, (0, pw, 0, ph), value=-1)
+        oy = int(torch.randint(0, x.shape[-2] - h + 1, (1,), generator=gen))
+        ox = int(torch.randint(0, x.shape[-1] - w + 1, (1,), generator=gen))
+        x, y = x[..., oy:oy + h, ox:ox + w], y[..., oy:oy + h, ox:ox + w]
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
+             cfg: TrainConfig, device: torch.device) -> dict:
+    """Metrics over the whole split, from one confusion matrix accumulated on the device."""
+    model.eval()
+    metric = SegMetric(data.num_classes, data.ignore_index, data.background)
+    use_amp = cfg.amp and device.type == "cuda"
+    for i in range(0, len(images), cfg.eval_batch_size):
+        x = norm(images[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
+        if cfg.channels_last and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        metric.update(logits.argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
+    model.train()
+    return metric.compute()
+
+
+def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
+        on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Train ``model`` on ``data.train_*``, evaluate on ``data.val_*`` after every epoch.
+
+    ``on_epoch(epoch, metrics)`` is called after each evaluation (epoch counts from 1).
+    Returns ``{"final": metrics of the last epoch, "best": best-Dice metrics, "history": [...],
+    "train_seconds", "images_per_second", "device"}``. Raises :class:`TrainingDiverged` on NaN/inf loss.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    tx, ty = data.train_images.to(device), data.train_masks.to(device)
+    vx, vy = data.val_images.to(device), data.val_masks.to(device)
+    norm = Normalizer(tx).to(device)
+    model = model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_model = torch.compile(model) if cfg.compile else model
+    loss_fn = make_loss(cfg.loss, data.ignore_index if data.ignore_index is not None else -1)
+    use_amp = cfg.amp and device.type == "cuda"
+
+    n = len(tx)
+    bs = min(cfg.batch_size, n)
+    steps = n // bs  # drop the last partial batch (BatchNorm and compile prefer fixed shapes)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
+    history, best = [], None
+    train_time, seen = 0.0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        for s in range(steps):
+            idx = perm[s * bs:(s + 1) * bs]
+            x, y = norm(tx[idx]), ty[idx].long()
+            if cfg.augment:
+                x, y = augment(x, y, cfg, gen)
+            if cfg.channels_last and device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = train_model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+        mean_loss = float(loss_sum) / max(1, steps)  # the one host sync of the epoch
+        train_time += time.perf_counter() - t0
+        seen += steps * bs
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
+        metrics = evaluate(model, norm, vx, vy, data, cfg, device)
+        metrics.update(epoch=epoch, loss=mean_loss)
+        history.append({k: metrics[k] for k in ("epoch", "loss", "dice", "miou", "pixel_acc")})
+        if best is None or _better(metrics["dice"], best["dice"]):
+            best = metrics
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    return {
+        "final": history and metrics,
+        "best": best,
+        "history": history,
+        "train_seconds": round(train_time, 3),
+        "images_per_second": round(seen / train_time, 2) if train_time else None,
+        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
+        "config": asdict(cfg),
+    }
+
+
+def one_cycle(total_steps: int, warmup: float = 0.25, floor: float = 0.02) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from ``floor`` over ``warmup`` of the steps, then cosine to ``floor``."""
+    warm = max(1, round(total_steps * warmup))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return floor + (1 - floor) * step / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _better(a: float, b: float) -> bool:
+    return not math.isnan(a) and (math.isnan(b) or a > b)

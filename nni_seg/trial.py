@@ -1,0 +1,156 @@
+"""One trial: build the architecture, train it, report Dice. Runs under NNI or standalone.
+
+Under NNI (``NNI_PLATFORM`` set) the architecture comes from ``nni.get_next_parameter()``, each
+epoch's validation Dice goes to ``nni.report_intermediate_result`` and the final one to
+``nni.report_final_result``. Standalone, ``--arch file.json`` names the architecture (a plain dict
+of choices, or an exported top-architecture file), so the same code retrains.
+
+Either way the trial writes its own record (``nni_seg_record.json``: architecture, parameter id,
+metrics, settings) into ``$NNI_OUTPUT_DIR`` or ``--out``: the ground truth that export reads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import add_dataclass_args, from_args
+from .data import DataConfig
+from .records import RECORD_NAME, atomic_write_json
+from .train import TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nni_seg.trial", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", help="architecture JSON (standalone); under NNI the tuner chooses")
+    p.add_argument("--out", help="output folder for the record (default: $NNI_OUTPUT_DIR or runs/<time>)")
+    add_dataclass_args(p, DataConfig, "data")
+    add_dataclass_args(p, TrainConfig, "training")
+    return p
+
+
+def load_arch_file(path: str) -> dict:
+    """A plain architecture dict, or the ``arch`` of an exported top-architecture file."""
+    from .space import validate_arch
+
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"architecture file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"architecture file {path} is not valid JSON: {e}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("arch"), dict):
+        obj = obj["arch"]
+    return validate_arch(obj, source=path)
+
+
+def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: Path,
+              reporter=None, extra: dict | None = None) -> dict:
+    """Train ``arch`` and write its record; ``reporter`` gets ``intermediate(dict)`` / ``final(dict)``."""
+    from .cost import count_macs, count_params
+    from .data import load_dataset
+    from .space import arch_summary, build_model
+
+    record = {
+        "status": "RUNNING", "arch": arch, "summary": arch_summary(arch),
+        "data": asdict(data_cfg), "train": asdict(train_cfg), **(extra or {}),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = out_dir / RECORD_NAME
+    atomic_write_json(path, record)
+    try:
+        data = load_dataset(data_cfg)
+        model = build_model(arch, data.num_classes, data.in_channels)
+        h, w = data.size
+        record["params"] = count_params(model)
+        record["mflops"] = round(count_macs(model, (1, data.in_channels, h, w)) / 1e6, 3)  # MMACs per image
+        record["dataset"] = {"name": data.name, "size": [h, w], "classes": data.class_names,
+                             "num_train": len(data.train_images), "num_val": len(data.val_images)}
+        record["history"] = []
+
+        def on_epoch(epoch: int, m: dict) -> None:
+            record["history"].append({k: m[k] for k in ("epoch", "loss", "dice", "miou")})
+            atomic_write_json(path, record)
+            if reporter:
+                reporter.intermediate({"default": m["dice"], "miou": m["miou"], "loss": m["loss"]})
+
+        from .train import fit
+
+        result = fit(model, data, train_cfg, on_epoch=on_epoch)
+        final = result["final"]
+        metrics = {"default": final["dice"], "dice": final["dice"], "miou": final["miou"],
+                   "pixel_acc": final["pixel_acc"], "params": record["params"], "mflops": record["mflops"]}
+        for name, d in zip(data.class_names, final["dice_per_class"]):
+            if d is not None:
+                metrics[f"dice_{name}"] = d
+        record.update(status="SUCCEEDED", metrics=metrics, dice_per_class=final["dice_per_class"],
+                      iou_per_class=final["iou_per_class"], train_seconds=result["train_seconds"],
+                      images_per_second=result["images_per_second"], device=result["device"])
+        if reporter:
+            reporter.final(metrics)
+        return record
+    except BaseException as e:
+        record.update(status="FAILED", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        raise
+    finally:
+        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_json(path, record)
+
+
+class NniReporter:
+    def __init__(self):
+        import nni
+
+        self.nni = nni
+
+    def intermediate(self, metrics: dict) -> None:
+        self.nni.report_intermediate_result(metrics)
+
+    def final(self, metrics: dict) -> None:
+        self.nni.report_final_result(metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
+    in_nni = bool(os.environ.get("NNI_PLATFORM"))
+    try:
+        if in_nni:
+            import nni
+            import nni.trial
+
+            from .space import decode_parameters, validate_arch
+
+            params = nni.get_next_parameter()
+            if params is None:
+                raise RuntimeError("NNI gave this trial no parameters")
+            arch = validate_arch(decode_parameters(params), source="trial parameters")
+            extra = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
+                     "parameter_id": nni.trial._params["parameter_id"], "sequence_id": nni.get_sequence_id(),
+                     "raw_parameters": params}
+            out = Path(os.environ.get("NNI_OUTPUT_DIR", "."))
+            reporter = NniReporter()
+        else:
+            if not args.arch:
+                raise ValueError("standalone trial needs --arch FILE (under NNI the tuner picks the architecture)")
+            arch = load_arch_file(args.arch)
+            extra, reporter = {"trial_id": "standalone"}, None
+            out = Path(args.out or f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.out:
+            out = Path(args.out)
+        record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(f"dice={record['metrics']['dice']:.4f} miou={record['metrics']['miou']:.4f} "
+          f"params={record['params']} mflops={record['mflops']} record={out / RECORD_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (if missing), install the pinned requirements and nni_seg, apply our NNI fixes.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 'setuptools<81' wheel
+.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+.venv/bin/python -m nni_seg patch-nni

@@ -1,0 +1,68 @@
+"""Real end-to-end: nnictl create (through our launcher), trials with concurrency 2, export, stop."""
+import json
+
+import pytest
+
+from nni_seg.records import nni_db, trial_records
+
+from .nni_helpers import experiment_id, free_port, nnictl, rest, run_cli, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_nnictl_search_trials_report_dice_and_export_is_the_best_trials(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, trials=4, concurrency=2)
+    proc = run_cli(["run", str(config), "--port", str(port), "--keep-running", "--timeout", "600"], tmp_path)
+    exp_id = experiment_id(proc.stdout)
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        exp_dir = tmp_path / "exps" / exp_id
+        records = trial_records(exp_dir)
+        assert len(records) == 4 and all(r["status"] == "SUCCEEDED" for r in records)
+
+        # every trial: what NNI shows (REST, DB) is what the trial itself trained
+        jobs = {j["trialJobId"]: j for j in rest(port, "/trial-jobs")}
+        db = nni_db(exp_dir)
+        for rec in records:
+            job = jobs[rec["trial_id"]]
+            assert job["status"] == "SUCCEEDED"
+            shown = json.loads(job["hyperParameters"][0])
+            assert shown["parameter_id"] == rec["parameter_id"], rec["trial_id"]
+            assert shown["parameters"] == rec["raw_parameters"], rec["trial_id"]
+            assert db[rec["trial_id"]]["parameters"] == rec["raw_parameters"]
+            assert db[rec["trial_id"]]["final_parameter_id"] == rec["parameter_id"]
+            assert db[rec["trial_id"]]["final"]["default"] == pytest.approx(rec["metrics"]["dice"])
+            assert len(rec["history"]) == 2  # one intermediate result per epoch
+        metrics = rest(port, "/metric-data")
+        assert sum(m["type"] == "PERIODICAL" for m in metrics) == 8
+
+        # export: the best trial's own architecture, also from the printed JSON
+        best = max(records, key=lambda r: r["metrics"]["dice"])
+        top = json.loads((exp_dir / "top_arch.json").read_text())
+        assert top["trial_id"] == best["trial_id"] and top["arch"] == best["arch"]
+        assert top["metrics"]["dice"] == best["metrics"]["dice"]
+        assert top["nni_cross_check"] == {"trials_checked": 4, "mismatches": []}
+        assert top["data"]["size"] == [16, 16] and top["train"]["epochs"] == 2
+        assert f"trial {best['trial_id']}" in proc.stdout
+    finally:
+        nnictl(["stop", exp_id], tmp_path)
+
+    # after stop: export still works from files alone
+    out = run_cli(["export", exp_id, "--exp-dir", str(tmp_path / "exps"), "--out", str(tmp_path / "top.json")], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "top.json").read_text())["trial_id"] == best["trial_id"]
+
+
+def test_export_of_unknown_experiment_is_one_clear_error(tmp_path):
+    out = run_cli(["export", "nosuchid", "--exp-dir", str(tmp_path)], tmp_path)
+    assert out.returncode == 2
+    assert "experiment 'nosuchid' not found" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_config_typo_is_rejected_before_anything_starts(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("maxTrialNumber", "maxTrailNumber"))
+    out = run_cli(["run", str(config), "--port", str(free_port())], tmp_path)
+    assert out.returncode == 2 and "maxtrailnumber" in out.stderr.lower()
+    assert not (tmp_path / "exps").exists()

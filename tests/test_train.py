@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from nni_seg.data import DataConfig, load_dataset
+from nni_seg.losses import make_loss, soft_dice_loss
+from nni_seg.space import build_model
+from nni_seg.train import TrainConfig, TrainingDiverged, augment, fit
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_dataset(DataConfig(size=(24, 24), num_train=16, num_val=8))
+
+
+def test_two_steps_lower_the_loss(tiny_arch, tiny_data):
+    torch.manual_seed(0)
+    model = build_model(tiny_arch, tiny_data.num_classes)
+    x = tiny_data.train_images[:8].float() / 255
+    y = tiny_data.train_masks[:8].long()
+    loss_fn = make_loss("ce")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        loss = loss_fn(model(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[2] < losses[0]
+
+
+def test_fit_reports_each_epoch(tiny_arch, tiny_data):
+    seen = []
+    out = fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,
+              TrainConfig(epochs=2, batch_size=8, device="cpu"), on_epoch=lambda e, m: seen.append((e, m["dice"])))
+    assert [e for e, _ in seen] == [1, 2]
+    assert 0 <= out["final"]["dice"] <= 1 and len(out["history"]) == 2
+    assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
+    assert out["device"] == "cpu" and out["images_per_second"] > 0
+
+
+def test_nan_loss_raises(tiny_arch, tiny_data):
+    with pytest.raises(TrainingDiverged):
+        fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,
+            TrainConfig(epochs=1, batch_size=8, lr=1e30, device="cpu"))
+
+
+def test_augment_keeps_image_and_mask_aligned():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(4, 1, 1, 1)
+    y = torch.arange(16).view(1, 4, 4).repeat(4, 1, 1)
+    for _ in range(10):
+        ax, ay = augment(x, y, TrainConfig(scale_min=1.0, scale_max=1.0), gen)
+        assert torch.equal(ax[:, 0].long(), ay)
+    ax, ay = augment(x, y, TrainConfig(scale_min=0.5, scale_max=0.6), gen)
+    assert ax.shape == x.shape and ay.shape == y.shape and (ay == -1).any()  # padded with ignore
+
+
+def test_soft_dice_loss_perfect_and_ignored():
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[[0, 1], [1, 0]]]), 2).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(logits, target, ignore_index=255).item() == pytest.approx(0, abs=1e-4)
+    assert make_loss("ce+dice", ignore_index=255)(logits, target).item() < 1e-3
+    with pytest.raises(KeyError, match="valid: ce, ce\\+dice"):
+        make_loss("focal")

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from nni_seg.records import RECORD_NAME
+from nni_seg.trial import main
+
+TINY = ["--size", "24", "24", "--num-train", "16", "--num-val", "8", "--epochs", "1", "--batch-size", "8",
+        "--device", "cpu"]
+
+
+def test_standalone_trial_writes_record(tmp_path, arch_file, tiny_arch, capsys):
+    assert main(["--arch", str(arch_file), "--out", str(tmp_path / "t"), *TINY]) == 0
+    rec = json.loads((tmp_path / "t" / RECORD_NAME).read_text())
+    assert rec["status"] == "SUCCEEDED" and rec["arch"] == tiny_arch
+    assert rec["metrics"]["default"] == rec["metrics"]["dice"] and 0 <= rec["metrics"]["dice"] <= 1
+    assert rec["params"] > 0 and rec["mflops"] > 0 and len(rec["history"]) == 1
+    assert rec["data"]["size"] == [24, 24] and rec["train"]["epochs"] == 1
+    assert "dice=" in capsys.readouterr().out
+
+
+def test_exported_file_is_accepted_as_arch(tmp_path, tiny_arch):
+    f = tmp_path / "top.json"
+    f.write_text(json.dumps({"arch": tiny_arch, "metrics": {}}))
+    assert main(["--arch", str(f), "--out", str(tmp_path / "t"), *TINY]) == 0
+
+
+@pytest.mark.parametrize("content,msg", [
+    (None, "architecture file not found"),
+    ("{not json", "is not valid JSON"),
+    ('{"levels": 3}', "missing choice"),
+])
+def test_bad_arch_file_is_one_clear_error(tmp_path, capsys, content, msg):
+    f = tmp_path / "a.json"
+    if content is not None:
+        f.write_text(content)
+    assert main(["--arch", str(f), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+
+
+def test_failed_trial_leaves_a_failed_record(tmp_path, arch_file):
+    with pytest.raises(FloatingPointError):
+        main(["--arch", str(arch_file), "--out", str(tmp_path / "t"), *TINY, "--lr", "1e30"])
+    rec = json.loads((tmp_path / "t" / RECORD_NAME).read_text())
+    assert rec["status"] == "FAILED" and "TrainingDiverged" in rec["error"]
