@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=180, help="seconds without any trial before giving up")
     ap.add_argument("--keep-running", action="store_true", help="leave the experiment (and web UI) running")
     ap.add_argument("--out", help="exported JSON (default: <experiment dir>/top_arch.json)")
+    ap.add_argument("--no-patch", action="store_true",
+                    help="do not apply our NNI fixes (to reproduce NNI 3.0's trial/parameter mix-up)")
     args = ap.parse_args(argv)
     config = Path(args.config)
     try:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pending = [k for k, v in nni_patch.status().items() if v == "pending"]
-    if pending:
+    if pending and not args.no_patch:
         print(f"applying NNI fixes: {', '.join(pending)}")
         nni_patch.apply()
     try:

@@ -162,13 +162,16 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
             sched.step()
             loss_sum += loss.detach()
         mean_loss = float(loss_sum) / max(1, steps)  # the one host sync of the epoch
-        train_time += time.perf_counter() - t0
+        epoch_seconds = time.perf_counter() - t0
+        train_time += epoch_seconds
         seen += steps * bs
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
         metrics = evaluate(model, norm, vx, vy, data, cfg, device)
-        metrics.update(epoch=epoch, loss=mean_loss)
-        history.append({k: metrics[k] for k in ("epoch", "loss", "dice", "miou", "pixel_acc")})
+        metrics.update(epoch=epoch, loss=mean_loss, seconds=round(epoch_seconds, 4),
+                       images_per_second=round(steps * bs / epoch_seconds, 2))
+        history.append({k: metrics[k] for k in ("epoch", "loss", "dice", "miou", "pixel_acc", "seconds",
+                                                "images_per_second")})
         if best is None or _better(metrics["dice"], best["dice"]):
             best = metrics
         if on_epoch is not None:

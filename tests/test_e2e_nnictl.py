@@ -66,3 +66,39 @@ def test_config_typo_is_rejected_before_anything_starts(tmp_path):
     out = run_cli(["run", str(config), "--port", str(free_port())], tmp_path)
     assert out.returncode == 2 and "maxtrailnumber" in out.stderr.lower()
     assert not (tmp_path / "exps").exists()
+
+
+@pytest.mark.parametrize("shipped", ["tpe.yml", "random.yml", "evolution.yml", "regularized_evolution.yml"])
+def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
+    """Each shipped config's tuner and search-space file, with tiny trials: trials succeed, export works."""
+    import yaml
+
+    from .nni_helpers import ROOT
+
+    ship = yaml.safe_load((ROOT / "experiments" / shipped).read_text())
+    args = dict(ship["tuner"].get("classArgs", {}))
+    if "population_size" in args:
+        args["population_size"] = 2
+    if "sample_size" in args:
+        args["sample_size"] = 2
+    config = write_config(tmp_path, tuner=ship["tuner"]["name"], trials=3, space=ship["searchSpaceFile"],
+                          class_args=args)
+    proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "400", "--stall", "90"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp_id = experiment_id(proc.stdout)
+    records = trial_records(tmp_path / "exps" / exp_id)
+    assert len(records) == 3 and all(r["status"] == "SUCCEEDED" for r in records)
+    assert "0 mismatches" in proc.stdout
+
+
+def test_dead_experiment_is_noticed_not_waited_on(tmp_path):
+    """RegularizedEvolutionTuner given `choice` entries fails in the dispatcher and NNI sits RUNNING."""
+    import time
+
+    config = write_config(tmp_path, tuner="RegularizedEvolutionTuner", trials=3, space="search_space.json",
+                          class_args={"population_size": 2, "sample_size": 2})
+    t0 = time.time()
+    proc = run_cli(["run", str(config), "--port", str(free_port()), "--stall", "120"], tmp_path)
+    assert proc.returncode == 1
+    assert "dispatcher.log" in proc.stderr and "stopped" in proc.stdout
+    assert time.time() - t0 < 110  # noticed from the log, well before the stall limit
