@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,10 +58,32 @@ def trial_env() -> dict:
     return env
 
 
-def create(config: Path, port: int) -> str:
+def check_environment() -> None:
+    """Known ways for NNI 3.0 to hang, caught before starting.
+
+    nnictl's experiment-registry lock subclasses ``filelock.SoftFileLock`` and sets a private field
+    that filelock >= 3.12 no longer reads, so the lock is never seen as taken and ``nnictl create``
+    spins forever after "Starting web server..." (measured here and on the GPU machine).
+    """
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    fl = version("filelock")
+    if Version(fl) >= Version("3.12"):
+        raise ExperimentDead(f"filelock {fl} makes NNI 3.0's nnictl hang after 'Starting web server...'; "
+                             f"install 'filelock<3.12' (requirements.txt pins it)")
+
+
+def create(config: Path, port: int, timeout: float = 120) -> str:
     """``nnictl create``; returns the experiment id."""
-    proc = subprocess.run([*_nnictl(), "create", "--config", str(config), "--port", str(port)],
-                          capture_output=True, text=True, env=trial_env(), timeout=300)
+    check_environment()
+    try:
+        proc = subprocess.run([*_nnictl(), "create", "--config", str(config), "--port", str(port)],
+                              capture_output=True, text=True, env=trial_env(), timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        raise ExperimentDead(f"nnictl create did not return in {timeout:.0f}s:\n{out.strip()[-1000:]}") from None
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     m = re.search(r"experiment id(?: is|:)\s*(\w+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not m:
@@ -138,6 +161,10 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
             raise ExperimentDead(f"experiment {exp_id} still {status['status']} after {timeout:.0f}s (--timeout)")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import nni_patch
     from .export import export, one_line
@@ -170,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"experiment {exp_id} started; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
           f"port local or use an SSH tunnel)", flush=True)
     code = 0
+    signal.signal(signal.SIGTERM, _terminate)  # `timeout`/kill: still stop the experiment below
     try:
         follow(exp_id, args.port, timeout=args.timeout, stall=args.stall)
         top, path = export(exp_id, args.out)

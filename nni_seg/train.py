@@ -6,6 +6,7 @@ with no host synchronisation inside an epoch; on CPU the same code path runs in 
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -64,17 +65,20 @@ class Normalizer(nn.Module):
         return (x.float() / 255 - self.mean) / self.std
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+            rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample horizontal flip, then one random scale per batch with a random crop/pad back to size.
 
-    x: (B, C, H, W) float, y: (B, H, W) long. Padded mask pixels are ``-1`` (ignored).
+    x: (B, C, H, W) float, y: (B, H, W) long. Padded mask pixels are ``-1`` (ignored). Flips draw
+    from ``gen`` (on x's device); scale and crop from the host RNG ``rng``, so nothing syncs.
     """
+    rng = rng or random.Random(0)
     b, _, h, w = x.shape
     flip = torch.rand(b, 1, 1, device=x.device, generator=gen) < 0.5
     x = torch.where(flip.unsqueeze(1), x.flip(-1), x)
     y = torch.where(flip, y.flip(-1), y)
     if cfg.scale_max > cfg.scale_min:
-        s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand(1, generator=gen, device="cpu").item()
+        s = rng.uniform(cfg.scale_min, cfg.scale_max)
         sh, sw = max(1, round(h * s)), max(1, round(w * s))
         x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
         y = F.interpolate(y[:, None].float(), size=(sh, sw), mode="nearest")[:, 0].long()
@@ -82,8 +86,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Gener
             ph, pw = max(0, h - sh), max(0, w - sw)
             x = F.pad(x, (0, pw, 0, ph))
             y = F.pad(y, (0, pw, 0, ph), value=-1)
-        oy = int(torch.randint(0, x.shape[-2] - h + 1, (1,), generator=gen))
-        ox = int(torch.randint(0, x.shape[-1] - w + 1, (1,), generator=gen))
+        oy, ox = rng.randint(0, x.shape[-2] - h), rng.randint(0, x.shape[-1] - w)
         x, y = x[..., oy:oy + h, ox:ox + w], y[..., oy:oy + h, ox:ox + w]
     return x, y
 
@@ -121,6 +124,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
 
     tx, ty = data.train_images.to(device), data.train_masks.to(device)
     vx, vy = data.val_images.to(device), data.val_masks.to(device)
@@ -150,7 +154,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
             idx = perm[s * bs:(s + 1) * bs]
             x, y = norm(tx[idx]), ty[idx].long()
             if cfg.augment:
-                x, y = augment(x, y, cfg, gen)
+                x, y = augment(x, y, cfg, gen, rng)
             if cfg.channels_last and device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
