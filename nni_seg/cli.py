@@ -38,6 +38,7 @@ COMMANDS = {
     "export": (_lazy("export"), "export the top architecture of an experiment (running or stopped)"),
     "space": (_space, "write the search-space JSON generated from the model space"),
     "trial": (_lazy("trial"), "train one architecture (what NNI runs; standalone with --arch)"),
+    "bench-strategies": (_lazy("strategies"), "compare strategies at equal budget on a proxy objective"),
     "patch-nni": (_lazy("nni_patch"), "apply our fixes to the installed NNI 3.0 (idempotent)"),
 }
 

@@ -66,10 +66,10 @@ class Normalizer(nn.Module):
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-            rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            rng: random.Random | None = None, ignore: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample horizontal flip, then one random scale per batch with a random crop/pad back to size.
 
-    x: (B, C, H, W) float, y: (B, H, W) long. Padded mask pixels are ``-1`` (ignored). Flips draw
+    x: (B, C, H, W) float, y: (B, H, W) long. Padded mask pixels get ``ignore``. Flips draw
     from ``gen`` (on x's device); scale and crop from the host RNG ``rng``, so nothing syncs.
     """
     rng = rng or random.Random(0)
@@ -85,7 +85,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Gener
         if sh < h or sw < w:  # pad with ignore
             ph, pw = max(0, h - sh), max(0, w - sw)
             x = F.pad(x, (0, pw, 0, ph))
-            y = F.pad(y, (0, pw, 0, ph), value=-1)
+            y = F.pad(y, (0, pw, 0, ph), value=ignore)
         oy, ox = rng.randint(0, x.shape[-2] - h), rng.randint(0, x.shape[-1] - w)
         x, y = x[..., oy:oy + h, ox:ox + w], y[..., oy:oy + h, ox:ox + w]
     return x, y
@@ -133,7 +133,8 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if cfg.compile else model
-    loss_fn = make_loss(cfg.loss, data.ignore_index if data.ignore_index is not None else -1)
+    ignore = data.ignore_index if data.ignore_index is not None else -1  # also the padding label
+    loss_fn = make_loss(cfg.loss, ignore)
     use_amp = cfg.amp and device.type == "cuda"
 
     n = len(tx)
@@ -154,7 +155,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
             idx = perm[s * bs:(s + 1) * bs]
             x, y = norm(tx[idx]), ty[idx].long()
             if cfg.augment:
-                x, y = augment(x, y, cfg, gen, rng)
+                x, y = augment(x, y, cfg, gen, rng, ignore)
             if cfg.channels_last and device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -20,7 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, *, tuner: str = "Random", trials: int = 4, concurrency: int = 2,
+def write_config(tmp: Path, *, tuner: str | dict = "Random", trials: int = 4, concurrency: int = 2,
                  space: str = "search_space.json", extra_trial_args: str = "", class_args: dict | None = None) -> Path:
     import yaml
 
@@ -33,7 +33,8 @@ def write_config(tmp: Path, *, tuner: str = "Random", trials: int = 4, concurren
         "maxTrialNumber": trials,
         "maxExperimentDuration": "10m",
         "experimentWorkingDirectory": str(tmp / "exps"),
-        "tuner": {"name": tuner, "classArgs": class_args if class_args is not None else {"seed": 1}},
+        "tuner": tuner if isinstance(tuner, dict) else
+                 {"name": tuner, "classArgs": class_args if class_args is not None else {"seed": 1}},
         "trainingService": {"platform": "local"},
     }
     path = tmp / "config.yml"

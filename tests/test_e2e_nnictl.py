@@ -68,7 +68,7 @@ def test_config_typo_is_rejected_before_anything_starts(tmp_path):
     assert not (tmp_path / "exps").exists()
 
 
-@pytest.mark.parametrize("shipped", ["tpe.yml", "random.yml", "evolution.yml", "regularized_evolution.yml"])
+@pytest.mark.parametrize("shipped", ["tpe.yml", "random.yml", "evolution.yml", "regularized_evolution.yml", "rl.yml"])
 def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     """Each shipped config's tuner and search-space file, with tiny trials: trials succeed, export works."""
     import yaml
@@ -81,8 +81,9 @@ def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
         args["population_size"] = 2
     if "sample_size" in args:
         args["sample_size"] = 2
-    config = write_config(tmp_path, tuner=ship["tuner"]["name"], trials=3, space=ship["searchSpaceFile"],
-                          class_args=args)
+    tuner = ship["tuner"].get("name") or {  # our own tuner, by class name
+        "className": ship["tuner"]["className"], "codeDirectory": str(ROOT), "classArgs": args}
+    config = write_config(tmp_path, tuner=tuner, trials=3, space=ship["searchSpaceFile"], class_args=args)
     proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "400", "--stall", "90"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp_id = experiment_id(proc.stdout)

@@ -41,6 +41,19 @@ def test_fit_reports_each_epoch(tiny_arch, tiny_data):
     assert out["device"] == "cpu" and out["images_per_second"] > 0
 
 
+def test_fit_with_void_label_and_scale_augmentation(tiny_arch):
+    """Padding from a zoom-out must carry the dataset's ignore label (CamVid: 11), not an invalid class."""
+    from nni_seg.data import SegData
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 12, (8, 16, 16), generator=g, dtype=torch.uint8)
+    data = SegData("void", x, y, x[:4], y[:4], [f"c{i}" for i in range(11)], ignore_index=11)
+    out = fit(build_model(tiny_arch, 11), data, TrainConfig(epochs=1, batch_size=4, device="cpu",
+                                                          scale_min=0.5, scale_max=0.7))
+    assert math.isfinite(out["history"][0]["loss"])
+
+
 def test_nan_loss_raises(tiny_arch, tiny_data):
     with pytest.raises(TrainingDiverged):
         fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,

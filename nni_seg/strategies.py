@@ -1,0 +1,220 @@
+"""Search strategies run in-process over the model space, and the equal-budget strategy benchmark.
+
+``STRATEGIES`` maps a name to a factory of an NNI tuner (the same classes nnictl runs): ``random``
+(the baseline), ``tpe``, ``evolution`` (NNI's Evolution), ``regularized_evolution`` (NNI's
+RegularizedEvolutionTuner, on the ``layer_choice`` space) and ``rl`` (our :class:`ReinforceTuner`).
+:func:`run_strategy` drives one of them for a trial budget on any objective ``arch -> score``.
+
+``python -m nni_seg bench-strategies`` runs every strategy for the same budget over several seeds on
+a **proxy objective** (default: validation Dice after a very short training on tiny digit scenes; each
+distinct architecture is trained once and cached in a JSON table) and writes a Markdown table and a
+PNG of best-score-so-far vs trials (mean and min-max band per strategy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .space import decode_parameters, legacy_search_space
+
+Objective = Callable[[dict], float]
+
+
+def _random(seed):
+    from nni.algorithms.hpo.random_tuner import RandomTuner
+    return RandomTuner(seed=seed)
+
+
+def _tpe(seed):
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner
+    return TpeTuner(optimize_mode="maximize", seed=seed)
+
+
+def _evolution(seed, population_size=8):
+    from nni.algorithms.hpo.evolution_tuner import EvolutionTuner
+    return EvolutionTuner(optimize_mode="maximize", population_size=population_size)
+
+
+def _regularized_evolution(seed, population_size=8, sample_size=3):
+    from nni.algorithms.hpo.regularized_evolution_tuner import RegularizedEvolutionTuner
+    return RegularizedEvolutionTuner(optimize_mode="maximize", population_size=population_size,
+                                     sample_size=sample_size)
+
+
+def _rl(seed):
+    from .rl_tuner import ReinforceTuner
+    return ReinforceTuner(seed=seed)
+
+
+# name -> (tuner factory(seed), search-space kind it needs)
+STRATEGIES: dict[str, tuple[Callable, str]] = {
+    "random": (_random, "choice"),
+    "tpe": (_tpe, "choice"),
+    "evolution": (_evolution, "choice"),
+    "regularized_evolution": (_regularized_evolution, "layer_choice"),
+    "rl": (_rl, "choice"),
+}
+
+
+def lookup_strategy(name: str) -> tuple[Callable, str]:
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def run_strategy(name: str, objective: Objective, budget: int, seed: int = 0) -> list[tuple[dict, float]]:
+    """Ask the tuner for ``budget`` architectures one at a time, feed back ``objective``; returns the trace."""
+    factory, kind = lookup_strategy(name)
+    logging.getLogger("nni").setLevel(logging.WARNING)  # NNI's tuners log every trial at INFO
+    random.seed(seed)
+    np.random.seed(seed)  # NNI's evolution tuners draw from the global RNGs
+    tuner = factory(seed)
+    tuner.update_search_space(legacy_search_space(kind))
+    trace = []
+    for pid in range(budget):
+        params = tuner.generate_parameters(pid)
+        arch = decode_parameters(params)
+        score = float(objective(arch))
+        tuner.receive_trial_result(pid, params, {"default": score})
+        if hasattr(tuner, "trial_end"):
+            tuner.trial_end(pid, True)
+        trace.append((arch, score))
+    return trace
+
+
+def best_so_far(trace: list[tuple[dict, float]]) -> list[float]:
+    out, best = [], -np.inf
+    for _, s in trace:
+        best = max(best, s)
+        out.append(best)
+    return out
+
+
+# --------------------------------------------------------------------------- proxy objective
+class CachedTrainingProxy:
+    """Validation Dice after a very short training at low resolution, cached per architecture.
+
+    A **proxy** for the real objective, cheap enough to run hundreds of trials on CPU. The cache
+    (a JSON table arch -> Dice) makes re-evaluations free and is reusable across runs.
+    """
+
+    def __init__(self, cache: Path, size: int = 24, epochs: int = 2, num_train: int = 96, num_val: int = 32):
+        from .data import DataConfig, load_dataset
+
+        self.cache_path = cache
+        self.table: dict[str, float] = json.loads(cache.read_text()) if cache.is_file() else {}
+        self.data = load_dataset(DataConfig(size=(size, size), num_train=num_train, num_val=num_val))
+        self.epochs = epochs
+        self.evaluations = 0
+
+    def __call__(self, arch: dict) -> float:
+        from .records import atomic_write_json
+        from .space import build_model
+        from .train import TrainConfig, fit
+
+        key = json.dumps(arch, sort_keys=True)
+        if key not in self.table:
+            model = build_model(arch, self.data.num_classes, self.data.in_channels)
+            out = fit(model, self.data, TrainConfig(epochs=self.epochs, batch_size=8, lr=3e-3, device="cpu"))
+            self.table[key] = out["final"]["dice"]
+            self.evaluations += 1
+            if self.evaluations % 10 == 0:
+                atomic_write_json(self.cache_path, self.table)
+        return self.table[key]
+
+    def save(self) -> None:
+        from .records import atomic_write_json
+        atomic_write_json(self.cache_path, self.table)
+
+
+def bench(strategies: list[str], objective: Objective, budget: int, seeds: list[int]) -> dict:
+    curves = {}
+    for name in strategies:
+        curves[name] = [best_so_far(run_strategy(name, objective, budget, seed)) for seed in seeds]
+    return curves
+
+
+def summarize(curves: dict, budget: int) -> str:
+    rand = curves.get("random")
+    lines = ["| strategy | best at budget, mean | min | max | vs random (mean) | trials to random's final mean |",
+             "|---|---|---|---|---|---|"]
+    target = statistics.mean(c[-1] for c in rand) if rand else None
+    for name, cs in curves.items():
+        finals = [c[-1] for c in cs]
+        reach = []
+        for c in cs:
+            hit = next((i + 1 for i, v in enumerate(c) if target is not None and v >= target), None)
+            reach.append(hit if hit is not None else float("inf"))
+        reach_s = f"{statistics.median(reach):.0f} (median)" if target is not None else "-"
+        diff = f"{statistics.mean(finals) - target:+.4f}" if target is not None else "-"
+        lines.append(f"| {name} | {statistics.mean(finals):.4f} | {min(finals):.4f} | {max(finals):.4f} | {diff} | {reach_s} |")
+    return "\n".join(lines)
+
+
+def plot(curves: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, cs in curves.items():
+        a = np.array(cs)
+        x = np.arange(1, a.shape[1] + 1)
+        ax.plot(x, a.mean(0), label=name)
+        ax.fill_between(x, a.min(0), a.max(0), alpha=0.15)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best score so far")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nni_seg bench-strategies", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    ap.add_argument("--budget", type=int, default=20, help="trials per strategy run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--proxy-size", type=int, default=24, help="proxy: image size of the short training")
+    ap.add_argument("--proxy-epochs", type=int, default=2)
+    ap.add_argument("--cache", default="runs/proxy_cache.json", help="proxy: JSON table arch -> Dice")
+    ap.add_argument("--out", default="runs/bench_strategies", help="folder for table.md, curves.json, curves.png")
+    args = ap.parse_args(argv)
+    try:
+        for s in args.strategies:
+            lookup_strategy(s)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+    proxy = CachedTrainingProxy(Path(args.cache), size=args.proxy_size, epochs=args.proxy_epochs)
+    t0 = time.time()
+    try:
+        curves = bench(args.strategies, proxy, args.budget, args.seeds)
+    finally:
+        proxy.save()
+    title = (f"PROXY: val Dice after {args.proxy_epochs} epochs at {args.proxy_size}px (digits), "
+             f"{len(args.seeds)} seeds")
+    table = summarize(curves, args.budget)
+    header = (f"Strategy benchmark on a proxy objective ({title}); budget {args.budget} trials; seeds {args.seeds}; "
+              f"{proxy.evaluations} new trainings, {len(proxy.table)} cached; {time.time() - t0:.0f} s\n\n")
+    (out / "table.md").write_text(header + table + "\n")
+    (out / "curves.json").write_text(json.dumps(curves))
+    plot(curves, out / "curves.png", title)
+    print(header + table)
+    print(f"written: {out / 'table.md'}, {out / 'curves.png'}")
+    return 0
