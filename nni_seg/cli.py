@@ -35,6 +35,7 @@ def _lazy(module: str):
 
 COMMANDS = {
     "run": (_lazy("launch"), "run an nnictl experiment from a config, follow it, export the top architecture"),
+    "search": (_lazy("search"), "NNI NAS strategies (enas, evolution, tpe, random) via NasExperiment"),
     "export": (_lazy("export"), "export the top architecture of an experiment (running or stopped)"),
     "space": (_space, "write the search-space JSON generated from the model space"),
     "trial": (_lazy("trial"), "train one architecture (what NNI runs; standalone with --arch)"),

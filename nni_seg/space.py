@@ -49,6 +49,14 @@ SKIPS = ("none", "concat")
 
 Arch = dict[str, Any]
 
+# The macro (topology / width) choices: plain ``nni.choice``s that a one-shot supernet cannot share
+# weights across; ``SegSpace(fixed=...)`` pins them, leaving ops and depths to search.
+MACRO_VALUES: dict[str, tuple] = {
+    "levels": LEVELS, "act": tuple(ACTIVATIONS), "up": UPSAMPLERS,
+    **{f"enc{i}_width": WIDTHS[i] for i in range(1, MAX_LEVELS + 1)},
+    **{f"dec{i}_skip": SKIPS for i in range(1, MAX_LEVELS)},
+}
+
 
 class SegSpace(ModelSpace):
     """Encoder-decoder segmentation space. A frozen sample is a plain ``nn.Module``.
@@ -56,22 +64,33 @@ class SegSpace(ModelSpace):
     Args:
         num_classes: output channels of the 1x1 head (logits, softmax is applied by the loss).
         in_channels: input image channels.
+        fixed: macro choices (``MACRO_VALUES``) to pin instead of search, e.g. for a one-shot supernet.
 
     Input (B, in_channels, H, W) -> logits (B, num_classes, H, W); any H, W >= 2**(levels-1).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3):
+    def __init__(self, num_classes: int, in_channels: int = 3, fixed: dict[str, Any] | None = None):
         super().__init__()
+        fixed = dict(fixed or {})
+        unknown = sorted(set(fixed) - set(MACRO_VALUES))
+        if unknown:
+            raise ValueError(f"cannot fix {', '.join(unknown)}; fixable: {', '.join(MACRO_VALUES)}")
+
+        def choice(label: str):
+            """A macro choice: a mutable, or the value given in ``fixed``."""
+            if label in fixed:
+                if fixed[label] not in MACRO_VALUES[label]:
+                    raise ValueError(f"fixed {label}={fixed[label]!r} is not one of {list(MACRO_VALUES[label])}")
+                return fixed[label]
+            return ensure_frozen(self.add_mutable(nni.choice(label, list(MACRO_VALUES[label]))))
+
         # Dry run (no sample in context): build every level so that all mutables get registered.
         frozen = current_model() is not None
-        levels = ensure_frozen(self.add_mutable(nni.choice("levels", list(LEVELS))))
-        act = ensure_frozen(self.add_mutable(nni.choice("act", list(ACTIVATIONS))))
-        up = ensure_frozen(self.add_mutable(nni.choice("up", list(UPSAMPLERS))))
-        n_levels = levels if frozen else MAX_LEVELS
+        levels, act, up = choice("levels"), choice("act"), choice("up")
+        n_levels = levels if frozen or "levels" in fixed else MAX_LEVELS
         self.n_levels = n_levels
 
-        widths = [ensure_frozen(self.add_mutable(nni.choice(f"enc{i}_width", list(WIDTHS[i]))))
-                  for i in range(1, n_levels + 1)]
+        widths = [choice(f"enc{i}_width") for i in range(1, n_levels + 1)]
         self.pool = nn.MaxPool2d(2)
         self.encoder = nn.ModuleList()
         c_in = in_channels
@@ -83,7 +102,7 @@ class SegSpace(ModelSpace):
         self.ups = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for i in range(n_levels - 1, 0, -1):  # deepest decoder level first
-            skip = ensure_frozen(self.add_mutable(nni.choice(f"dec{i}_skip", list(SKIPS)))) == "concat"
+            skip = choice(f"dec{i}_skip") == "concat"
             self.skips.append(skip)
             self.ups.append(Upsample(up, c_in))
             c_cat = c_in + (widths[i - 1] if skip else 0)
@@ -217,4 +236,4 @@ def dumps_space(kind: str = "choice") -> str:
 
 
 __all__ = ["SegSpace", "search_space", "legacy_search_space", "decode_parameters", "validate_arch",
-           "active_labels", "seed_arch", "build_model", "arch_summary", "dumps_space", "OPS"]
+           "active_labels", "seed_arch", "build_model", "arch_summary", "dumps_space", "OPS", "MACRO_VALUES"]

@@ -27,7 +27,8 @@ from .train import TrainConfig
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nni_seg.trial", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", help="architecture JSON (standalone); under NNI the tuner chooses")
+    p.add_argument("--arch", help="architecture JSON, or 'seed' for the seed's fixed net (standalone); "
+                                  "under NNI the tuner chooses")
     p.add_argument("--out", help="output folder for the record (default: $NNI_OUTPUT_DIR or runs/<time>)")
     add_dataclass_args(p, DataConfig, "data")
     add_dataclass_args(p, TrainConfig, "training")
@@ -35,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_arch_file(path: str) -> dict:
-    """A plain architecture dict, or the ``arch`` of an exported top-architecture file."""
-    from .space import validate_arch
+    """A plain architecture dict, the ``arch`` of an exported top-architecture file, or ``seed``."""
+    from .space import seed_arch, validate_arch
 
+    if path == "seed":
+        return seed_arch()
     try:
         obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -50,8 +53,11 @@ def load_arch_file(path: str) -> dict:
 
 
 def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: Path,
-              reporter=None, extra: dict | None = None) -> dict:
-    """Train ``arch`` and write its record; ``reporter`` gets ``intermediate(dict)`` / ``final(dict)``."""
+              reporter=None, extra: dict | None = None, model=None) -> dict:
+    """Train ``arch`` (or the already-built ``model`` of it) and write its record.
+
+    ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end.
+    """
     from .cost import count_macs, count_params
     from .data import load_dataset
     from .space import arch_summary, build_model
@@ -65,7 +71,8 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
     atomic_write_json(path, record)
     try:
         data = load_dataset(data_cfg)
-        model = build_model(arch, data.num_classes, data.in_channels)
+        if model is None:
+            model = build_model(arch, data.num_classes, data.in_channels)
         h, w = data.size
         record["params"] = count_params(model)
         record["mflops"] = round(count_macs(model, (1, data.in_channels, h, w)) / 1e6, 3)  # MMACs per image

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from nni_seg.search import load_config
+from nni_seg.train import TrainConfig
+
+from .nni_helpers import free_port, run_cli
+
+TINY = """
+data: {size: [16, 16], num_train: 16, num_val: 8}
+train: {epochs: 1, batch_size: 8, device: cpu, threads: 1}
+search: {trials: 3, concurrency: 2, working_dir: WD, enas_epochs: 1, population_size: 2, sample_size: 2}
+"""
+
+
+def test_config_sections_and_typos_are_checked(tmp_path):
+    p = tmp_path / "s.yml"
+    p.write_text("data: {size: [16, 16]}\nsearch: {trails: 3}\n")
+    with pytest.raises(ValueError, match="search: unknown key\\(s\\) trails; valid: strategy, trials"):
+        load_config(str(p))
+    p.write_text("model: {}\n")
+    with pytest.raises(ValueError, match="unknown section\\(s\\) model"):
+        load_config(str(p))
+    d, t, s = load_config(None)
+    assert s.strategy == "random" and t.epochs == TrainConfig().epochs
+
+
+
+
+def test_unknown_strategy_is_one_clear_error(tmp_path):
+    out = run_cli(["search", "--strategy", "darts"], tmp_path)
+    assert out.returncode == 2 and "unknown strategy 'darts'; valid: enas, evolution, tpe, random" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["evolution", "enas"])
+def test_search_runs_nas_experiment_and_exports(tmp_path, strategy):
+    cfg = tmp_path / "s.yml"
+    cfg.write_text(TINY.replace("WD", str(tmp_path / "exps")))
+    out = run_cli(["search", "--strategy", strategy, "--config", str(cfg), "--port", str(free_port())], tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    tops = [p for p in (tmp_path / "exps").glob("*/top_arch.json") if p.parent.name != "_latest"]
+    assert len(tops) == 1
+    top = json.loads(tops[0].read_text())
+    assert top["strategy"] == strategy and f"{strategy}: top architecture of {top['experiment_id']}" in out.stdout
+    if strategy == "evolution":
+        assert top["nni_top_model_agrees"] is True
+        assert top["nni_cross_check"] == {"trials_checked": 3, "mismatches": []}
+        assert top["trials_succeeded"] == 3
+    else:
+        assert top["metrics"] is None and top["fixed"]["levels"] == 3
