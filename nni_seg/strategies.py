@@ -107,7 +107,7 @@ class CachedTrainingProxy:
     (a JSON table arch -> Dice) makes re-evaluations free and is reusable across runs.
     """
 
-    def __init__(self, cache: Path, size: int = 24, epochs: int = 2, num_train: int = 96, num_val: int = 32):
+    def __init__(self, cache: Path, size: int = 24, epochs: int = 3, num_train: int = 96, num_val: int = 32):
         from .data import DataConfig, load_dataset
 
         self.cache_path = cache
@@ -185,10 +185,10 @@ def plot(curves: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nni_seg bench-strategies", description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    ap.add_argument("--budget", type=int, default=20, help="trials per strategy run")
+    ap.add_argument("--budget", type=int, default=16, help="trials per strategy run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--proxy-size", type=int, default=24, help="proxy: image size of the short training")
-    ap.add_argument("--proxy-epochs", type=int, default=2)
+    ap.add_argument("--proxy-epochs", type=int, default=3)
     ap.add_argument("--cache", default="runs/proxy_cache.json", help="proxy: JSON table arch -> Dice")
     ap.add_argument("--out", default="runs/bench_strategies", help="folder for table.md, curves.json, curves.png")
     args = ap.parse_args(argv)

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture JSON, or 'seed' for the seed's fixed net (standalone); "
                                   "under NNI the tuner chooses")
     p.add_argument("--out", help="output folder for the record (default: $NNI_OUTPUT_DIR or runs/<time>)")
+    p.add_argument("--max-mflops", type=float, help="reject (do not train) architectures above this many MMACs/image")
+    p.add_argument("--max-params", type=int, help="reject (do not train) architectures above this many parameters")
     add_dataclass_args(p, DataConfig, "data")
     add_dataclass_args(p, TrainConfig, "training")
     return p
@@ -53,10 +55,13 @@ def load_arch_file(path: str) -> dict:
 
 
 def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: Path,
-              reporter=None, extra: dict | None = None, model=None) -> dict:
+              reporter=None, extra: dict | None = None, model=None,
+              max_mflops: float | None = None, max_params: int | None = None) -> dict:
     """Train ``arch`` (or the already-built ``model`` of it) and write its record.
 
-    ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end.
+    ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end. An
+    architecture over the ``max_mflops`` / ``max_params`` budget is not trained: its record says
+    REJECTED and the reported final result is Dice 0 with ``rejected: 1`` (so tuners learn to avoid it).
     """
     from .cost import count_macs, count_params
     from .data import load_dataset
@@ -79,6 +84,20 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
         record["dataset"] = {"name": data.name, "size": [h, w], "classes": data.class_names,
                              "num_train": len(data.train_images), "num_val": len(data.val_images)}
         record["history"] = []
+        over = []
+        if max_mflops and record["mflops"] > max_mflops:
+            over.append(f"{record['mflops']} MMACs > {max_mflops}")
+        if max_params and record["params"] > max_params:
+            over.append(f"{record['params']} params > {max_params}")
+        if over:
+            reason = "over budget: " + ", ".join(over)
+            print(f"rejected before training: {reason}", flush=True)
+            metrics = {"default": 0.0, "dice": 0.0, "miou": 0.0, "rejected": 1, "params": record["params"],
+                       "mflops": record["mflops"]}
+            record.update(status="REJECTED", reason=reason, metrics=metrics)
+            if reporter:
+                reporter.final(metrics)
+            return record
 
         def on_epoch(epoch: int, m: dict) -> None:
             record["history"].append({k: m[k] for k in ("epoch", "loss", "dice", "miou")})
@@ -150,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out or f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.out:
             out = Path(args.out)
-        record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra)
+        record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra,
+                           max_mflops=args.max_mflops, max_params=args.max_params)
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    print(f"dice={record['metrics']['dice']:.4f} miou={record['metrics']['miou']:.4f} "
+    print(f"{record['status']} dice={record['metrics']['dice']:.4f} miou={record['metrics']['miou']:.4f} "
           f"params={record['params']} mflops={record['mflops']} record={out / RECORD_NAME}")
     return 0
 

@@ -38,15 +38,34 @@ SEEDS = [0, 1, 2, 3, 4]
 BUDGET = 60
 
 
+TARGET_SCORE = 0.6
+
+
 @pytest.fixture(scope="module")
-def finals():
-    return {name: [best_so_far(run_strategy(name, toy, BUDGET, s))[-1] for s in SEEDS] for name in STRATEGIES}
+def curves():
+    return {name: [best_so_far(run_strategy(name, toy, BUDGET, s)) for s in SEEDS] for name in STRATEGIES}
+
+
+@pytest.fixture(scope="module")
+def finals(curves):
+    return {name: [c[-1] for c in cs] for name, cs in curves.items()}
+
+
+def trials_to(curve: list[float], target: float) -> int:
+    """Trials until the best score reaches ``target`` (budget + 1 if never)."""
+    return next((i + 1 for i, v in enumerate(curve) if v >= target), len(curve) + 1)
 
 
 @pytest.mark.parametrize("name", ["tpe", "evolution", "regularized_evolution", "rl"])
 def test_strategy_beats_random_at_equal_budget_on_average(finals, name):
     """Mean best-at-budget over a fixed seed set, against random's, with a margin (not one lucky run)."""
     assert statistics.mean(finals[name]) > statistics.mean(finals["random"]) + 0.02, finals
+
+
+@pytest.mark.parametrize("name", ["tpe", "evolution", "regularized_evolution", "rl"])
+def test_strategy_reaches_fixed_target_in_fewer_trials_than_random(curves, name):
+    mean_trials = {n: statistics.mean(trials_to(c, TARGET_SCORE) for c in cs) for n, cs in curves.items()}
+    assert mean_trials[name] < mean_trials["random"], mean_trials
 
 
 def test_unknown_strategy_lists_valid_names():

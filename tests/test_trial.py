@@ -44,3 +44,13 @@ def test_failed_trial_leaves_a_failed_record(tmp_path, arch_file):
         main(["--arch", str(arch_file), "--out", str(tmp_path / "t"), *TINY, "--lr", "1e30"])
     rec = json.loads((tmp_path / "t" / RECORD_NAME).read_text())
     assert rec["status"] == "FAILED" and "TrainingDiverged" in rec["error"]
+
+
+def test_over_budget_architecture_is_rejected_before_training(tmp_path, arch_file, capsys):
+    assert main(["--arch", "seed", "--out", str(tmp_path / "t"), *TINY, "--max-mflops", "10"]) == 0
+    rec = json.loads((tmp_path / "t" / RECORD_NAME).read_text())
+    assert rec["status"] == "REJECTED" and "MMACs > 10" in rec["reason"] and rec["history"] == []
+    assert rec["metrics"]["default"] == 0.0 and rec["metrics"]["rejected"] == 1
+    assert "rejected before training" in capsys.readouterr().out
+    assert main(["--arch", str(arch_file), "--out", str(tmp_path / "u"), *TINY, "--max-mflops", "1000"]) == 0
+    assert json.loads((tmp_path / "u" / RECORD_NAME).read_text())["status"] == "SUCCEEDED"
