@@ -13,6 +13,7 @@ PNG of best-score-so-far vs trials (mean and min-max band per strategy).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import random
@@ -111,7 +112,14 @@ class CachedTrainingProxy:
         from .data import DataConfig, load_dataset
 
         self.cache_path = cache
-        self.table: dict[str, float] = json.loads(cache.read_text()) if cache.is_file() else {}
+        self.settings = {"size": size, "epochs": epochs, "num_train": num_train, "num_val": num_val}
+        self.table: dict[str, float] = {}
+        if cache.is_file():
+            saved = json.loads(cache.read_text())
+            if saved.get("settings") != self.settings:
+                raise ValueError(f"proxy cache {cache} was built with {saved.get('settings')}, not {self.settings}; "
+                                 f"use another --cache")
+            self.table = saved["table"]
         self.data = load_dataset(DataConfig(size=(size, size), num_train=num_train, num_val=num_val))
         self.epochs = epochs
         self.evaluations = 0
@@ -128,12 +136,12 @@ class CachedTrainingProxy:
             self.table[key] = out["final"]["dice"]
             self.evaluations += 1
             if self.evaluations % 10 == 0:
-                atomic_write_json(self.cache_path, self.table)
+                self.save()
         return self.table[key]
 
     def save(self) -> None:
         from .records import atomic_write_json
-        atomic_write_json(self.cache_path, self.table)
+        atomic_write_json(self.cache_path, {"settings": self.settings, "table": self.table})
 
 
 def bench(strategies: list[str], objective: Objective, budget: int, seeds: list[int]) -> dict:
@@ -185,11 +193,14 @@ def plot(curves: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nni_seg bench-strategies", description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    ap.add_argument("--budget", type=int, default=16, help="trials per strategy run")
+    ap.add_argument("--budget", type=int, default=12, help="trials per strategy run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--proxy-size", type=int, default=24, help="proxy: image size of the short training")
-    ap.add_argument("--proxy-epochs", type=int, default=3)
-    ap.add_argument("--cache", default="runs/proxy_cache.json", help="proxy: JSON table arch -> Dice")
+    defaults = inspect.signature(CachedTrainingProxy).parameters
+    ap.add_argument("--proxy-size", type=int, default=defaults["size"].default, help="proxy: image size (default %(default)s)")
+    ap.add_argument("--proxy-epochs", type=int, default=defaults["epochs"].default, help="proxy: epochs (default %(default)s)")
+    ap.add_argument("--proxy-train", type=int, default=defaults["num_train"].default,
+                    help="proxy: training images (default %(default)s)")
+    ap.add_argument("--cache", help="proxy: JSON table arch -> Dice (default: runs/proxy_<size>px_<epochs>ep_<n>.json)")
     ap.add_argument("--out", default="runs/bench_strategies", help="folder for table.md, curves.json, curves.png")
     args = ap.parse_args(argv)
     try:
@@ -200,15 +211,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
-    proxy = CachedTrainingProxy(Path(args.cache), size=args.proxy_size, epochs=args.proxy_epochs)
+    cache = Path(args.cache or f"runs/proxy_{args.proxy_size}px_{args.proxy_epochs}ep_{args.proxy_train}.json")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proxy = CachedTrainingProxy(cache, size=args.proxy_size, epochs=args.proxy_epochs, num_train=args.proxy_train)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     try:
         curves = bench(args.strategies, proxy, args.budget, args.seeds)
     finally:
         proxy.save()
-    title = (f"PROXY: val Dice after {args.proxy_epochs} epochs at {args.proxy_size}px (digits), "
-             f"{len(args.seeds)} seeds")
+    title = (f"PROXY: val Dice after {args.proxy_epochs} epochs at {args.proxy_size}px, "
+             f"{args.proxy_train} digit scenes; {len(args.seeds)} seeds")
     table = summarize(curves, args.budget)
     header = (f"Strategy benchmark on a proxy objective ({title}); budget {args.budget} trials; seeds {args.seeds}; "
               f"{proxy.evaluations} new trainings, {len(proxy.table)} cached; {time.time() - t0:.0f} s\n\n")

@@ -101,3 +101,18 @@ def test_rl_survives_failures_and_concurrency():
     t.receive_trial_result(4, params[4], float("nan"))  # ignored, not a crash
     assert t.updates == 4 and not t.pending
     assert all(np.isfinite(b).all() for b in t.bias)
+
+
+def test_proxy_cache_is_reused_and_guarded_by_its_settings(tmp_path):
+    from nni_seg.strategies import CachedTrainingProxy
+
+    cache = tmp_path / "c.json"
+    proxy = CachedTrainingProxy(cache, size=16, epochs=1, num_train=8, num_val=4)
+    arch = dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64)
+    score = proxy(arch)
+    assert 0 <= score <= 1 and proxy(arch) == score and proxy.evaluations == 1
+    proxy.save()
+    again = CachedTrainingProxy(cache, size=16, epochs=1, num_train=8, num_val=4)
+    assert again(arch) == score and again.evaluations == 0
+    with pytest.raises(ValueError, match="was built with"):
+        CachedTrainingProxy(cache, size=24, epochs=1, num_train=8, num_val=4)
