@@ -161,6 +161,19 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
             raise ExperimentDead(f"experiment {exp_id} still {status['status']} after {timeout:.0f}s (--timeout)")
 
 
+def free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else any free port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("", preferred))
+            return preferred
+        except OSError:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -171,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m nni_seg run", description=__doc__.split("\n\n")[0])
     ap.add_argument("config", nargs="?", default="config.yml")
-    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--port", type=int, help="web UI / REST port (default: 8080, or a free one if taken)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds before giving up (default 3600)")
     ap.add_argument("--stall", type=float, default=180, help="seconds without any trial before giving up")
     ap.add_argument("--keep-running", action="store_true", help="leave the experiment (and web UI) running")
@@ -185,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.port is None:
+        args.port = free_port(8080)
     pending = [k for k, v in nni_patch.status().items() if v == "pending"]
     if pending and not args.no_patch:
         print(f"applying NNI fixes: {', '.join(pending)}")
