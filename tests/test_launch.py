@@ -1,0 +1,42 @@
+import socket
+from pathlib import Path
+
+import pytest
+
+from nni_seg.launch import ExperimentDead, check_config, check_environment, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["config.yml", "experiments/tpe.yml", "experiments/random.yml",
+                                  "experiments/evolution.yml", "experiments/regularized_evolution.yml",
+                                  "experiments/rl.yml", "experiments/camvid_small.yml", "experiments/gpu.yml"])
+def test_shipped_configs_pass_nni_validation(name):
+    assert check_config(ROOT / name)["trainingService"]["platform"] == "local"
+
+
+def test_config_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config not found: .*nope.yml"):
+        check_config(tmp_path / "nope.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("a: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yml: not valid YAML"):
+        check_config(bad)
+
+
+def test_free_port_falls_back_when_taken():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert free_port(taken) != taken
+    assert free_port(taken) == taken
+
+
+def test_environment_check_passes_with_pinned_filelock(monkeypatch):
+    check_environment()
+    import importlib.metadata as md
+
+    monkeypatch.setattr(md, "version", lambda name: "3.20.0")
+    with pytest.raises(ExperimentDead, match="filelock 3.20.0 makes NNI 3.0's nnictl hang"):
+        check_environment()
