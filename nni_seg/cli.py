@@ -25,11 +25,11 @@ def _space(argv: list[str]) -> int:
     return 0
 
 
-def _lazy(module: str):
+def _lazy(module: str, func: str = "main"):
     def run(argv: list[str]) -> int:
         import importlib
 
-        return importlib.import_module(f"nni_seg.{module}").main(argv)
+        return getattr(importlib.import_module(f"nni_seg.{module}"), func)(argv)
     return run
 
 
@@ -37,6 +37,9 @@ COMMANDS = {
     "run": (_lazy("launch"), "run an nnictl experiment from a config, follow it, export the top architecture"),
     "search": (_lazy("search"), "NNI NAS strategies (enas, evolution, tpe, random) via NasExperiment"),
     "export": (_lazy("export"), "export the top architecture of an experiment (running or stopped)"),
+    "retrain": (_lazy("deploy", "main_retrain"), "train an exported architecture fully, with checkpoints"),
+    "evaluate": (_lazy("deploy", "main_evaluate"), "per-class Dice/IoU table of a checkpoint"),
+    "predict": (_lazy("deploy", "main_predict"), "colour masks and overlays for images"),
     "space": (_space, "write the search-space JSON generated from the model space"),
     "trial": (_lazy("trial"), "train one architecture (what NNI runs; standalone with --arch)"),
     "bench-strategies": (_lazy("strategies"), "compare strategies at equal budget on a proxy objective"),

@@ -110,10 +110,14 @@ def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: to
 
 
 def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
-        on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+        on_epoch: Callable[[int, dict], None] | None = None,
+        on_checkpoint: Callable[[dict, bool], None] | None = None, resume: dict | None = None) -> dict:
     """Train ``model`` on ``data.train_*``, evaluate on ``data.val_*`` after every epoch.
 
     ``on_epoch(epoch, metrics)`` is called after each evaluation (epoch counts from 1).
+    ``on_checkpoint(state, is_best)`` gets, after each epoch, a plain dict of tensors and numbers
+    (model, optimizer, scheduler, epoch, history, best); passing such a dict back as ``resume``
+    continues training after that epoch.
     Returns ``{"final": metrics of the last epoch, "best": best-Dice metrics, "history": [...],
     "train_seconds", "images_per_second", "device"}``. Raises :class:`TrainingDiverged` on NaN/inf loss.
     """
@@ -142,9 +146,14 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
     steps = n // bs  # drop the last partial batch (BatchNorm and compile prefer fixed shapes)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
-    history, best = [], None
+    history, best, first = [], None, 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        history, best, first = list(resume["history"]), resume["best"], int(resume["epoch"]) + 1
     train_time, seen = 0.0, 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first, cfg.epochs + 1):
         model.train()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -177,12 +186,16 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
                        images_per_second=round(steps * bs / epoch_seconds, 2))
         history.append({k: metrics[k] for k in ("epoch", "loss", "dice", "miou", "pixel_acc", "seconds",
                                                 "images_per_second")})
-        if best is None or _better(metrics["dice"], best["dice"]):
+        is_best = best is None or _better(metrics["dice"], best["dice"])
+        if is_best:
             best = metrics
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        if on_checkpoint is not None:
+            on_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "epoch": epoch, "history": history, "best": best}, is_best)
     return {
-        "final": history and metrics,
+        "final": metrics if history and first <= cfg.epochs else best,
         "best": best,
         "history": history,
         "train_seconds": round(train_time, 3),

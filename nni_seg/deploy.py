@@ -1,0 +1,213 @@
+"""The winner, end to end: ``retrain`` an exported architecture with checkpoints, ``evaluate`` and
+``predict`` with a checkpoint.
+
+A checkpoint folder holds ``meta.json`` (architecture, classes, normalisation, settings, metrics) and
+plain state dicts: ``best.pt`` (weights with the best val Dice) and ``last.pt`` (weights, optimizer,
+scheduler and history of the last epoch, for ``--resume``). They are loaded with
+``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import add_dataclass_args, from_args, from_dict
+from .data import DataConfig, DataError
+from .records import atomic_write_json
+from .train import TrainConfig
+
+PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+           (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (255, 255, 255)]
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(ckpt: str | Path, which: str = "best"):
+    """(model on CPU in eval mode, meta dict) from a checkpoint folder."""
+    from .space import build_model
+
+    ckpt = Path(ckpt)
+    meta_path, weights = ckpt / "meta.json", ckpt / f"{which}.pt"
+    if not meta_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"not a checkpoint folder (needs meta.json and {which}.pt): {ckpt}")
+    meta = json.loads(meta_path.read_text())
+    model = build_model(meta["arch"], len(meta["class_names"]), meta["in_channels"])
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model.eval(), meta
+
+
+def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: Path, resume: bool = False) -> dict:
+    from .cost import count_macs, count_params
+    from .data import load_dataset
+    from .space import arch_summary, build_model
+    from .train import Normalizer, fit
+    from .trial import load_arch_file
+
+    arch = load_arch_file(arch_file)
+    data = load_dataset(data_cfg)
+    model = build_model(arch, data.num_classes, data.in_channels)
+    out.mkdir(parents=True, exist_ok=True)
+    norm = Normalizer(data.train_images)
+    meta = {"arch": arch, "summary": arch_summary(arch), "class_names": data.class_names,
+            "in_channels": data.in_channels, "ignore_index": data.ignore_index, "background": data.background,
+            "size": list(data.size), "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(),
+            "params": count_params(model), "mflops": round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
+            "data": asdict(data_cfg), "train": asdict(train_cfg)}
+    state = None
+    if resume and (out / "last.pt").is_file():
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        print(f"resuming after epoch {state['epoch']} from {out / 'last.pt'}", flush=True)
+
+    def on_epoch(epoch: int, m: dict) -> None:
+        bar = "#" * round(30 * epoch / train_cfg.epochs)
+        print(f"[{bar:<30}] epoch {epoch}/{train_cfg.epochs} loss {m['loss']:.4f} val dice {m['dice']:.4f} "
+              f"miou {m['miou']:.4f}", flush=True)
+
+    def on_checkpoint(st: dict, is_best: bool) -> None:
+        atomic_torch_save(st, out / "last.pt")
+        if is_best:
+            atomic_torch_save({"model": st["model"]}, out / "best.pt")
+            atomic_write_json(out / "meta.json", {**meta, "epoch": st["epoch"], "best": st["best"]})
+
+    result = fit(model, data, train_cfg, on_epoch=on_epoch, on_checkpoint=on_checkpoint, resume=state)
+    return {**meta, "best": result["best"], "history": result["history"]}
+
+
+@torch.no_grad()
+def evaluate(ckpt: str, data_cfg: DataConfig | None, split: str = "val", device: str = "auto") -> dict:
+    from .data import load_dataset
+    from .metrics import SegMetric
+    from .train import resolve_device
+
+    model, meta = load_checkpoint(ckpt)
+    data_cfg = data_cfg or from_dict(DataConfig, meta["data"], source=f"{ckpt}/meta.json")
+    data = load_dataset(data_cfg)
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r}; valid: train, val")
+    images, masks = (data.train_images, data.train_masks) if split == "train" else (data.val_images, data.val_masks)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    mean = torch.tensor(meta["mean"], device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"], device=dev).view(1, -1, 1, 1)
+    metric = SegMetric(len(meta["class_names"]), meta["ignore_index"], meta["background"])
+    for i in range(0, len(images), 16):
+        x = (images[i:i + 16].to(dev).float() / 255 - mean) / std
+        metric.update(model(x).argmax(1), masks[i:i + 16].to(dev))
+    return {**metric.compute(), "class_names": meta["class_names"], "split": split, "images": len(images)}
+
+
+@torch.no_grad()
+def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    model, meta = load_checkpoint(ckpt)
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    palette = np.array([PALETTE[i % len(PALETTE)] for i in range(len(meta["class_names"]))], dtype=np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        try:
+            with Image.open(path) as im:
+                rgb = np.array(im.convert("RGB" if meta["in_channels"] == 3 else "L"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+        x = torch.from_numpy(rgb).reshape(rgb.shape[0], rgb.shape[1], -1).permute(2, 0, 1)[None].float()
+        h, w = x.shape[-2:]
+        xs = F.interpolate(x, size=tuple(meta["size"]), mode="bilinear", align_corners=False)
+        logits = model((xs / 255 - mean) / std)
+        pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+        colour = palette[pred]
+        base = rgb if rgb.ndim == 3 else np.stack([rgb] * 3, -1)
+        overlay = (0.5 * base + 0.5 * colour).astype(np.uint8)
+        stem = Path(path).stem
+        for name, arr in ((f"{stem}_mask.png", colour), (f"{stem}_overlay.png", overlay)):
+            Image.fromarray(arr).save(out / name)
+            written.append(out / name)
+    return written
+
+
+def _table(res: dict) -> str:
+    lines = ["| class | Dice | IoU |", "|---|---|---|"]
+    for name, d, i in zip(res["class_names"], res["dice_per_class"], res["iou_per_class"]):
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"| {name} | {fmt(d)} | {fmt(i)} |")
+    lines.append(f"| **mean** | **{res['dice']:.4f}** (foreground) | **{res['miou']:.4f}** |")
+    return "\n".join(lines)
+
+
+def main_retrain(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nni_seg retrain", description="Full training of an exported architecture.")
+    ap.add_argument("arch", help="exported top_arch.json, a plain architecture JSON, or 'seed'")
+    ap.add_argument("--out", default="checkpoints/retrain", help="checkpoint folder (default %(default)s)")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    add_dataclass_args(ap, DataConfig, "data")
+    add_dataclass_args(ap, TrainConfig, "training")
+    args = ap.parse_args(argv)
+    try:
+        res = retrain(args.arch, from_args(DataConfig, args), from_args(TrainConfig, args), Path(args.out), args.resume)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    b = res["best"]
+    print(f"best val dice {b['dice']:.4f} miou {b['miou']:.4f} at epoch {b['epoch']}; checkpoint: {args.out}")
+    return 0
+
+
+def main_evaluate(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nni_seg evaluate", description="Per-class Dice/IoU of a checkpoint.")
+    ap.add_argument("ckpt", help="checkpoint folder written by retrain")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", help="also write the metrics as JSON")
+    add_dataclass_args(ap, DataConfig, "data (default: what the checkpoint was trained on)")
+    args = ap.parse_args(argv)
+    given = {k: getattr(args, k) for k in DataConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    try:
+        data_cfg = None
+        if given:
+            meta = json.loads((Path(args.ckpt) / "meta.json").read_text()) if (Path(args.ckpt) / "meta.json").is_file() else {}
+            data_cfg = from_dict(DataConfig, {**meta.get("data", {}), **{k: list(v) if isinstance(v, tuple) else v
+                                                                         for k, v in given.items()}}, source="--data")
+        res = evaluate(args.ckpt, data_cfg, args.split, args.device)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(_table(res))
+    if args.json:
+        atomic_write_json(args.json, res)
+    return 0
+
+
+def main_predict(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nni_seg predict", description="Colour masks and overlays for images.")
+    ap.add_argument("ckpt")
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--out", default="predictions")
+    args = ap.parse_args(argv)
+    try:
+        written = predict(args.ckpt, args.images, Path(args.out))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(f"written {len(written)} files to {args.out}")
+    return 0
