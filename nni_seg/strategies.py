@@ -35,17 +35,18 @@ def _random(seed):
     return RandomTuner(seed=seed)
 
 
-def _tpe(seed):
+def _tpe(seed, n_startup_jobs=10):
+    # NNI's default of 20 random start-up trials would make TPE identical to random at small budgets
     from nni.algorithms.hpo.tpe_tuner import TpeTuner
-    return TpeTuner(optimize_mode="maximize", seed=seed)
+    return TpeTuner(optimize_mode="maximize", seed=seed, tpe_args={"n_startup_jobs": n_startup_jobs})
 
 
-def _evolution(seed, population_size=8):
+def _evolution(seed, population_size=6):
     from nni.algorithms.hpo.evolution_tuner import EvolutionTuner
     return EvolutionTuner(optimize_mode="maximize", population_size=population_size)
 
 
-def _regularized_evolution(seed, population_size=8, sample_size=3):
+def _regularized_evolution(seed, population_size=6, sample_size=3):
     from nni.algorithms.hpo.regularized_evolution_tuner import RegularizedEvolutionTuner
     return RegularizedEvolutionTuner(optimize_mode="maximize", population_size=population_size,
                                      sample_size=sample_size)
@@ -193,7 +194,7 @@ def plot(curves: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nni_seg bench-strategies", description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    ap.add_argument("--budget", type=int, default=12, help="trials per strategy run")
+    ap.add_argument("--budget", type=int, default=20, help="trials per strategy run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     defaults = inspect.signature(CachedTrainingProxy).parameters
     ap.add_argument("--proxy-size", type=int, default=defaults["size"].default, help="proxy: image size (default %(default)s)")
