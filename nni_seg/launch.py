@@ -123,7 +123,7 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
     logs an error, or no trial is created within ``stall`` seconds.
     """
     t0 = time.time()
-    last_ok, last_line, exp_dir = time.time(), None, None
+    last_ok, last_state, exp_dir = time.time(), None, None
     while True:
         time.sleep(poll)
         elapsed = time.time() - t0
@@ -143,10 +143,10 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         counts: dict[str, int] = {}
         for t in trials:
             counts[t["status"]] = counts.get(t["status"], 0) + 1
-        line = f"[{elapsed:5.0f}s] {status['status']}: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials yet")
-        if line.split("] ", 1)[1] != (last_line or "").split("] ", 1)[-1]:
-            log(line)
-            last_line = line
+        state = f"{status['status']}: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials yet")
+        if state != last_state:  # print only changes
+            log(f"[{elapsed:5.0f}s] {state}")
+            last_state = state
         if status["status"] == "ERROR":
             raise ExperimentDead(f"experiment {exp_id} reported ERROR: {status.get('errors')}\n{_dispatcher_errors(exp_dir)}")
         errors = _dispatcher_errors(exp_dir)

@@ -50,10 +50,9 @@ def experiment_dir(exp_id: str, search: list[str | os.PathLike] | None = None) -
     if info and info.get("logDir"):
         candidates.append(Path(info["logDir"]))
     candidates.append(nni_home())
-    for base in candidates:
-        for d in (base / exp_id, base):
-            if d.name == exp_id and (d / "db").is_dir() or (d / "trials").is_dir() and d.name == exp_id:
-                return d
+    for d in (base / exp_id for base in candidates):
+        if (d / "db").is_dir() or (d / "environments").is_dir():
+            return d
     known = ", ".join(sorted(registered_experiments())) or "none"
     raise FileNotFoundError(f"experiment {exp_id!r} not found (looked in {', '.join(map(str, candidates))}); "
                             f"known experiments: {known}")
