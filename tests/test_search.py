@@ -50,3 +50,10 @@ def test_search_runs_nas_experiment_and_exports(tmp_path, strategy):
         assert top["trials_succeeded"] == 3
     else:
         assert top["metrics"] is None and top["fixed"]["levels"] == 3
+
+
+def test_shipped_search_config_loads():
+    from pathlib import Path
+
+    d, t, s = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "search_digits.yml"))
+    assert d.size == (32, 32) and t.epochs == 4 and s.trials == 8 and s.population_size == 4
