@@ -41,7 +41,7 @@ def naive(model, data: SegData, cfg: TrainConfig, device: torch.device, workers:
     ds = torch.utils.data.TensorDataset(data.train_images, data.train_masks)
     dl = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                      num_workers=workers, persistent_workers=workers > 0)
-    norm = Normalizer(data.train_images).to(device)
+    norm = Normalizer.from_images(data.train_images).to(device)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     times = []

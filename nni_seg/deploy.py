@@ -64,7 +64,7 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
     data = load_dataset(data_cfg)
     model = build_model(arch, data.num_classes, data.in_channels)
     out.mkdir(parents=True, exist_ok=True)
-    norm = Normalizer(data.train_images)
+    norm = Normalizer.from_images(data.train_images)
     meta = {"arch": arch, "summary": arch_summary(arch), "class_names": data.class_names,
             "in_channels": data.in_channels, "ignore_index": data.ignore_index, "background": data.background,
             "size": list(data.size), "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(),
@@ -90,27 +90,20 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
     return {**meta, "best": result["best"], "history": result["history"]}
 
 
-@torch.no_grad()
-def evaluate(ckpt: str, data_cfg: DataConfig | None, split: str = "val", device: str = "auto") -> dict:
+def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", device: str = "auto") -> dict:
+    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it)."""
+    from . import train
     from .data import load_dataset
-    from .metrics import SegMetric
-    from .train import resolve_device
 
-    model, meta = load_checkpoint(ckpt)
-    data_cfg = data_cfg or from_dict(DataConfig, meta["data"], source=f"{ckpt}/meta.json")
-    data = load_dataset(data_cfg)
     if split not in ("train", "val"):
         raise ValueError(f"unknown split {split!r}; valid: train, val")
+    model, meta = load_checkpoint(ckpt)
+    data = load_dataset(from_dict(DataConfig, {**meta["data"], **(data_overrides or {})}, source=f"{ckpt}/meta.json"))
     images, masks = (data.train_images, data.train_masks) if split == "train" else (data.val_images, data.val_masks)
-    dev = resolve_device(device)
-    model = model.to(dev)
-    mean = torch.tensor(meta["mean"], device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"], device=dev).view(1, -1, 1, 1)
-    metric = SegMetric(len(meta["class_names"]), meta["ignore_index"], meta["background"])
-    for i in range(0, len(images), 16):
-        x = (images[i:i + 16].to(dev).float() / 255 - mean) / std
-        metric.update(model(x).argmax(1), masks[i:i + 16].to(dev))
-    return {**metric.compute(), "class_names": meta["class_names"], "split": split, "images": len(images)}
+    dev = train.resolve_device(device)
+    norm = train.Normalizer(meta["mean"], meta["std"]).to(dev)
+    res = train.evaluate(model.to(dev), norm, images, masks, data, TrainConfig(device=device), dev)
+    return {**res, "class_names": meta["class_names"], "split": split, "images": len(images)}
 
 
 @torch.no_grad()
@@ -119,9 +112,10 @@ def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
     import torch.nn.functional as F
     from PIL import Image
 
+    from .train import Normalizer
+
     model, meta = load_checkpoint(ckpt)
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    norm = Normalizer(meta["mean"], meta["std"])
     palette = np.array([PALETTE[i % len(PALETTE)] for i in range(len(meta["class_names"]))], dtype=np.uint8)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -134,7 +128,7 @@ def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
         x = torch.from_numpy(rgb).reshape(rgb.shape[0], rgb.shape[1], -1).permute(2, 0, 1)[None].float()
         h, w = x.shape[-2:]
         xs = F.interpolate(x, size=tuple(meta["size"]), mode="bilinear", align_corners=False)
-        logits = model((xs / 255 - mean) / std)
+        logits = model(norm(xs))
         pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
         colour = palette[pred]
         base = rgb if rgb.ndim == 3 else np.stack([rgb] * 3, -1)
@@ -183,12 +177,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     given = {k: getattr(args, k) for k in DataConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     try:
-        data_cfg = None
-        if given:
-            meta = json.loads((Path(args.ckpt) / "meta.json").read_text()) if (Path(args.ckpt) / "meta.json").is_file() else {}
-            data_cfg = from_dict(DataConfig, {**meta.get("data", {}), **{k: list(v) if isinstance(v, tuple) else v
-                                                                         for k, v in given.items()}}, source="--data")
-        res = evaluate(args.ckpt, data_cfg, args.split, args.device)
+        res = evaluate(args.ckpt, given, args.split, args.device)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
 
 from .data import SegData
@@ -65,12 +64,11 @@ class SegModule(LightningModule):
         self.num_classes, self.ignore_index, self.background = num_classes, ignore_index, background
         self.lr = lr
         self.loss_fn = make_loss(loss, ignore_index if ignore_index is not None else -1)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.norm = Normalizer(mean, std)
         self.seen = {"train": 0, "val": 0}
 
     def forward(self, x):
-        return self.model((x.float() / 255 - self.mean) / self.std)
+        return self.model(self.norm(x))
 
     def training_step(self, batch, batch_idx):
         x, y = untag(batch)
@@ -95,7 +93,7 @@ class SegModule(LightningModule):
 
 def lightning_evaluator(data: SegData, *, epochs: int, batch_size: int, lr: float, loss: str = "ce",
                         accelerator: str = "auto") -> Lightning:
-    norm = Normalizer(data.train_images)
+    norm = Normalizer.from_images(data.train_images)
     module = SegModule(data.num_classes, data.ignore_index, data.background,
                        norm.mean.flatten().tolist(), norm.std.flatten().tolist(), lr=lr, loss=loss)
     train = DataLoader(_Split(data.train_images, data.train_masks), batch_size=batch_size, shuffle=True,

@@ -126,7 +126,6 @@ class CachedTrainingProxy:
         self.evaluations = 0
 
     def __call__(self, arch: dict) -> float:
-        from .records import atomic_write_json
         from .space import build_model
         from .train import TrainConfig, fit
 

@@ -53,13 +53,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Normalizer(nn.Module):
-    """uint8 (B, C, H, W) -> float, standardised with the training set's per-channel mean/std."""
+    """uint8 (B, C, H, W) -> float, standardised with per-channel ``mean`` / ``std`` (in [0, 1] units)."""
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, mean: list[float] | torch.Tensor, std: list[float] | torch.Tensor):
         super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @classmethod
+    def from_images(cls, images: torch.Tensor) -> "Normalizer":
+        """Statistics of (up to 512 of) the training images (N, C, H, W) uint8."""
         x = images[: min(len(images), 512)].float() / 255
-        self.register_buffer("mean", x.mean((0, 2, 3)).view(1, -1, 1, 1))
-        self.register_buffer("std", x.std((0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
+        return cls(x.mean((0, 2, 3)), x.std((0, 2, 3)).clamp_min(1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255 - self.mean) / self.std
@@ -132,7 +137,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
 
     tx, ty = data.train_images.to(device), data.train_masks.to(device)
     vx, vy = data.val_images.to(device), data.val_masks.to(device)
-    norm = Normalizer(tx).to(device)
+    norm = Normalizer.from_images(tx).to(device)
     model = model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

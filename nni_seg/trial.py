@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("standalone trial needs --arch FILE (under NNI the tuner picks the architecture)")
             arch = load_arch_file(args.arch)
             extra, reporter = {"trial_id": "standalone"}, None
-            out = Path(args.out or f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
+            out = Path(f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.out:
             out = Path(args.out)
         record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra,
