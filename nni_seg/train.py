@@ -27,6 +27,7 @@ class TrainConfig:
     lr: float = 2e-3  # peak of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-4
     loss: str = "ce"  # ce | ce+dice
+    class_weights: str = "none"  # none | median_freq (from the training masks, SegData.class_weights)
     augment: bool = True  # random flip + random scale/crop, on the device
     scale_min: float = 0.75
     scale_max: float = 1.25
@@ -143,7 +144,8 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if cfg.compile else model
     ignore = data.ignore_index if data.ignore_index is not None else -1  # also the padding label
-    loss_fn = make_loss(cfg.loss, ignore)
+    weights = None if cfg.class_weights == "none" else data.class_weights(cfg.class_weights).to(device)
+    loss_fn = make_loss(cfg.loss, ignore, weights)
     use_amp = cfg.amp and device.type == "cuda"
 
     n = len(tx)

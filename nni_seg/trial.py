@@ -63,7 +63,7 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
     architecture over the ``max_mflops`` / ``max_params`` budget is not trained: its record says
     REJECTED and the reported final result is Dice 0 with ``rejected: 1`` (so tuners learn to avoid it).
     """
-    from .cost import count_macs, count_params
+    from .cost import count_macs, count_params, measure_latency
     from .data import load_dataset
     from .space import arch_summary, build_model
 
@@ -109,8 +109,11 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
 
         result = fit(model, data, train_cfg, on_epoch=on_epoch)
         final = result["final"]
+        # latency of one image at the data's size on the trial's device (eval mode, fp32, batch 1)
+        latency = round(measure_latency(model, (1, data.in_channels, h, w)), 3)
         metrics = {"default": final["dice"], "dice": final["dice"], "miou": final["miou"],
-                   "pixel_acc": final["pixel_acc"], "params": record["params"], "mflops": record["mflops"]}
+                   "pixel_acc": final["pixel_acc"], "params": record["params"], "mflops": record["mflops"],
+                   "latency_ms": latency}
         for name, d in zip(data.class_names, final["dice_per_class"]):
             if d is not None:
                 metrics[f"dice_{name}"] = d

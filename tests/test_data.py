@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nni_seg.data import DATASETS, DataConfig, DataError, digit_scenes, load_dataset
+from nni_seg.data import DATASETS, DataConfig, DataError, SegData, default_palette, digit_scenes, load_dataset
 
 
 def test_digits_default_is_deterministic_multiclass_and_not_colour_separable():
@@ -30,9 +30,10 @@ def test_digit_train_and_val_differ():
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(DataError, match="unknown dataset 'cityscape'; valid: camvid, digits, isbi2012"):
+    with pytest.raises(DataError, match="unknown dataset 'cityscape'; valid: camvid, cityscapes, digits, "
+                                        "folder, isbi2012, voc2012"):
         load_dataset(DataConfig(dataset="cityscape"))
-    assert set(DATASETS) == {"digits", "camvid", "isbi2012"}
+    assert set(DATASETS) == {"digits", "camvid", "isbi2012", "cityscapes", "voc2012", "folder"}
 
 
 def _camvid_tree(root, n=3, size=(12, 16), labels=12):
@@ -105,3 +106,113 @@ def test_real_camvid_if_present(shared_data):
     d = load_dataset(DataConfig(dataset="camvid", data_root=str(shared_data / "camvid"), size=(24, 32),
                                 num_train=4, num_val=2))
     assert d.train_images.shape == (4, 3, 24, 32) and int(d.train_masks.max()) <= 11
+
+
+def _png(path, arr, palette=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(arr)
+    if palette:
+        im = im.convert("P") if im.mode != "P" else im
+        im.putpalette(sum(default_palette(256), ()))
+    im.save(path)
+
+
+def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, cities in (("train", ["aachen", "bonn"]), ("val", ["lindau"])):
+        for city in cities:
+            stem = f"{city}_000000_000019"
+            _png(tmp_path / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                 rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+            ids = np.zeros((8, 16), np.uint8)
+            ids[:, :4], ids[:, 4:8], ids[:, 8:12] = 7, 26, 33  # road, car, bicycle; rest unlabeled (0)
+            _png(tmp_path / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", ids)
+    d = load_dataset(DataConfig(dataset="cityscapes", data_root=str(tmp_path)))
+    assert d.num_classes == 19 and d.class_names[0] == "road" and d.class_names[13] == "car"
+    assert d.ignore_index == 255 and len(d.palette) == 19
+    assert d.train_images.shape == (2, 3, 256, 512) and d.val_masks.shape == (1, 256, 512)
+    assert set(d.train_masks.unique().tolist()) == {0, 13, 18, 255}
+    with pytest.raises(DataError, match="Cityscapes train .* not found under"):
+        load_dataset(DataConfig(dataset="cityscapes", data_root=str(tmp_path / "gtFine")))
+
+
+def _voc_tree(root, n=4):
+    base = root / "VOCdevkit" / "VOC2012"
+    rng = np.random.default_rng(1)
+    names = [f"2007_{i:06d}" for i in range(n)]
+    for name in names:
+        _png(base / "JPEGImages" / f"{name}.png", rng.integers(0, 255, (10, 12, 3), dtype=np.uint8))
+        m = rng.integers(0, 21, (10, 12)).astype(np.uint8)
+        m[0] = 255  # border
+        _png(base / "SegmentationClass" / f"{name}.png", m, palette=True)
+    (base / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(names[:3]) + "\n")
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text(names[3] + "\n")
+    return base
+
+
+def test_voc_layout_reads_palette_masks_as_indices(tmp_path):
+    base = _voc_tree(tmp_path)
+    for p in (base / "JPEGImages").iterdir():  # torchvision expects .jpg names
+        Image.open(p).save(p.with_suffix(".jpg"), quality=95)
+        p.unlink()
+    for root in (tmp_path, base):  # the folder holding VOCdevkit, or VOC2012 itself
+        d = load_dataset(DataConfig(dataset="voc2012", data_root=str(root), size=(10, 12)))
+        assert d.num_classes == 21 and d.background == 0 and d.ignore_index == 255
+        assert d.train_images.shape == (3, 3, 10, 12) and d.val_images.shape == (1, 3, 10, 12)
+        assert int(d.train_masks[:, 0].min()) == 255 and int(d.train_masks[:, 1:].max()) <= 20
+    (base / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    with pytest.raises(DataError, match="PASCAL VOC 2012 val"):
+        load_dataset(DataConfig(dataset="voc2012", data_root=str(tmp_path)))
+
+
+def _folder_tree(root, n=5, classes=("bg", "a", "b")):
+    rng = np.random.default_rng(2)
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    for i in range(n):
+        _png(root / "images" / f"im{i}.png", rng.integers(0, 255, (9, 11, 3), dtype=np.uint8))
+        _png(root / "masks" / f"im{i}.png", rng.integers(0, len(classes), (9, 11)).astype(np.uint8))
+
+
+def test_folder_layout_split_palette_and_errors(tmp_path):
+    _folder_tree(tmp_path)
+    d = load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), size=(8, 8)))
+    assert d.class_names == ["bg", "a", "b"] and len(d.train_images) == 4 and len(d.val_images) == 1
+    assert d.colours() == default_palette(3)
+    (tmp_path / "palette.txt").write_text("0 0 0\n255 0 0\n")
+    with pytest.raises(DataError, match="palette.txt must give one 'R G B' line per class"):
+        load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
+    (tmp_path / "palette.txt").write_text("0 0 0\n255 0 0\n0 0 255\n")
+    assert load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path))).colours()[2] == (0, 0, 255)
+    # a colour mask is refused, naming the file; a grey mask saved as RGB is accepted
+    _png(tmp_path / "masks" / "im2.png", np.stack([np.ones((9, 11), np.uint8)] * 3, -1))
+    load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
+    rgb = np.zeros((9, 11, 3), np.uint8)
+    rgb[..., 0] = 1
+    _png(tmp_path / "masks" / "im2.png", rgb)
+    with pytest.raises(DataError, match=r"mask .*im2.png is a colour \(RGB\) image"):
+        load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
+    (tmp_path / "classes.txt").unlink()
+    with pytest.raises(DataError, match="needs .*classes.txt"):
+        load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
+
+
+def test_folder_layout_with_train_val_subfolders(tmp_path):
+    _folder_tree(tmp_path / "train", n=3)
+    _folder_tree(tmp_path / "val", n=2)
+    (tmp_path / "classes.txt").write_text("bg\na\nb\n")
+    d = load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), size=(8, 8)))
+    assert len(d.train_images) == 3 and len(d.val_images) == 2
+
+
+def test_median_frequency_class_weights():
+    y = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 2, 255]], dtype=torch.uint8).reshape(1, 1, 10)
+    d = SegData("t", torch.zeros(1, 3, 1, 10, dtype=torch.uint8), y[:, 0], torch.zeros(1, 3, 1, 10, dtype=torch.uint8),
+                y[:, 0], ["a", "b", "c", "d"], ignore_index=255)
+    w = d.class_weights()
+    # freqs 6/9, 2/9, 1/9 (255 ignored, class d absent): median 2/9
+    assert torch.allclose(w, torch.tensor([2 / 6, 1.0, 2.0, 0.0]))
+    assert torch.equal(d.class_weights("none"), torch.ones(4))
+    with pytest.raises(ValueError, match="valid: median_freq, none"):
+        d.class_weights("inverse")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nni_seg.deploy import evaluate, load_checkpoint, main_evaluate, main_predict, main_retrain
+from nni_seg.deploy import evaluate, export_onnx, load_checkpoint, main_evaluate, main_onnx, main_predict, main_retrain
 
 TINY = ["--size", "24", "24", "--num-train", "16", "--num-val", "8", "--batch-size", "8", "--device", "cpu"]
 
@@ -43,6 +43,8 @@ def test_predict_writes_mask_and_overlay(ckpt, tmp_path):
     assert main_predict([str(ckpt), str(img), "--out", str(tmp_path / "p")]) == 0
     mask = Image.open(tmp_path / "p" / "a_mask.png")
     assert mask.size == (40, 30) and (tmp_path / "p" / "a_overlay.png").is_file()
+    palette = {tuple(c) for c in json.loads((ckpt / "meta.json").read_text())["palette"]}
+    assert {tuple(c) for c in np.array(mask.convert("RGB")).reshape(-1, 3).tolist()} <= palette
 
 
 def test_bad_checkpoint_and_image_are_clear_errors(tmp_path, ckpt, capsys):
@@ -51,3 +53,26 @@ def test_bad_checkpoint_and_image_are_clear_errors(tmp_path, ckpt, capsys):
     (tmp_path / "bad.png").write_bytes(b"nope")
     assert main_predict([str(ckpt), str(tmp_path / "bad.png"), "--out", str(tmp_path / "p")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_onnx_export_matches_pytorch(ckpt, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    res = export_onnx(str(ckpt), tmp_path / "m.onnx")
+    assert res["max_abs_diff"] < 1e-3 and res["argmax_agreement"] > 0.99 and res["bytes"] > 1000
+    # the graph takes raw pixels and any batch / size that the pooling allows
+    import onnxruntime as ort
+
+    model, meta = load_checkpoint(ckpt)
+    from nni_seg.train import Normalizer
+
+    x = torch.randint(0, 256, (3, 3, 32, 48)).float()
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(Normalizer(meta["mean"], meta["std"])(x)).numpy()
+    assert got.shape == (3, 5, 32, 48) and np.abs(got - ref).max() < 1e-3
+    assert main_onnx([str(ckpt), str(tmp_path / "n.onnx")]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    # a failed parity check leaves nothing behind
+    assert main_onnx([str(ckpt), str(tmp_path / "o.onnx"), "--atol", "-1"]) == 2
+    assert "parity check failed" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.onnx")]

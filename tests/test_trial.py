@@ -15,6 +15,7 @@ def test_standalone_trial_writes_record(tmp_path, arch_file, tiny_arch, capsys):
     assert rec["status"] == "SUCCEEDED" and rec["arch"] == tiny_arch
     assert rec["metrics"]["default"] == rec["metrics"]["dice"] and 0 <= rec["metrics"]["dice"] <= 1
     assert rec["params"] > 0 and rec["mflops"] > 0 and len(rec["history"]) == 1
+    assert rec["metrics"]["latency_ms"] > 0 and rec["device"] == "cpu"
     assert rec["data"]["size"] == [24, 24] and rec["train"]["epochs"] == 1
     assert "dice=" in capsys.readouterr().out
 

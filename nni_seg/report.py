@@ -1,0 +1,166 @@
+"""Pictures and tables of a search, from the trials' own records (no server needed).
+
+``python -m nni_seg report <experiment-id>`` writes into ``<experiment dir>/report/`` (or ``--out``):
+``dice_vs_trial.png`` (each trial's val Dice in start order, and the best so far), ``dice_vs_flops.png``
+(Dice against MMACs per image, the Pareto front marked), ``trials.csv`` (every trial, failed and
+rejected ones with their reason) and ``pareto.csv`` / ``pareto.md`` (the Pareto architectures).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .records import experiment_dir, trial_records
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates, cheapest first.
+
+    ``points`` are (cost, score): lower cost and higher score are better. A point is dominated when
+    another has cost <= and score >= with at least one strict. Ties (same cost and score) keep the first.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for r in sorted(records, key=lambda r: (r.get("started") or "", r.get("sequence_id") or 0, r.get("trial_id") or "")):
+        m = r.get("metrics") or {}
+        rows.append({
+            "trial_id": r.get("trial_id"), "sequence_id": r.get("sequence_id"), "status": r.get("status"),
+            "dice": m.get("dice"), "miou": m.get("miou"), "mflops": r.get("mflops"), "params": r.get("params"),
+            "latency_ms": m.get("latency_ms"), "device": r.get("device"), "summary": r.get("summary"),
+            "reason": r.get("reason") or r.get("error"),
+        })
+    return rows
+
+
+def _ok(row: dict) -> bool:
+    return row["status"] == "SUCCEEDED" and isinstance(row["dice"], (int, float)) and not math.isnan(row["dice"]) \
+        and isinstance(row["mflops"], (int, float))
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv(rows: list[dict], keys: list[str]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None) -> dict:
+    """Write the report files; returns ``{"files": [...], "trials": n, "succeeded": n, "pareto": rows}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = trial_records(exp_dir)
+    if not records:
+        raise LookupError(f"no trial records in {exp_dir}")
+    rows = _rows(records)
+    ok = [r for r in rows if _ok(r)]
+    out = out or exp_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or exp_dir.name
+    files = []
+
+    # best Dice vs trial
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    xs = [i + 1 for i, r in enumerate(rows) if _ok(r)]
+    ax.scatter(xs, [r["dice"] for r in ok], s=18, label="trial (val Dice)")
+    best, run = -math.inf, []
+    for r in rows:
+        if _ok(r):
+            best = max(best, r["dice"])
+        run.append(best if best > -math.inf else math.nan)
+    ax.step(range(1, len(rows) + 1), run, where="post", color="C1", label="best so far")
+    bad = [i + 1 for i, r in enumerate(rows) if not _ok(r)]
+    if bad:
+        ax.scatter(bad, [0] * len(bad), marker="x", color="C3", label="failed / rejected")
+    ax.set(xlabel="trial (start order)", ylabel="val mean Dice", title=f"{title}: Dice vs trial")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    _atomic_bytes(out / "dice_vs_trial.png", _png(fig))
+    plt.close(fig)
+    files.append(out / "dice_vs_trial.png")
+
+    # Dice vs FLOPs with the Pareto front
+    front = [ok[i] for i in pareto_front([(r["mflops"], r["dice"]) for r in ok])]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.scatter([r["mflops"] for r in ok], [r["dice"] for r in ok], s=18, alpha=0.6, label="trial")
+    if front:
+        ax.plot([r["mflops"] for r in front], [r["dice"] for r in front], "o-", color="C3", label="Pareto front")
+    ax.set(xlabel="MMACs per image", ylabel="val mean Dice", title=f"{title}: Dice vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    _atomic_bytes(out / "dice_vs_flops.png", _png(fig))
+    plt.close(fig)
+    files.append(out / "dice_vs_flops.png")
+
+    keys = ["trial_id", "sequence_id", "status", "dice", "miou", "mflops", "params", "latency_ms", "device",
+            "summary", "reason"]
+    _atomic_bytes(out / "trials.csv", _csv(rows, keys))
+    _atomic_bytes(out / "pareto.csv", _csv(front, keys[:-1]))
+    md = [f"# Pareto architectures of {title}", "",
+          f"{len(rows)} trials, {len(ok)} succeeded; front: best val Dice for its cost (MMACs per image).", "",
+          "| trial | Dice | mIoU | MMACs | params | latency ms | architecture |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "-" if not isinstance(v, (int, float)) else format(v, f)  # noqa: E731
+    for r in front:
+        md.append(f"| {r['trial_id']} | {fmt(r['dice'], '.4f')} | {fmt(r['miou'], '.4f')} | {fmt(r['mflops'], '.1f')} "
+                  f"| {r['params']} | {fmt(r['latency_ms'], '.2f')} | `{r['summary']}` |")
+    _atomic_bytes(out / "pareto.md", ("\n".join(md) + "\n").encode())
+    files += [out / "trials.csv", out / "pareto.csv", out / "pareto.md"]
+    return {"files": files, "trials": len(rows), "succeeded": len(ok), "pareto": front}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m nni_seg report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiment", help="experiment id (or its folder)")
+    ap.add_argument("--out", help="output folder (default: <experiment dir>/report)")
+    ap.add_argument("--exp-dir", action="append", help="experimentWorkingDirectory to search (repeatable)")
+    args = ap.parse_args(argv)
+    try:
+        d = Path(args.experiment)
+        if not d.is_dir():
+            d = experiment_dir(args.experiment, args.exp_dir)
+        res = make_report(d, Path(args.out) if args.out else None)
+    except (FileNotFoundError, LookupError) as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(f"{res['trials']} trials, {res['succeeded']} succeeded, {len(res['pareto'])} on the Pareto front")
+    for f in res["files"]:
+        print(f"written: {f}")
+    return 0

@@ -1,0 +1,61 @@
+import csv
+import json
+
+import pytest
+
+from nni_seg.records import RECORD_NAME
+from nni_seg.report import main, make_report, pareto_front
+
+
+def test_pareto_front_by_hand():
+    pts = [(10, 0.5), (5, 0.4), (20, 0.6), (15, 0.45), (5, 0.3), (30, 0.6), (8, 0.4)]
+    # (5, .4) beats (5, .3) and (8, .4); (15, .45) is dominated by (10, .5); (30, .6) by (20, .6)
+    assert pareto_front(pts) == [1, 0, 2]
+    assert pareto_front([]) == []
+    assert pareto_front([(1, 0.2), (1, 0.2)]) == [0]
+
+
+def _write(root, tid, status, dice=None, mflops=None, seq=0, **extra):
+    d = root / "trials" / tid
+    d.mkdir(parents=True)
+    rec = {"trial_id": tid, "sequence_id": seq, "status": status, "mflops": mflops, "params": 100 + seq,
+           "summary": f"arch{seq}", "started": f"2026-01-01T00:00:{seq:02d}", **extra}
+    if dice is not None:
+        rec["metrics"] = {"dice": dice, "miou": dice / 2, "latency_ms": 1.5}
+    (d / RECORD_NAME).write_text(json.dumps(rec))
+
+
+def test_report_files_and_pareto_table(tmp_path):
+    _write(tmp_path, "a", "SUCCEEDED", 0.5, 10.0, 0)
+    _write(tmp_path, "b", "SUCCEEDED", 0.4, 5.0, 1)
+    _write(tmp_path, "c", "FAILED", None, 7.0, 2, error="TrainingDiverged: loss is nan")
+    _write(tmp_path, "d", "REJECTED", 0.0, 99.0, 3, reason="over budget")
+    _write(tmp_path, "e", "SUCCEEDED", 0.45, 15.0, 4)
+    res = make_report(tmp_path)
+    assert res["trials"] == 5 and res["succeeded"] == 3
+    assert [r["trial_id"] for r in res["pareto"]] == ["b", "a"]
+    out = tmp_path / "report"
+    for name in ("dice_vs_trial.png", "dice_vs_flops.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["trial_id"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert rows[2]["reason"] == "TrainingDiverged: loss is nan"
+    assert [r["trial_id"] for r in csv.DictReader((out / "pareto.csv").open())] == ["b", "a"]
+    md = (out / "pareto.md").read_text()
+    assert "| b | 0.4000 |" in md and "| e |" not in md
+
+
+def test_report_cli_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NNI_HOME_DIR", str(tmp_path))
+    assert main(["nosuchexp"]) == 2
+    assert "experiment 'nosuchexp' not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no trial records" in capsys.readouterr().err
+
+
+def test_report_cli_on_folder(tmp_path, capsys):
+    _write(tmp_path, "a", "SUCCEEDED", 0.5, 10.0, 0)
+    assert main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    assert "1 on the Pareto front" in capsys.readouterr().out
+    assert (tmp_path / "r" / "pareto.md").is_file()
