@@ -77,17 +77,34 @@ def check_environment() -> None:
 
 def create(config: Path, port: int, timeout: float = 120) -> str:
     """``nnictl create``; returns the experiment id."""
+    return _start(["create", "--config", str(config), "--port", str(port)], timeout)
+
+
+def resume(exp_id: str, port: int, timeout: float = 120) -> str:
+    """``nnictl resume``: restart a stopped experiment from its database; finished trials are kept."""
+    from .records import registered_experiments
+
+    known = registered_experiments()
+    if exp_id not in known:
+        raise ExperimentDead(f"experiment {exp_id!r} is not in nnictl's registry of this HOME; "
+                             f"known: {', '.join(sorted(known)) or 'none'}")
+    if known[exp_id].get("status") != "STOPPED":
+        raise ExperimentDead(f"experiment {exp_id} is {known[exp_id].get('status')}, not STOPPED; "
+                             f"`nnictl stop {exp_id}` first")
+    return _start(["resume", exp_id, "--port", str(port)], timeout)
+
+
+def _start(args: list[str], timeout: float) -> str:
     check_environment()
     try:
-        proc = subprocess.run([*_nnictl(), "create", "--config", str(config), "--port", str(port)],
-                              capture_output=True, text=True, env=trial_env(), timeout=timeout)
+        proc = subprocess.run([*_nnictl(), *args], capture_output=True, text=True, env=trial_env(), timeout=timeout)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        raise ExperimentDead(f"nnictl create did not return in {timeout:.0f}s:\n{out.strip()[-1000:]}") from None
+        raise ExperimentDead(f"nnictl {args[0]} did not return in {timeout:.0f}s:\n{out.strip()[-1000:]}") from None
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     m = re.search(r"experiment id(?: is|:)\s*(\w+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not m:
-        raise ExperimentDead(f"nnictl create failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
+        raise ExperimentDead(f"nnictl {args[0]} failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
     return m.group(1)
 
 
@@ -184,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m nni_seg run", description=__doc__.split("\n\n")[0])
     ap.add_argument("config", nargs="?", default="config.yml")
+    ap.add_argument("--resume", metavar="EXP_ID", help="resume this stopped experiment instead of creating one "
+                                                      "(finished trials are kept, not rerun; config is not read)")
     ap.add_argument("--port", type=int, help="web UI / REST port (default: 8080, or a free one if taken)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds before giving up (default 3600)")
     ap.add_argument("--stall", type=float, default=180, help="seconds without any trial before giving up")
@@ -193,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not apply our NNI fixes (to reproduce NNI 3.0's trial/parameter mix-up)")
     args = ap.parse_args(argv)
     config = Path(args.config)
-    try:
-        check_config(config)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not args.resume:
+        try:
+            check_config(config)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.port is None:
         args.port = free_port(8080)
     pending = [k for k, v in nni_patch.status().items() if v == "pending"]
@@ -205,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"applying NNI fixes: {', '.join(pending)}")
         nni_patch.apply()
     try:
-        exp_id = create(config, args.port)
+        exp_id = resume(args.resume, args.port) if args.resume else create(config, args.port)
     except ExperimentDead as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"experiment {exp_id} started; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
+    print(f"experiment {exp_id} {'resumed' if args.resume else 'started'}; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
           f"port local or use an SSH tunnel)", flush=True)
     code = 0
     signal.signal(signal.SIGTERM, _terminate)  # `timeout`/kill: still stop the experiment below

@@ -5,6 +5,11 @@ epoch's validation Dice goes to ``nni.report_intermediate_result`` and the final
 ``nni.report_final_result``. Standalone, ``--arch file.json`` names the architecture (a plain dict
 of choices, or an exported top-architecture file), so the same code retrains.
 
+A trial that fails (out of memory, NaN/inf loss, any exception) prints one ``error:`` line with the
+reason, leaves a FAILED record with it, and exits non-zero, so NNI marks it FAILED and tuners skip it
+(``trial_end(success=False)``). For testing that path, ``NNI_SEG_FAULTS="0:nan,1:oom,2:raise"``
+injects a fault into the trials with those NNI sequence ids (``*`` matches any trial).
+
 Either way the trial writes its own record (``nni_seg_record.json``: architecture, parameter id,
 metrics, settings) into ``$NNI_OUTPUT_DIR`` or ``--out``: the ground truth that export reads.
 """
@@ -13,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -54,9 +61,49 @@ def load_arch_file(path: str) -> dict:
     return validate_arch(obj, source=path)
 
 
+FAULTS = ("nan", "oom", "raise")
+
+
+def injected_fault(sequence_id, spec: str | None = None) -> str | None:
+    """The fault ``NNI_SEG_FAULTS`` asks for this trial (``seq:kind`` items, comma-separated), or None."""
+    spec = os.environ.get("NNI_SEG_FAULTS", "") if spec is None else spec
+    for item in filter(None, (i.strip() for i in spec.split(","))):
+        seq, _, kind = item.partition(":")
+        if kind not in FAULTS:
+            raise ValueError(f"NNI_SEG_FAULTS item {item!r}: fault must be one of {', '.join(FAULTS)}")
+        if seq == "*" or seq == str(sequence_id):
+            return kind
+    return None
+
+
+def inject_fault(model, kind: str) -> None:
+    """Make the first training forward pass fail the way ``kind`` does in real life."""
+    import torch
+
+    def hook(module, inputs, output):
+        if not module.training:
+            return None
+        if kind == "nan":
+            return output * float("nan")  # the loss becomes NaN: the trainer's divergence check fires
+        if kind == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected by NNI_SEG_FAULTS)")
+        raise RuntimeError("injected failure (NNI_SEG_FAULTS)")
+
+    model.register_forward_hook(hook)
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line: what went wrong and, where we know, what to do."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory: {str(e).splitlines()[0]} (lower --batch-size or --size, or the search's max_mflops)"
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+
+
 def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: Path,
               reporter=None, extra: dict | None = None, model=None,
-              max_mflops: float | None = None, max_params: int | None = None) -> dict:
+              max_mflops: float | None = None, max_params: int | None = None, fault: str | None = None) -> dict:
     """Train ``arch`` (or the already-built ``model`` of it) and write its record.
 
     ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end. An
@@ -107,6 +154,8 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
 
         from .train import fit
 
+        if fault:
+            inject_fault(model, fault)
         result = fit(model, data, train_cfg, on_epoch=on_epoch)
         final = result["final"]
         # latency of one image at the data's size on the trial's device (eval mode, fp32, batch 1)
@@ -123,8 +172,11 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
         if reporter:
             reporter.final(metrics)
         return record
+    except KeyboardInterrupt as e:  # SIGTERM from nnictl stop / NNI's early stop, or Ctrl-C
+        record.update(status="CANCELED", error=f"canceled ({e or 'interrupted'})")
+        raise
     except BaseException as e:
-        record.update(status="FAILED", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        record.update(status="FAILED", error=failure_reason(e), traceback=traceback.format_exc())
         raise
     finally:
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -144,8 +196,22 @@ class NniReporter:
         self.nni.report_final_result(metrics)
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(args)
+    previous = signal.signal(signal.SIGTERM, _sigterm)  # NNI stops trials with SIGTERM: leave a CANCELED record
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
     in_nni = bool(os.environ.get("NNI_PLATFORM"))
     try:
@@ -159,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             if params is None:
                 raise RuntimeError("NNI gave this trial no parameters")
             arch = validate_arch(decode_parameters(params), source="trial parameters")
+            fault = injected_fault(nni.get_sequence_id())
             extra = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
                      "parameter_id": nni.trial._params["parameter_id"], "sequence_id": nni.get_sequence_id(),
                      "raw_parameters": params}
@@ -169,14 +236,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("standalone trial needs --arch FILE (under NNI the tuner picks the architecture)")
             arch = load_arch_file(args.arch)
             extra, reporter = {"trial_id": "standalone"}, None
+            fault = injected_fault("standalone")
             out = Path(f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.out:
             out = Path(args.out)
         record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra,
-                           max_mflops=args.max_mflops, max_params=args.max_params)
+                           max_mflops=args.max_mflops, max_params=args.max_params, fault=fault)
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"error: trial canceled ({e})", file=sys.stderr)
+        return 143
+    except Exception as e:  # the record says FAILED with the traceback; NNI marks the trial FAILED
+        print(f"error: trial failed: {failure_reason(e)}", file=sys.stderr)
+        return 1
     print(f"{record['status']} dice={record['metrics']['dice']:.4f} miou={record['metrics']['miou']:.4f} "
           f"params={record['params']} mflops={record['mflops']} record={out / RECORD_NAME}")
     return 0

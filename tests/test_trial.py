@@ -41,8 +41,7 @@ def test_bad_arch_file_is_one_clear_error(tmp_path, capsys, content, msg):
 
 
 def test_failed_trial_leaves_a_failed_record(tmp_path, arch_file):
-    with pytest.raises(FloatingPointError):
-        main(["--arch", str(arch_file), "--out", str(tmp_path / "t"), *TINY, "--lr", "1e30"])
+    assert main(["--arch", str(arch_file), "--out", str(tmp_path / "t"), *TINY, "--lr", "1e30"]) == 1
     rec = json.loads((tmp_path / "t" / RECORD_NAME).read_text())
     assert rec["status"] == "FAILED" and "TrainingDiverged" in rec["error"]
 
@@ -55,3 +54,50 @@ def test_over_budget_architecture_is_rejected_before_training(tmp_path, arch_fil
     assert "rejected before training" in capsys.readouterr().out
     assert main(["--arch", str(arch_file), "--out", str(tmp_path / "u"), *TINY, "--max-mflops", "1000"]) == 0
     assert json.loads((tmp_path / "u" / RECORD_NAME).read_text())["status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("kind, reason", [("nan", "TrainingDiverged: loss became nan at epoch 1"),
+                                          ("oom", "out of memory: CUDA out of memory"),
+                                          ("raise", "RuntimeError: injected failure")])
+def test_failing_trial_exits_nonzero_with_reason_and_failed_record(tmp_path, monkeypatch, capsys, kind, reason):
+    monkeypatch.setenv("NNI_SEG_FAULTS", f"*:{kind}")
+    assert main(["--arch", "seed", "--out", str(tmp_path), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: trial failed: {reason}") and err.count("\n") == 1
+    rec = json.loads((tmp_path / RECORD_NAME).read_text())
+    assert rec["status"] == "FAILED" and rec["error"].startswith(reason) and "Traceback" in rec["traceback"]
+    assert "finished" in rec
+
+
+def test_fault_spec_parsing():
+    from nni_seg.trial import injected_fault
+
+    assert injected_fault(3, "1:nan, 3:oom") == "oom" and injected_fault(2, "1:nan,3:oom") is None
+    assert injected_fault(7, "*:raise") == "raise" and injected_fault(0, "") is None
+    with pytest.raises(ValueError, match="fault must be one of nan, oom, raise"):
+        injected_fault(0, "0:segfault")
+
+
+def test_sigterm_leaves_a_canceled_record(tmp_path):
+    """NNI stops trials (nnictl stop, early stopping) with SIGTERM; the record must not stay RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "nni_seg.trial", "--arch", "seed", "--out", str(tmp_path),
+                             "--size", "24", "24", "--num-train", "16", "--num-val", "8", "--batch-size", "8",
+                             "--epochs", "500", "--device", "cpu", "--threads", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    rec_path = tmp_path / RECORD_NAME
+    t0 = time.time()
+    while time.time() - t0 < 60:  # wait until it trains
+        if rec_path.is_file() and json.loads(rec_path.read_text()).get("history"):
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) == 143
+    assert "trial canceled (SIGTERM)" in proc.stderr.read()
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "CANCELED" and rec["error"] == "canceled (SIGTERM)" and "finished" in rec
