@@ -238,9 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         top, path = export(exp_id, args.out)
         print(json.dumps(top["arch"], indent=2))
         print(one_line(top))
-        bad = top["nni_cross_check"]["mismatches"]
-        print(f"cross-check with NNI's records: {top['nni_cross_check']['trials_checked']} trials, "
-              f"{len(bad)} mismatches; exported to {path}")
+        check = top["nni_cross_check"]
+        if "note" in check:
+            print(f"{check['note']}; exported to {path}")
+        else:
+            print(f"cross-check with NNI's records: {check['trials_checked']} trials, "
+                  f"{len(check['mismatches'])} mismatches; exported to {path}")
     except (ExperimentDead, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1

@@ -10,6 +10,10 @@ and a different NNI version (snippet absent, marker absent) is reported instead 
    parameters to the trial id as soon as the trial is created, and a trial's request waits for its own.
 2. ``gpu-off-by-one`` (``common/trial_keeper/task_scheduler/scheduler.js``): the scheduler rejects
    ``gpuNumber >= gpus.length``, so a trial asking for all GPUs of the box (1 of 1) is never run.
+3. ``remote-keep-nni`` (``training_service/remote_v3/worker.js``): the remote training service runs
+   ``pip install nni --upgrade`` on every SSH host at start, which fails on hosts without internet
+   (the experiment then never starts) and would replace a patched NNI. The fix installs NNI only
+   where ``import nni`` fails.
 """
 from __future__ import annotations
 
@@ -87,6 +91,12 @@ PATCHES = [
         "common/trial_keeper/task_scheduler/scheduler.js",
         old="gpuNumber >= this.gpus.length",
         new="gpuNumber > this.gpus.length",
+    ),
+    Patch(
+        "remote-keep-nni",
+        "training_service/remote_v3/worker.js",
+        old="await this.ssh.run(`${this.python} -m pip install nni --upgrade`);",
+        new="await this.ssh.run(`${this.python} -c 'import nni' || ${this.python} -m pip install nni==3.0`);",
     ),
 ]
 

@@ -113,3 +113,37 @@ def nni_db(exp_dir: Path) -> dict[str, dict]:
         return trials
     finally:
         con.close()
+
+
+def db_records(exp_dir: Path) -> list[dict]:
+    """Trial records rebuilt from NNI's database, for trials whose own records are on other machines
+    (remote or cluster training services): architecture from the parameters NNI gave the trial
+    (reliable once ``patch-nni`` is applied), metrics from its final result."""
+    from .space import arch_summary, decode_parameters, validate_arch
+
+    out = []
+    for tid, row in nni_db(exp_dir).items():
+        params = row.get("parameters")
+        if not isinstance(params, dict):
+            continue
+        try:
+            arch = validate_arch(decode_parameters(params), source=f"NNI parameters of trial {tid}")
+        except (ValueError, KeyError):
+            continue
+        final = row.get("final") if isinstance(row.get("final"), dict) else None
+        status = row.get("status")
+        if status == "SUCCEEDED" and final and final.get("rejected"):
+            status = "REJECTED"
+        out.append({"trial_id": tid, "experiment_id": exp_dir.name, "status": status, "parameter_id": row.get("parameter_id"),
+                    "sequence_id": row.get("sequence_id"), "arch": arch, "summary": arch_summary(arch),
+                    "raw_parameters": params, "metrics": final, "params": (final or {}).get("params"),
+                    "mflops": (final or {}).get("mflops"), "source": "nni-db", "_path": str(exp_dir / "db" / "nni.sqlite")})
+    return out
+
+
+def load_records(exp_dir: Path) -> tuple[list[dict], str]:
+    """(records, source): the trials' own records when this machine has them, else NNI's database."""
+    records = trial_records(exp_dir)
+    if records:
+        return records, "trial records"
+    return db_records(exp_dir), "NNI database (no trial records here: remote training service?)"

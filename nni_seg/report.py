@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .records import experiment_dir, trial_records
+from .records import experiment_dir, load_records
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -83,7 +83,7 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = trial_records(exp_dir)
+    records, _ = load_records(exp_dir)
     if not records:
         raise LookupError(f"no trial records in {exp_dir}")
     rows = _rows(records)

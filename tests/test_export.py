@@ -64,3 +64,12 @@ def test_no_succeeded_trial_is_a_clear_error(tmp_path):
     _record(tmp_path, "C", 2, 0.9, status="FAILED")
     with pytest.raises(LookupError, match="no succeeded trial.*FAILED"):
         top_architecture(tmp_path)
+
+
+def test_without_trial_records_export_falls_back_to_nni_database(tmp_path):
+    """Remote training service: records stay on the SSH hosts; NNI's DB has parameters and finals."""
+    a, b = dict(seed_arch(), enc1_width=32), dict(seed_arch(), act="gelu")
+    _db(tmp_path, [("A", 0, a, 0, 0.3), ("B", 1, b, 1, 0.6)])
+    top = top_architecture(tmp_path)
+    assert top["trial_id"] == "B" and top["arch"] == b and top["metrics"]["default"] == 0.6
+    assert top["source"].startswith("NNI database") and top["nni_cross_check"]["trials_checked"] == 0

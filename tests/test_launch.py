@@ -40,3 +40,15 @@ def test_environment_check_passes_with_pinned_filelock(monkeypatch):
     monkeypatch.setattr(md, "version", lambda name: "3.20.0")
     with pytest.raises(ExperimentDead, match="filelock 3.20.0 makes NNI 3.0's nnictl hang"):
         check_environment()
+
+
+def test_remote_config_passes_nni_validation_given_its_ssh_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"remote.yml: .*valid SSH key file"):
+        check_config(ROOT / "experiments" / "remote.yml")
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text("not a real key; NNI checks that the file exists\n")
+    cfg = check_config(ROOT / "experiments" / "remote.yml")
+    hosts = cfg["trainingService"]["machineList"]
+    assert cfg["trainingService"]["platform"] == "remote" and len(hosts) == 2
+    assert hosts[0]["gpuIndices"] == [0, 1] and hosts[0]["maxTrialNumberPerGpu"] == 2
