@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +56,19 @@ def load_config(path: str | None) -> tuple[DataConfig, TrainConfig, SearchConfig
             from_dict(SearchConfig, raw.get("search") or {}, source=f"{path}: search"))
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search was stopped before its budget was spent; ``args[0]`` is the experiment id."""
+
+
 def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dict:
+    """Run a multi-trial NAS experiment and export its top architecture.
+
+    Ctrl-C / SIGTERM stop it (:class:`SearchInterrupted`); finished trials and their records stay,
+    and ``python -m nni_seg export`` works on the stopped experiment. NNI 3.0 cannot resume a NAS
+    experiment (measured: its NAS command channel rejects the ``ImportData`` command that the
+    manager sends on resume); long searches that must survive restarts belong on the nnictl path
+    (``python -m nni_seg run``, ``--resume``).
+    """
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.experiment import NasExperiment
     from nni.nas.strategy import TPE, Random, RegularizedEvolution
@@ -77,7 +90,8 @@ def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig)
     exp.config.max_trial_number = cfg.trials
     exp.config.trial_concurrency = cfg.concurrency
     exp.config.experiment_working_directory = str(Path(cfg.working_dir).resolve())
-    exp.run(port=cfg.port)
+    if not exp.run(port=cfg.port):  # interrupted: NNI has stopped the experiment
+        raise SearchInterrupted(exp.id)
     try:
         top, path = export(exp.id, exp_dirs=[cfg.working_dir])
         nni_top = exp.export_top_models(top_k=1, formatter="dict")
@@ -123,6 +137,10 @@ def enas(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dic
     return top
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nni_seg search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", help=f"one of {', '.join(STRATEGY_NAMES)} (overrides the config)")
@@ -130,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int)
     ap.add_argument("--port", type=int)
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # kill/timeout: NNI stops the experiment, trials' records stay
     try:
         data_cfg, train_cfg, cfg = load_config(args.config)
         for k in ("strategy", "trials", "port"):
@@ -141,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except SearchInterrupted as e:
+        print(f"search {e.args[0]} stopped before its budget; finished trials are kept: "
+              f"python -m nni_seg export {e.args[0]} --exp-dir {cfg.working_dir} (NNI 3.0 cannot resume "
+              f"NAS experiments; use `python -m nni_seg run` for searches that must resume)", file=sys.stderr)
+        return 130
     print(json.dumps(top["arch"], indent=2))
     m = top.get("metrics")
     score = f"dice={m['dice']:.4f}" if m else "not scored (one-shot; retrain it)"

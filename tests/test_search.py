@@ -57,3 +57,41 @@ def test_shipped_search_config_loads():
 
     d, t, s = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "search_digits.yml"))
     assert d.size == (32, 32) and t.epochs == 4 and s.trials == 8 and s.population_size == 4
+
+
+@pytest.mark.slow
+def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
+    """SIGTERM stops the NAS experiment (exit 130, one clear message); finished trials stay exportable."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nni_seg.records import trial_records
+
+    from .nni_helpers import env_for
+
+    cfg = tmp_path / "s.yml"
+    cfg.write_text(TINY.replace("WD", str(tmp_path / "wd")).replace("trials: 3", "trials: 12").replace(
+        "epochs: 1", "epochs: 3"))
+    proc = subprocess.Popen([sys.executable, "-m", "nni_seg", "search", "--strategy", "random", "--config", str(cfg),
+                             "--port", str(free_port())], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        done = [r for r in trial_records(tmp_path / "wd") if r["status"] == "SUCCEEDED"]
+        if len(done) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped before its budget; finished trials are kept" in err
+    exp_id = err.split("search ")[-1].split(" stopped")[0]
+    records = trial_records(tmp_path / "wd" / exp_id)
+    finished = [r for r in records if r["status"] == "SUCCEEDED"]
+    assert 2 <= len(finished) < 12 and all(r["status"] in ("SUCCEEDED", "CANCELED") for r in records)
+    exp = run_cli(["export", exp_id, "--exp-dir", str(tmp_path / "wd"), "--out", str(tmp_path / "top.json")], tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    best = max(finished, key=lambda r: r["metrics"]["dice"])
+    assert json.loads((tmp_path / "top.json").read_text())["trial_id"] == best["trial_id"]
