@@ -430,8 +430,6 @@ def _decode(blob: np.ndarray, offsets: np.ndarray, where: str) -> list[np.ndarra
 def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", quality: int = 90) -> Path:
     """Write ``data`` as one ``.npz`` (no pickles): images JPEG (``quality``) or PNG, masks PNG (lossless)."""
     import json
-    import os
-    import tempfile
 
     if image_format not in ("jpeg", "png"):
         raise ValueError(f"image format must be jpeg or png, got {image_format!r}")
@@ -445,16 +443,11 @@ def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", qu
             "size": list(data.size), "in_channels": data.in_channels, "image_format": image_format,
             "quality": quality if image_format == "jpeg" else None, "info": data.info}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    from .records import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:  # .npz: np.savez would append it otherwise
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load_packed(cfg: DataConfig) -> SegData:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,19 +18,13 @@ import torch
 
 from .config import add_dataclass_args, from_args, from_dict
 from .data import DataConfig, DataError
-from .records import atomic_write_json
+from .records import atomic_path, atomic_write_json
 from .train import TrainConfig
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(ckpt: str | Path, which: str = "best"):
@@ -162,10 +154,7 @@ def export_onnx(ckpt: str, out: Path, opset: int = 17, atol: float = 1e-3) -> di
     model, meta = load_checkpoint(ckpt)
     net = torch.nn.Sequential(Normalizer(meta["mean"], meta["std"]), model).eval()
     x = torch.randint(0, 256, (2, meta["in_channels"], *meta["size"]), generator=torch.Generator().manual_seed(0)).float()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable for plain CNNs
             torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
@@ -179,9 +168,6 @@ def export_onnx(ckpt: str, out: Path, opset: int = 17, atol: float = 1e-3) -> di
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
         if not diff <= atol:
             raise ValueError(f"ONNX parity check failed for {ckpt}: max abs diff {diff:.3g} > {atol}")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return {"path": str(out), "max_abs_diff": diff, "argmax_agreement": agree, "opset": opset,
             "input_shape": list(x.shape), "bytes": out.stat().st_size}
 

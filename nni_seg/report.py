@@ -10,12 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from .records import experiment_dir, load_records
+from .records import atomic_write_bytes, experiment_dir, load_records
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -51,17 +49,6 @@ def _ok(row: dict) -> bool:
         and isinstance(row["mflops"], (int, float))
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv(rows: list[dict], keys: list[str]) -> bytes:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
@@ -70,10 +57,18 @@ def _csv(rows: list[dict], keys: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _png(fig) -> bytes:
+def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
+    """Finish a plot (labels, grid, legend) and write it atomically as PNG."""
+    import matplotlib.pyplot as plt
+
+    ax.set(xlabel=xlabel, ylabel="val mean Dice", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None) -> dict:
@@ -106,13 +101,7 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     bad = [i + 1 for i, r in enumerate(rows) if not _ok(r)]
     if bad:
         ax.scatter(bad, [0] * len(bad), marker="x", color="C3", label="failed / rejected")
-    ax.set(xlabel="trial (start order)", ylabel="val mean Dice", title=f"{title}: Dice vs trial")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    _atomic_bytes(out / "dice_vs_trial.png", _png(fig))
-    plt.close(fig)
-    files.append(out / "dice_vs_trial.png")
+    files.append(_save(fig, ax, out / "dice_vs_trial.png", "trial (start order)", f"{title}: Dice vs trial"))
 
     # Dice vs FLOPs with the Pareto front
     front = [ok[i] for i in pareto_front([(r["mflops"], r["dice"]) for r in ok])]
@@ -120,18 +109,12 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     ax.scatter([r["mflops"] for r in ok], [r["dice"] for r in ok], s=18, alpha=0.6, label="trial")
     if front:
         ax.plot([r["mflops"] for r in front], [r["dice"] for r in front], "o-", color="C3", label="Pareto front")
-    ax.set(xlabel="MMACs per image", ylabel="val mean Dice", title=f"{title}: Dice vs cost")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    _atomic_bytes(out / "dice_vs_flops.png", _png(fig))
-    plt.close(fig)
-    files.append(out / "dice_vs_flops.png")
+    files.append(_save(fig, ax, out / "dice_vs_flops.png", "MMACs per image", f"{title}: Dice vs cost"))
 
     keys = ["trial_id", "sequence_id", "status", "dice", "miou", "mflops", "params", "latency_ms", "device",
             "summary", "reason"]
-    _atomic_bytes(out / "trials.csv", _csv(rows, keys))
-    _atomic_bytes(out / "pareto.csv", _csv(front, keys[:-1]))
+    atomic_write_bytes(out / "trials.csv", _csv(rows, keys))
+    atomic_write_bytes(out / "pareto.csv", _csv(front, keys[:-1]))
     md = [f"# Pareto architectures of {title}", "",
           f"{len(rows)} trials, {len(ok)} succeeded; front: best val Dice for its cost (MMACs per image).", "",
           "| trial | Dice | mIoU | MMACs | params | latency ms | architecture |", "|---|---|---|---|---|---|---|"]
@@ -139,7 +122,7 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     for r in front:
         md.append(f"| {r['trial_id']} | {fmt(r['dice'], '.4f')} | {fmt(r['miou'], '.4f')} | {fmt(r['mflops'], '.1f')} "
                   f"| {r['params']} | {fmt(r['latency_ms'], '.2f')} | `{r['summary']}` |")
-    _atomic_bytes(out / "pareto.md", ("\n".join(md) + "\n").encode())
+    atomic_write_bytes(out / "pareto.md", ("\n".join(md) + "\n").encode())
     files += [out / "trials.csv", out / "pareto.csv", out / "pareto.md"]
     return {"files": files, "trials": len(rows), "succeeded": len(ok), "pareto": front}
 

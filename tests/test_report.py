@@ -1,8 +1,6 @@
 import csv
 import json
 
-import pytest
-
 from nni_seg.records import RECORD_NAME
 from nni_seg.report import main, make_report, pareto_front
 
