@@ -43,7 +43,23 @@ def check_config(path: Path) -> dict:
         ExperimentConfig.load(str(path)).validate()
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
         raise ValueError(f"{path}: {e}") from None
+    _check_algorithm_names(raw, path)
     return raw
+
+
+def _check_algorithm_names(raw: dict, path: Path) -> None:
+    """NNI's validation accepts any built-in tuner/assessor name; its dispatcher fails later. Check now."""
+    from nni.tools.package_utils import config_manager
+
+    metas = config_manager.get_all_algo_meta()
+    for section in ("tuner", "assessor"):
+        name = (raw.get(section) or {}).get("name") if isinstance(raw.get(section), dict) else None
+        if name is None:
+            continue
+        known = [m for m in metas if m.algo_type == section]
+        if str(name).lower() not in {n.lower() for m in known for n in (m.name, m.alias) if n}:
+            raise ValueError(f"{path}: unknown {section} {name!r}; valid: {', '.join(sorted(m.name for m in known))} "
+                             f"(or className: your own class)")
 
 
 def _nnictl() -> list[str]:

@@ -53,3 +53,17 @@ def test_remote_config_passes_nni_validation_given_its_ssh_key(tmp_path, monkeyp
     hosts = cfg["trainingService"]["machineList"]
     assert cfg["trainingService"]["platform"] == "remote" and len(hosts) == 2
     assert hosts[0]["gpuIndices"] == [0, 1] and hosts[0]["maxTrialNumberPerGpu"] == 2
+
+
+def test_unknown_tuner_or_assessor_name_lists_the_valid_ones(tmp_path):
+    text = (ROOT / "config.yml").read_text().replace("experiments/", str(ROOT / "experiments") + "/")
+    text = text.replace("trialCodeDirectory: .", f"trialCodeDirectory: {ROOT}")
+    bad = tmp_path / "c.yml"
+    bad.write_text(text.replace("name: TPE", "name: TPEE"))
+    with pytest.raises(ValueError, match=r"c.yml: unknown tuner 'TPEE'; valid: .*Random.*TPE"):
+        check_config(bad)
+    bad.write_text(text + "assessor:\n  name: Medianstopp\n")
+    with pytest.raises(ValueError, match=r"unknown assessor 'Medianstopp'; valid: Curvefitting, Medianstop"):
+        check_config(bad)
+    bad.write_text(text.replace("name: TPE", "name: tpe"))  # NNI's names are case-insensitive
+    check_config(bad)
