@@ -61,7 +61,5 @@ PYEOF
   tar czf "$OUT/nni_$3_logs.tgz" -C "$d" log $(cd "$d" && find environments -name 'trial.*' -o -name '*.json' | head -40) 2>/dev/null
 }
 run_nni experiments/gpu.yml 8090 scheduled
-sed -e '/trialGpuNumber/d' -e '/useActiveGpu/d' -e '/maxTrialNumberPerGpu/d' experiments/gpu.yml > /tmp/gpu_unscheduled.yml
-sed -i "s#searchSpaceFile: search_space.json#searchSpaceFile: $PWD/experiments/search_space.json#; s#trialCodeDirectory: ..#trialCodeDirectory: $PWD#; s#experimentWorkingDirectory: ../nni-experiments#experimentWorkingDirectory: $PWD/nni-experiments#" /tmp/gpu_unscheduled.yml
-run_nni /tmp/gpu_unscheduled.yml 8091 unscheduled
+run_nni experiments/gpu_unscheduled.yml 8091 unscheduled
 step done

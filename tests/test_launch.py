@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["config.yml", "experiments/tpe.yml", "experiments/random.yml",
                                   "experiments/evolution.yml", "experiments/regularized_evolution.yml",
                                   "experiments/rl.yml", "experiments/camvid_small.yml", "experiments/gpu.yml",
-                                  "experiments/camvid/search_cpu.yml", "experiments/camvid/search_gpu.yml"])
+                                  "experiments/camvid/search_cpu.yml", "experiments/camvid/search_gpu.yml",
+                                  "experiments/gpu_unscheduled.yml"])
 def test_shipped_configs_pass_nni_validation(name):
     assert check_config(ROOT / name)["trainingService"]["platform"] == "local"
 
