@@ -63,7 +63,7 @@ def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
 
     ax.set(xlabel=xlabel, ylabel="val mean Dice", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
