@@ -172,8 +172,8 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
         if reporter:
             reporter.final(metrics)
         return record
-    except KeyboardInterrupt as e:  # SIGTERM from nnictl stop / NNI's early stop, or Ctrl-C
-        record.update(status="CANCELED", error=f"canceled ({e or 'interrupted'})")
+    except KeyboardInterrupt as e:  # NNI stops trials with SIGINT (assessor, trial kill, nnictl stop); SIGTERM; Ctrl-C
+        record.update(status="CANCELED", error=f"canceled ({str(e) or 'interrupted'})")
         raise
     except BaseException as e:
         record.update(status="FAILED", error=failure_reason(e), traceback=traceback.format_exc())
@@ -196,19 +196,35 @@ class NniReporter:
         self.nni.report_final_result(metrics)
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
+class TrialSignal(KeyboardInterrupt):
+    """The trial was told to stop by signal ``args[1]``; its record says CANCELED."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _on_signal(signum, frame):
+    raise TrialSignal(signal.Signals(signum).name, signum)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point. A trial stopped by SIGINT (how NNI 3.0 stops trials) or SIGTERM writes its CANCELED
+    record, then dies by that same signal: NNI counts only a signal death as EARLY_STOPPED /
+    USER_CANCELED, any exit code as FAILED."""
     args = build_parser().parse_args(argv)
     if threading.current_thread() is not threading.main_thread():
         return _main(args)
-    previous = signal.signal(signal.SIGTERM, _sigterm)  # NNI stops trials with SIGTERM: leave a CANCELED record
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _main(args)
+    except TrialSignal as e:
+        print(f"error: trial canceled ({e})", file=sys.stderr, flush=True)
+        signal.signal(e.args[1], signal.SIG_DFL)
+        os.kill(os.getpid(), e.args[1])
+        return 128 + e.args[1]  # only if the default action did not end the process
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -245,9 +261,6 @@ def _main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        print(f"error: trial canceled ({e})", file=sys.stderr)
-        return 143
     except Exception as e:  # the record says FAILED with the traceback; NNI marks the trial FAILED
         print(f"error: trial failed: {failure_reason(e)}", file=sys.stderr)
         return 1

@@ -198,3 +198,34 @@ def test_stop_then_resume_keeps_finished_trials_and_repeats_none(tmp_path):
 def test_resume_of_unknown_or_running_experiment_is_one_clear_error(tmp_path):
     out = run_cli(["run", "--resume", "nosuchid", "--port", str(free_port())], tmp_path)
     assert out.returncode == 1 and "'nosuchid' is not in nnictl's registry" in out.stderr
+
+
+def test_killed_trial_is_user_canceled_with_a_canceled_record(tmp_path):
+    """NNI stops a trial (trial kill, assessor) with SIGINT; it must end USER_CANCELED / EARLY_STOPPED, not FAILED."""
+    import re
+
+    port = free_port()
+    config = write_config(tmp_path, trials=2, concurrency=2, extra_trial_args="--epochs 400")
+    out = nnictl(["create", "--config", str(config), "--port", str(port)], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp_id = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)).group(1)
+    exp_dir = tmp_path / "exps" / exp_id
+    try:
+        t0, training = time.time(), []
+        while not training and time.time() - t0 < 300:
+            time.sleep(0.5)
+            training = [r for r in trial_records(exp_dir) if r.get("history")]
+        assert training, "no trial finished an epoch in 300 s"
+        victim = training[0]["trial_id"]
+        assert nnictl(["trial", "kill", exp_id, "--trial_id", victim], tmp_path).returncode == 0
+        t0, status = time.time(), None
+        while time.time() - t0 < 120:
+            status = {j["trialJobId"]: j["status"] for j in rest(port, "/trial-jobs")}[victim]
+            if status not in ("RUNNING", "WAITING"):
+                break
+            time.sleep(0.5)
+        assert status == "USER_CANCELED"
+        rec = next(r for r in trial_records(exp_dir) if r["trial_id"] == victim)
+        assert rec["status"] == "CANCELED" and rec["error"] == "canceled (SIGINT)"
+    finally:
+        nnictl(["stop", exp_id], tmp_path)
