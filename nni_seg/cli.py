@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m nni_seg <command> [args]\n\ncommands:")
+        width = max(map(len, COMMANDS))
         for name, (_, help_) in COMMANDS.items():
-            print(f"  {name:<10} {help_}")
+            print(f"  {name:<{width}}  {help_}")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
