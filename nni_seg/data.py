@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import lookup
+from .records import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -170,7 +171,8 @@ def load_digits_scenes(cfg: DataConfig) -> SegData:
     vx, vy = digit_scenes(n_val, size, cfg.data_seed, "val")
     names = ["background", *TEXTURES]
     return SegData("digits", tx, ty, vx, vy, names, ignore_index=None, background=0,
-                   palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)], info={"generator": "digit_scenes", "seed": cfg.data_seed})
+                   palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)],
+                   info={"generator": "digit_scenes", "seed": cfg.data_seed})
 
 
 # --------------------------------------------------------------------------- folders
@@ -194,7 +196,7 @@ def _pair(images: list[Path], masks: list[Path], img_dir: Path, mask_dir: Path) 
     return [(p, by_stem[p.stem]) for p in images]
 
 
-def _read(path: Path, mode: str) -> np.ndarray:
+def read_image(path: Path, mode: str) -> np.ndarray:
     """An image as RGB/L array; ``mode="mask"`` reads class indices (L or palette PNGs, as stored)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -218,8 +220,8 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
     """Read, check and resize image/mask pairs. Images bilinear, masks nearest."""
     xs, ys = [], []
     for img_path, mask_path in pairs:
-        img = _read(img_path, "RGB" if rgb else "L")  # grayscale inputs are converted, not rejected
-        mask = _read(mask_path, "mask")
+        img = read_image(img_path, "RGB" if rgb else "L")  # grayscale inputs are converted, not rejected
+        mask = read_image(mask_path, "mask")
         if mask_map is not None:
             mask = mask_map(mask)
         if img.shape[:2] != mask.shape[:2]:
@@ -231,12 +233,19 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
                             f"0..{num_classes - 1}" + (f" and ignore {ignore_index}" if ignore_index is not None else ""))
         x = torch.from_numpy(np.ascontiguousarray(img)).reshape(img.shape[0], img.shape[1], -1).permute(2, 0, 1)
         y = torch.from_numpy(np.ascontiguousarray(mask.astype(np.uint8)))
-        if size is not None and tuple(y.shape) != tuple(size):
-            x = F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)[0].round().clamp(0, 255).byte()
-            y = F.interpolate(y[None, None].float(), size=size, mode="nearest")[0, 0].byte()
-        xs.append(x)
-        ys.append(y)
+        x, y = resize(x[None], y[None], size)
+        xs.append(x[0])
+        ys.append(y[0])
     return torch.stack(xs), torch.stack(ys)
+
+
+def resize(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, C, H, W) uint8 bilinear, masks (N, H, W) uint8 nearest, to ``size`` (None: unchanged)."""
+    if size is None or tuple(y.shape[-2:]) == tuple(size):
+        return x, y
+    x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
+    y = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].byte()
+    return x, y
 
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
@@ -292,13 +301,15 @@ def _torchvision_pairs(make, what: str, root: Path) -> list[tuple[Path, Path]]:
         ds = make()
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as e:
         raise DataError(f"{what} not found under {root}: {e}") from None
-    images, masks = list(ds.images), list(getattr(ds, "masks", None) or ds.targets)
+    images = [Path(i) for i in ds.images]
     if not images:
         raise DataError(f"{what} under {root} lists no images")
-    missing = [m for m in masks if not Path(m if isinstance(m, str) else m[0]).is_file()]
+    # VOC lists one mask per image; Cityscapes one list of targets per image (we ask for one type)
+    masks = [Path(m if isinstance(m, str) else m[0]) for m in getattr(ds, "masks", None) or ds.targets]
+    missing = [m for m in masks if not m.is_file()]
     if missing:
         raise DataError(f"{what}: {len(missing)} mask(s) missing, first: {missing[0]}")
-    return [(Path(i), Path(m if isinstance(m, str) else m[0])) for i, m in zip(images, masks)]
+    return list(zip(images, masks))
 
 
 def load_cityscapes(cfg: DataConfig) -> SegData:
@@ -412,13 +423,14 @@ def _encode(arrays: torch.Tensor, fmt: str, quality: int) -> tuple[np.ndarray, n
     return np.concatenate(blobs), offsets
 
 
-def _decode(blob: np.ndarray, offsets: np.ndarray, where: str) -> list[np.ndarray]:
+def _decode(blob: np.ndarray, offsets: np.ndarray, where: str, n: int | None = None) -> list[np.ndarray]:
+    """The first ``n`` (None: all) items encoded by :func:`_encode`, decoded."""
     import io
 
     from PIL import Image
 
     out = []
-    for i in range(len(offsets) - 1):
+    for i in range(len(offsets) - 1 if n is None else min(n, len(offsets) - 1)):
         try:
             with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())) as im:
                 out.append(np.array(im))
@@ -443,8 +455,6 @@ def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", qu
             "size": list(data.size), "in_channels": data.in_channels, "image_format": image_format,
             "quality": quality if image_format == "jpeg" else None, "info": data.info}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
-    from .records import atomic_path
-
     with atomic_path(path, suffix=".npz") as tmp:  # .npz: np.savez would append it otherwise
         np.savez(tmp, **arrays)
     return Path(path)
@@ -468,14 +478,11 @@ def load_packed(cfg: DataConfig) -> SegData:
         raise DataError(f"{path} is not a packed dataset (python -m nni_seg pack-data): {e}") from None
     out = []
     for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
-        ims = _head(_decode(parts[f"{split}_images"], parts[f"{split}_images_offsets"], f"{path} {split} images"), n)
-        ms = _head(_decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks"), n)
+        ims = _decode(parts[f"{split}_images"], parts[f"{split}_images_offsets"], f"{path} {split} images", n)
+        ms = _decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks", n)
         x = torch.from_numpy(np.stack(ims))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        y = torch.from_numpy(np.stack(ms))
-        if cfg.size is not None and tuple(y.shape[-2:]) != tuple(cfg.size):
-            x = F.interpolate(x.float(), size=cfg.size, mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
-            y = F.interpolate(y[:, None].float(), size=cfg.size, mode="nearest")[:, 0].byte()
+        x, y = resize(x, torch.from_numpy(np.stack(ms)), cfg.size)
         out += [x.contiguous(), y.contiguous()]
     return SegData(meta["name"], *out, meta["class_names"], ignore_index=meta["ignore_index"],
                    background=meta["background"], palette=[tuple(c) for c in meta["palette"]],

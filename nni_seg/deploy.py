@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .config import add_dataclass_args, from_args, from_dict
-from .data import DataConfig, DataError
+from .data import DataConfig, SegData, default_palette, read_image
 from .records import atomic_path, atomic_write_json
 from .train import TrainConfig
 
@@ -42,7 +42,9 @@ def load_checkpoint(ckpt: str | Path, which: str = "best"):
     return model.eval(), meta
 
 
-def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: Path, resume: bool = False) -> dict:
+def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: Path, resume: bool = False,
+            data: SegData | None = None) -> dict:
+    """Train ``arch_file`` on ``data_cfg``'s data (``data``: already loaded from it) with checkpoints in ``out``."""
     from .cost import count_macs, count_params
     from .data import load_dataset
     from .space import arch_summary, build_model
@@ -50,14 +52,14 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
     from .trial import load_arch_file
 
     arch = load_arch_file(arch_file)
-    data = load_dataset(data_cfg)
+    data = data if data is not None else load_dataset(data_cfg)
     model = build_model(arch, data.num_classes, data.in_channels)
     out.mkdir(parents=True, exist_ok=True)
     norm = Normalizer.from_images(data.train_images)
     meta = {"arch": arch, "summary": arch_summary(arch), "class_names": data.class_names,
             "in_channels": data.in_channels, "ignore_index": data.ignore_index, "background": data.background,
-            "palette": [list(c) for c in data.colours()], "size": list(data.size), "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(),
-            "params": count_params(model), "mflops": round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
+            "palette": [list(c) for c in data.colours()], "size": list(data.size),
+            "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(), "params": count_params(model), "mflops": round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
             "data": asdict(data_cfg), "train": asdict(train_cfg)}
     state = None
     if resume and (out / "last.pt").is_file():
@@ -80,16 +82,18 @@ def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: P
 
 
 def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", device: str = "auto",
-             confusion: bool = False) -> dict:
-    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it);
-    ``confusion`` adds the (C_true, C_pred) pixel-count matrix as nested lists."""
+             confusion: bool = False, data: SegData | None = None) -> dict:
+    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it;
+    ``data``: that data, already loaded); ``confusion`` adds the (C_true, C_pred) pixel-count matrix as
+    nested lists."""
     from . import train
     from .data import load_dataset
 
     if split not in ("train", "val"):
         raise ValueError(f"unknown split {split!r}; valid: train, val")
     model, meta = load_checkpoint(ckpt)
-    data = load_dataset(from_dict(DataConfig, {**meta["data"], **(data_overrides or {})}, source=f"{ckpt}/meta.json"))
+    if data is None:
+        data = load_dataset(from_dict(DataConfig, {**meta["data"], **(data_overrides or {})}, source=f"{ckpt}/meta.json"))
     images, masks = (data.train_images, data.train_masks) if split == "train" else (data.val_images, data.val_masks)
     dev = train.resolve_device(device)
     norm = train.Normalizer(meta["mean"], meta["std"]).to(dev)
@@ -107,17 +111,11 @@ def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
 
     model, meta = load_checkpoint(ckpt)
     norm = Normalizer(meta["mean"], meta["std"])
-    from .data import default_palette
-
     palette = np.array(meta.get("palette") or default_palette(len(meta["class_names"])), dtype=np.uint8)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in images:
-        try:
-            with Image.open(path) as im:
-                rgb = np.array(im.convert("RGB" if meta["in_channels"] == 3 else "L"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
+        rgb = read_image(Path(path), "RGB" if meta["in_channels"] == 3 else "L")
         x = torch.from_numpy(rgb).reshape(rgb.shape[0], rgb.shape[1], -1).permute(2, 0, 1)[None].float()
         h, w = x.shape[-2:]
         xs = F.interpolate(x, size=tuple(meta["size"]), mode="bilinear", align_corners=False)

@@ -207,7 +207,8 @@ def free_port(preferred: int) -> int:
             return s.getsockname()[1]
 
 
-def _terminate(signum, frame):
+def interrupt_on_signal(signum, frame):
+    """A signal handler turning SIGTERM (``timeout``, ``kill``) into KeyboardInterrupt, so cleanup runs."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"experiment {exp_id} {'resumed' if args.resume else 'started'}; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
           f"port local or use an SSH tunnel)", flush=True)
     code = 0
-    signal.signal(signal.SIGTERM, _terminate)  # `timeout`/kill: still stop the experiment below
+    signal.signal(signal.SIGTERM, interrupt_on_signal)  # `timeout`/kill: still stop the experiment below
     try:
         follow(exp_id, args.port, timeout=args.timeout, stall=args.stall)
         top, path = export(exp_id, args.out)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .config import add_dataclass_args, from_args
 from .data import DataConfig
-from .records import atomic_write_json
+from .records import atomic_write_bytes, atomic_write_json
+from .report import make_report, save_png
 from .train import TrainConfig
 
 
@@ -57,10 +58,7 @@ def confusion_png(confusion: list[list[float]], names: list[str], path: Path, ti
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _row(name: str, res: dict, meta: dict, seconds: float) -> dict:
@@ -72,8 +70,8 @@ def _row(name: str, res: dict, meta: dict, seconds: float) -> dict:
 
 def run(rc: RecipeConfig, data_cfg: DataConfig, train_cfg: TrainConfig, log=print) -> dict:
     from . import deploy, launch
+    from .data import load_dataset
     from .records import experiment_dir
-    from .report import make_report
 
     out = Path(rc.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,17 +95,18 @@ def run(rc: RecipeConfig, data_cfg: DataConfig, train_cfg: TrainConfig, log=prin
     search_report = make_report(exp_dir, out / "search", title=f"search {top['experiment_id']}")
     times["search_report"] = time.perf_counter() - t
 
-    # 3. retrain winner (+ seed) with the same schedule; 4. evaluate
+    # 3. retrain winner (+ seed) with the same schedule; 4. evaluate (the data loaded once for all four)
+    data = load_dataset(data_cfg)
     rows, results = [], {}
     for name, arch in (("searched", str(top_path)), ("seed", "seed")):
         if name == "seed" and not rc.baseline:
             continue
         log(f"--- retrain {name} ---")
         t = time.perf_counter()
-        deploy.retrain(arch, data_cfg, train_cfg, out / name)
+        deploy.retrain(arch, data_cfg, train_cfg, out / name, data=data)
         times[f"retrain_{name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        res = deploy.evaluate(str(out / name), None, "val", train_cfg.device, confusion=True)
+        res = deploy.evaluate(str(out / name), None, "val", train_cfg.device, confusion=True, data=data)
         times[f"eval_{name}"] = time.perf_counter() - t
         meta = json.loads((out / name / "meta.json").read_text())
         confusion_png(res["confusion"], res["class_names"], out / f"confusion_{name}.png",
@@ -122,7 +121,7 @@ def run(rc: RecipeConfig, data_cfg: DataConfig, train_cfg: TrainConfig, log=prin
                "seconds": {k: round(v, 1) for k, v in times.items()}, "networks": rows,
                "class_names": results["searched"]["class_names"], "device": _device(train_cfg.device)}
     atomic_write_json(out / "results.json", summary)
-    (out / "report.md").write_text(markdown(summary))
+    atomic_write_bytes(out / "report.md", markdown(summary).encode())
     return summary
 
 

@@ -57,18 +57,23 @@ def _csv(rows: list[dict], keys: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
-    """Finish a plot (labels, grid, legend) and write it atomically as PNG."""
+def save_png(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    ax.set(xlabel=xlabel, ylabel="val mean Dice", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
+    """Finish a Dice plot (labels, grid, legend) and save it."""
+    ax.set(xlabel=xlabel, ylabel="val mean Dice", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save_png(fig, path)
 
 
 def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .config import from_dict
 from .data import DataConfig
+from .launch import interrupt_on_signal
 from .train import TrainConfig
 
 STRATEGY_NAMES = ("enas", "evolution", "tpe", "random")
@@ -137,10 +138,6 @@ def enas(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dic
     return top
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nni_seg search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", help=f"one of {', '.join(STRATEGY_NAMES)} (overrides the config)")
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int)
     ap.add_argument("--port", type=int)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # kill/timeout: NNI stops the experiment, trials' records stay
+    signal.signal(signal.SIGTERM, interrupt_on_signal)  # kill/timeout: NNI stops the experiment, trials' records stay
     try:
         data_cfg, train_cfg, cfg = load_config(args.config)
         for k in ("strategy", "trials", "port"):
