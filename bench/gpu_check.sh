@@ -54,7 +54,7 @@ import sys
 from nni_seg.records import experiment_dir, trial_records
 recs = trial_records(experiment_dir(sys.argv[1]))
 for r in recs:
-    print(r.get("trial_id"), r["status"], r.get("device"), r.get("metrics", {}).get("dice"), r.get("train_seconds"))
+    print(r.get("trial_id"), r["status"], r.get("device"), "CUDA_VISIBLE_DEVICES=%s" % r.get("cuda_visible_devices"), r.get("metrics", {}).get("dice"), r.get("train_seconds"))
 print(f"{sum('cuda' in str(r.get('device')) for r in recs)}/{len(recs)} trials ran on CUDA")
 PYEOF
   d=$($PY -c "from nni_seg.records import experiment_dir; print(experiment_dir('$id'))")

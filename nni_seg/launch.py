@@ -44,7 +44,46 @@ def check_config(path: Path) -> dict:
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
         raise ValueError(f"{path}: {e}") from None
     _check_algorithm_names(raw, path)
+    _check_local_gpus(ExperimentConfig.load(str(path)).canonical_copy(), path)
     return raw
+
+
+def probe_gpus() -> dict:
+    """What NNI's local GPU scheduler will see: the output of NNI's own probe, run as the manager runs it.
+
+    ``{"success": bool, "gpuNumber": int, "failures": [...]}`` (NNI's ``collect_gpu_info``, via pynvml).
+    """
+    cmd = [sys.executable, "-m", "nni.tools.nni_manager_scripts.collect_gpu_info"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=trial_env(), timeout=60)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as e:
+        return {"success": False, "failures": [f"probe gave no answer: {e!r}"]}
+
+
+def _check_local_gpus(config, path: Path) -> None:
+    """A local experiment asking NNI for GPUs must have them, or NNI 3.0 never starts a trial.
+
+    Without NVML the manager quits seconds after ``nnictl create`` returned 0; with fewer GPUs than
+    ``trialGpuNumber`` its scheduler retries forever (trials stay WAITING). Say so before starting.
+    """
+    ts = config.training_service
+    services = ts if isinstance(ts, list) else [ts]
+    for service in services:
+        need = getattr(service, "trial_gpu_number", None) or 0
+        if service.platform != "local" or not need:
+            continue
+        info = probe_gpus()
+        if not info.get("success"):
+            why = "; ".join(info.get("failures", [])) or "no answer"
+            raise ValueError(f"{path}: trialGpuNumber: {need:g} but NNI's GPU probe found no GPU ({why}); "
+                             f"remove trialGpuNumber to train on the CPU")
+        count = int(info.get("gpuNumber", 0))
+        usable = [i for i in (service.gpu_indices if service.gpu_indices is not None else range(count)) if i < count]
+        if need > len(usable):
+            where = f"gpuIndices {service.gpu_indices} of " if service.gpu_indices is not None else ""
+            raise ValueError(f"{path}: trialGpuNumber: {need:g} but NNI sees only {len(usable)} usable GPU(s) "
+                             f"({where}{count} found); a trial asking for more is never started")
 
 
 def _check_algorithm_names(raw: dict, path: Path) -> None:
@@ -124,8 +163,37 @@ def _start(args: list[str], timeout: float) -> str:
     return m.group(1)
 
 
-def stop(exp_id: str) -> None:
-    subprocess.run([*_nnictl(), "stop", exp_id], capture_output=True, text=True, env=trial_env(), timeout=300)
+def stop(exp_id: str, timeout: float = 120) -> None:
+    """``nnictl stop``. A manager too busy to answer can keep nnictl waiting for minutes (NNI 3.0's
+    GPU-wait loop did, before ``patch-nni``); then kill the manager and every process under it."""
+    try:
+        subprocess.run([*_nnictl(), "stop", exp_id], capture_output=True, text=True, env=trial_env(),
+                       timeout=timeout)
+    except subprocess.TimeoutExpired:
+        from .records import registered_experiments
+
+        pid = registered_experiments().get(exp_id, {}).get("pid")
+        n = kill_tree(pid) if pid else 0
+        print(f"warning: nnictl stop {exp_id} did not return in {timeout:.0f}s; killed its NNI manager "
+              f"(pid {pid}, {n} processes in all); its trials' records are kept", file=sys.stderr)
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL process ``pid`` and all its descendants; returns how many were killed."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    return len(procs)
 
 
 def rest(port: int, path: str, timeout: float = 10):
@@ -142,6 +210,15 @@ def _dispatcher_errors(exp_dir: Path | None) -> str:
     lines = log.read_text(errors="replace").splitlines()
     bad = [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line]
     return "\n".join(lines[bad[0]:bad[0] + 30]) if bad else ""
+
+
+def _manager_error(exp_dir: Path | None) -> str:
+    """The last ERROR line of nnimanager.log (e.g. the GPU scheduler's refusal), as ``"; NNI: ..."``."""
+    log = exp_dir / "log" / "nnimanager.log" if exp_dir else None
+    if log is None or not log.is_file():
+        return ""
+    bad = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    return f"; NNI: {bad[-1].strip()[:300]}" if bad else ""
 
 
 def _log(msg: str) -> None:
@@ -187,6 +264,9 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
             raise ExperimentDead(f"the tuner of {exp_id} failed (dispatcher.log):\n{errors}")
         if not trials and elapsed > stall:
             raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in {status['status']}")
+        if trials and set(counts) == {"WAITING"} and elapsed > stall:
+            raise ExperimentDead(f"{len(trials)} trial(s) of {exp_id} WAITING for {stall:.0f}s, none started "
+                                 f"(no free GPU for trialGpuNumber?){_manager_error(exp_dir)}")
         active = sum(counts.get(s, 0) for s in ("WAITING", "RUNNING", "UNKNOWN"))
         if status["status"] in ("DONE", "NO_MORE_TRIAL", "STOPPED") and trials and not active:
             return status

@@ -14,6 +14,13 @@ and a different NNI version (snippet absent, marker absent) is reported instead 
    ``pip install nni --upgrade`` on every SSH host at start, which fails on hosts without internet
    (the experiment then never starts) and would replace a patched NNI. The fix installs NNI only
    where ``import nni`` fails.
+4. ``gpu-wait-retry`` (``training_service/v3/compat.js``): when the GPU scheduler has no free GPU for a
+   trial (more trials than ``maxTrialNumberPerGpu`` x GPUs), NNI retries at once, in a loop without
+   a pause, and every try starts a GPU probe process (measured: 343 probes alive after a minute,
+   REST unanswered, ``nnictl stop`` over 5 minutes). The fix waits 1 s between tries.
+5. ``gpu-info-cache`` (``common/trial_keeper/task_scheduler/collect_info.js``): the GPU info cache is
+   meant to last 10 s but reads a ``timestamp`` the probe never writes, so every query runs the probe.
+   The fix stamps the cached info.
 """
 from __future__ import annotations
 
@@ -91,6 +98,28 @@ PATCHES = [
         "common/trial_keeper/task_scheduler/scheduler.js",
         old="gpuNumber >= this.gpus.length",
         new="gpuNumber > this.gpus.length",
+    ),
+    Patch(
+        "gpu-wait-retry",
+        "training_service/v3/compat.js",
+        old="""                logger.error('Exception when create trial', form, ':', error);
+            }
+        }""",
+        new="""                logger.error('Exception when create trial', form, ':', error);
+            }
+            if (trialId === null) {
+                await (0, promises_2.setTimeout)(1000);
+            }
+        }""",
+    ),
+    Patch(
+        "gpu-info-cache",
+        "common/trial_keeper/task_scheduler/collect_info.js",
+        old="""    cache = info;
+    return info;""",
+        new="""    info.timestamp = Date.now();
+    cache = info;
+    return info;""",
     ),
     Patch(
         "remote-keep-nni",

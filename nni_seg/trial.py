@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -118,6 +119,8 @@ def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir:
         "status": "RUNNING", "arch": arch, "summary": arch_summary(arch),
         "data": asdict(data_cfg), "train": asdict(train_cfg), **(extra or {}),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # where it ran: NNI's GPU scheduler assigns GPUs through CUDA_VISIBLE_DEVICES (None: not set)
+        "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     path = out_dir / RECORD_NAME
     atomic_write_json(path, record)

@@ -26,3 +26,19 @@ def arch_file(tmp_path, tiny_arch):
     p = tmp_path / "arch.json"
     p.write_text(json.dumps(tiny_arch))
     return p
+
+
+FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """``fake_gpus(n)``: NNI's GPU probe (and so its scheduler, in nnictl started from this process) sees n
+    idle GPUs (n < 0: NVML missing), through ``tests/fake_nvml/pynvml.py`` first on PYTHONPATH."""
+    import os
+
+    def use(n: int) -> None:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAKE_NVML), os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("NNI_SEG_FAKE_GPUS", str(n))
+
+    return use

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg.launch import ExperimentDead, check_config, check_environment, free_port
+from nni_seg import launch
+from nni_seg.launch import ExperimentDead, check_config, check_environment, follow, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
                                   "experiments/rl.yml", "experiments/camvid_small.yml", "experiments/gpu.yml",
                                   "experiments/camvid/search_cpu.yml", "experiments/camvid/search_gpu.yml",
                                   "experiments/gpu_unscheduled.yml"])
-def test_shipped_configs_pass_nni_validation(name):
+def test_shipped_configs_pass_nni_validation(name, fake_gpus):
+    fake_gpus(1)  # the GPU configs are also checked against the GPUs NNI would see
     assert check_config(ROOT / name)["trainingService"]["platform"] == "local"
 
 
@@ -68,3 +70,79 @@ def test_unknown_tuner_or_assessor_name_lists_the_valid_ones(tmp_path):
         check_config(bad)
     bad.write_text(text.replace("name: TPE", "name: tpe"))  # NNI's names are case-insensitive
     check_config(bad)
+
+
+def _gpu_config(tmp_path, need, **service):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "experiments" / "gpu.yml").read_text())
+    cfg.update(trialGpuNumber=need, searchSpaceFile=str(ROOT / "experiments" / "search_space.json"),
+               trialCodeDirectory=str(ROOT))
+    cfg["trainingService"].update(service)
+    path = tmp_path / "gpu.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_gpu_config_without_gpus_is_refused_before_starting(tmp_path, fake_gpus):
+    fake_gpus(-1)  # NVML missing: NNI's manager would quit seconds after nnictl create returned 0
+    with pytest.raises(ValueError, match=r"gpu.yml: trialGpuNumber: 1 but NNI's GPU probe found no GPU "
+                                         r"\(init: NVML Shared Library Not Found \(fake\)\); remove trialGpuNumber"):
+        check_config(_gpu_config(tmp_path, 1))
+    fake_gpus(0)
+    with pytest.raises(ValueError, match=r"trialGpuNumber: 1 but NNI sees only 0 usable GPU\(s\) \(0 found\)"):
+        check_config(_gpu_config(tmp_path, 1))
+
+
+def test_gpu_config_asking_more_gpus_than_usable_is_refused(tmp_path, fake_gpus):
+    fake_gpus(2)
+    check_config(_gpu_config(tmp_path, 2, maxTrialNumberPerGpu=1))
+    check_config(_gpu_config(tmp_path, 1, gpuIndices=[1]))
+    with pytest.raises(ValueError, match=r"trialGpuNumber: 3 but NNI sees only 2 usable GPU\(s\) \(2 found\)"):
+        check_config(_gpu_config(tmp_path, 3, maxTrialNumberPerGpu=1))
+    with pytest.raises(ValueError, match=r"trialGpuNumber: 2 but NNI sees only 1 usable GPU\(s\) "
+                                         r"\(gpuIndices \[1, 5\] of 2 found\)"):
+        check_config(_gpu_config(tmp_path, 2, gpuIndices=[1, 5], maxTrialNumberPerGpu=1))
+
+
+def test_follow_gives_up_on_trials_that_wait_forever(tmp_path, monkeypatch):
+    """NNI's scheduler can keep trials WAITING for a GPU forever; the follower says so, with NNI's own error."""
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "nnimanager.log").write_text(
+        "[2026-11-28 03:00:00] INFO (main) Start\n"
+        "[2026-11-28 03:00:01] ERROR (TaskScheduler) Only have 1 GPUs, requesting 1\n")
+    monkeypatch.setattr(launch, "experiment_dir", lambda exp_id: tmp_path)
+    answers = {"/check-status": {"status": "RUNNING"},
+               "/trial-jobs": [{"trialJobId": "a", "status": "WAITING"}, {"trialJobId": "b", "status": "WAITING"}]}
+    monkeypatch.setattr(launch, "rest", lambda port, path: answers[path])
+    with pytest.raises(ExperimentDead, match=r"2 trial\(s\) of exp WAITING for 0s, none started \(no free GPU "
+                                             r"for trialGpuNumber\?\); NNI: .*Only have 1 GPUs, requesting 1"):
+        follow("exp", 1, timeout=60, stall=0.05, poll=0.01, log=lambda msg: None)
+    answers["/trial-jobs"] = [{"trialJobId": "a", "status": "RUNNING"}, {"trialJobId": "b", "status": "WAITING"}]
+    with pytest.raises(ExperimentDead, match="still RUNNING after 0s"):  # one started: only --timeout ends it
+        follow("exp", 1, timeout=0.1, stall=0.05, poll=0.01, log=lambda msg: None)
+
+
+def test_stop_that_hangs_kills_the_manager_and_its_children(tmp_path, monkeypatch, capsys):
+    import json
+    import subprocess
+    import time
+
+    import psutil
+
+    manager = subprocess.Popen(["bash", "-c", "sleep 300 & sleep 300 & wait"])
+    time.sleep(0.5)
+    children = psutil.Process(manager.pid).children(recursive=True)
+    assert len(children) == 2
+    monkeypatch.setenv("NNI_HOME_DIR", str(tmp_path))
+    (tmp_path / ".experiment").write_text(json.dumps({"exp1": {"id": "exp1", "pid": manager.pid}}))
+
+    def hang(*args, timeout=None, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], timeout)
+
+    monkeypatch.setattr(launch.subprocess, "run", hang)
+    launch.stop("exp1", timeout=1)
+    manager.wait(timeout=5)  # gone (psutil may have reaped it, so no exit code to compare)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert f"nnictl stop exp1 did not return in 1s; killed its NNI manager (pid {manager.pid}, 3 processes" \
+        in capsys.readouterr().err

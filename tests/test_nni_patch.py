@@ -12,7 +12,7 @@ def node_copy(tmp_path):
     for p in {p.file for p in nni_patch.PATCHES}:
         (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / p, tmp_path / p)
-    for p in nni_patch.PATCHES:  # un-apply, if the installed copy is already patched
+    for p in reversed(nni_patch.PATCHES):  # un-apply (last applied first), if the installed copy is patched
         f = tmp_path / p.file
         f.write_text(f.read_text().replace(p.new + " " + p.marker, p.old))
     return tmp_path
