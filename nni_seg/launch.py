@@ -212,12 +212,13 @@ def _dispatcher_errors(exp_dir: Path | None) -> str:
     return "\n".join(lines[bad[0]:bad[0] + 30]) if bad else ""
 
 
-def _manager_error(exp_dir: Path | None) -> str:
-    """The last ERROR line of nnimanager.log (e.g. the GPU scheduler's refusal), as ``"; NNI: ..."``."""
+def _manager_hint(exp_dir: Path | None) -> str:
+    """The last error or GPU-scheduling refusal in nnimanager.log, as ``"; NNI: <line>"`` (or "")."""
     log = exp_dir / "log" / "nnimanager.log" if exp_dir else None
     if log is None or not log.is_file():
         return ""
-    bad = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    bad = [line for line in log.read_text(errors="replace").splitlines()
+           if " ERROR " in line or "GPU constraint cannot be satisfied" in line]
     return f"; NNI: {bad[-1].strip()[:300]}" if bad else ""
 
 
@@ -263,10 +264,8 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         if errors and not trials:
             raise ExperimentDead(f"the tuner of {exp_id} failed (dispatcher.log):\n{errors}")
         if not trials and elapsed > stall:
-            raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in {status['status']}")
-        if trials and set(counts) == {"WAITING"} and elapsed > stall:
-            raise ExperimentDead(f"{len(trials)} trial(s) of {exp_id} WAITING for {stall:.0f}s, none started "
-                                 f"(no free GPU for trialGpuNumber?){_manager_error(exp_dir)}")
+            raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in "
+                                 f"{status['status']}{_manager_hint(exp_dir)}")
         active = sum(counts.get(s, 0) for s in ("WAITING", "RUNNING", "UNKNOWN"))
         if status["status"] in ("DONE", "NO_MORE_TRIAL", "STOPPED") and trials and not active:
             return status

@@ -105,21 +105,21 @@ def test_gpu_config_asking_more_gpus_than_usable_is_refused(tmp_path, fake_gpus)
         check_config(_gpu_config(tmp_path, 2, gpuIndices=[1, 5], maxTrialNumberPerGpu=1))
 
 
-def test_follow_gives_up_on_trials_that_wait_forever(tmp_path, monkeypatch):
-    """NNI's scheduler can keep trials WAITING for a GPU forever; the follower says so, with NNI's own error."""
+def test_follow_gives_up_when_no_trial_starts_and_quotes_nni(tmp_path, monkeypatch):
+    """A trial NNI cannot place on a GPU never shows up in /trial-jobs; the follower says why, from NNI's log."""
     (tmp_path / "log").mkdir()
     (tmp_path / "log" / "nnimanager.log").write_text(
         "[2026-11-28 03:00:00] INFO (main) Start\n"
-        "[2026-11-28 03:00:01] ERROR (TaskScheduler) Only have 1 GPUs, requesting 1\n")
+        "[2026-11-28 03:00:01] INFO (TrialKeeper.local) Scheduling failed because the GPU constraint cannot be "
+        "satisfied\n[2026-11-28 03:00:01] INFO (NNIManager) something else\n")
     monkeypatch.setattr(launch, "experiment_dir", lambda exp_id: tmp_path)
-    answers = {"/check-status": {"status": "RUNNING"},
-               "/trial-jobs": [{"trialJobId": "a", "status": "WAITING"}, {"trialJobId": "b", "status": "WAITING"}]}
+    answers = {"/check-status": {"status": "RUNNING"}, "/trial-jobs": []}
     monkeypatch.setattr(launch, "rest", lambda port, path: answers[path])
-    with pytest.raises(ExperimentDead, match=r"2 trial\(s\) of exp WAITING for 0s, none started \(no free GPU "
-                                             r"for trialGpuNumber\?\); NNI: .*Only have 1 GPUs, requesting 1"):
+    with pytest.raises(ExperimentDead, match=r"no trial started in 0s; experiment exp is stuck in RUNNING; "
+                                             r"NNI: .*Scheduling failed because the GPU constraint"):
         follow("exp", 1, timeout=60, stall=0.05, poll=0.01, log=lambda msg: None)
-    answers["/trial-jobs"] = [{"trialJobId": "a", "status": "RUNNING"}, {"trialJobId": "b", "status": "WAITING"}]
-    with pytest.raises(ExperimentDead, match="still RUNNING after 0s"):  # one started: only --timeout ends it
+    answers["/trial-jobs"] = [{"trialJobId": "a", "status": "RUNNING"}]
+    with pytest.raises(ExperimentDead, match="still RUNNING after 0s"):  # a trial runs: only --timeout ends it
         follow("exp", 1, timeout=0.1, stall=0.05, poll=0.01, log=lambda msg: None)
 
 
