@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # All GPU checks in one run of a few minutes on a GPU machine (see docs/performance.md):
-#   1. environment + NNI's GPU probe, 2. trainer benchmark (naive vs ours vs compile),
-#   3. several trainer processes sharing one GPU, 4. an nnictl experiment with trialGpuNumber: 1
-#      (experiments/gpu.yml) whose trial records must show CUDA, 5. the same without NNI's GPU scheduler.
+#   1. environment + NNI's GPU probe, 2. an nnictl experiment with trialGpuNumber: 1
+#      (experiments/gpu.yml) whose trial records must show CUDA, 3. trainer benchmark (naive vs ours vs
+#   compile), 4. several trainer processes sharing one GPU, 5. an experiment without NNI's GPU scheduler.
+# Dry run without a GPU: PYTHONPATH=tests/fake_nvml NNI_SEG_FAKE_GPUS=1 BENCH_SIZE="32 48" BENCH_IMAGES=32 \
+#   SHARE_IMAGES=64 bash bench/gpu_check.sh   (NNI schedules on a fake GPU; trials train on the CPU)
 # Results go to $OUT (default /tmp/gpu_check). NNI and its small dependencies may travel as
 # .whl/nni_site.tar.xz (built by bench/pack_nni_site.sh) when the machine has no nni.
 set -u
@@ -22,6 +24,24 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, nni; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), '| nni', nni.__version__)"
 ( time timeout 60 $PY -m nni.tools.nni_manager_scripts.collect_gpu_info ) 2>&1 | tail -5
 $PY -m nni_seg patch-nni
+
+run_nni() {  # $1 config, $2 port, $3 label
+  step "nnictl experiment: $3"
+  timeout ${NNI_TIMEOUT:-200} $PY -m nni_seg run "$1" --port "$2" --stall 90 --timeout 170 2>&1 | tee "$OUT/nni_$3.txt" | tail -4
+  id=$(grep -o 'experiment [a-z0-9]* started' "$OUT/nni_$3.txt" | awk '{print $2}')
+  [ -n "$id" ] || return
+  $PY - "$id" <<'PYEOF'
+import sys
+from nni_seg.records import experiment_dir, trial_records
+recs = trial_records(experiment_dir(sys.argv[1]))
+for r in recs:
+    print(r.get("trial_id"), r["status"], r.get("device"), "CUDA_VISIBLE_DEVICES=%s" % r.get("cuda_visible_devices"), r.get("metrics", {}).get("dice"), r.get("train_seconds"))
+print(f"{sum('cuda' in str(r.get('device')) for r in recs)}/{len(recs)} trials ran on CUDA")
+PYEOF
+  d=$($PY -c "from nni_seg.records import experiment_dir; print(experiment_dir('$id'))")
+  tar czf "$OUT/nni_$3_logs.tgz" -C "$d" log $(cd "$d" && find environments -name 'trial.*' -o -name '*.json' | head -40) 2>/dev/null
+}
+run_nni experiments/gpu.yml 8090 scheduled  # first: the result still owed (trial records on CUDA)
 
 step trainer benchmark, seed net 360x480 batch 16
 timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_trainer.py --size ${BENCH_SIZE:-360 480} --batch-size 16 --images ${BENCH_IMAGES:-368} --epochs 4 \
@@ -44,22 +64,5 @@ PYEOF
 done | tee "$OUT/gpu_sharing.txt"
 rm -f "$OUT"/share_*.json
 
-run_nni() {  # $1 config, $2 port, $3 label
-  step "nnictl experiment: $3"
-  timeout ${NNI_TIMEOUT:-200} $PY -m nni_seg run "$1" --port "$2" --stall 90 --timeout 170 2>&1 | tee "$OUT/nni_$3.txt" | tail -4
-  id=$(grep -o 'experiment [a-z0-9]* started' "$OUT/nni_$3.txt" | awk '{print $2}')
-  [ -n "$id" ] || return
-  $PY - "$id" <<'PYEOF'
-import sys
-from nni_seg.records import experiment_dir, trial_records
-recs = trial_records(experiment_dir(sys.argv[1]))
-for r in recs:
-    print(r.get("trial_id"), r["status"], r.get("device"), "CUDA_VISIBLE_DEVICES=%s" % r.get("cuda_visible_devices"), r.get("metrics", {}).get("dice"), r.get("train_seconds"))
-print(f"{sum('cuda' in str(r.get('device')) for r in recs)}/{len(recs)} trials ran on CUDA")
-PYEOF
-  d=$($PY -c "from nni_seg.records import experiment_dir; print(experiment_dir('$id'))")
-  tar czf "$OUT/nni_$3_logs.tgz" -C "$d" log $(cd "$d" && find environments -name 'trial.*' -o -name '*.json' | head -40) 2>/dev/null
-}
-run_nni experiments/gpu.yml 8090 scheduled
 run_nni experiments/gpu_unscheduled.yml 8091 unscheduled
 step done
