@@ -7,7 +7,10 @@ batch size, optimiser and loss. Modes:
            channels_last, cudnn.benchmark, one host sync per epoch (on CPU: the same path in fp32)
   compile  ours + torch.compile (compile time reported)
 Steady-state images/s is the median over epochs after the first. Prints a Markdown table and writes
-JSON (--out). Run: python bench/bench_trainer.py [--size 360 480 --batch-size 16] [--modes ...]
+JSON (--out). ``--profile`` then profiles one more epoch of ``ours`` (warm: cuDNN's algorithm choice is
+cached) and prints where the time goes: convolutions vs normalisation, activations, pooling, ...
+(device kernels on CUDA, operators on CPU), to show what keeps a net from the card's peak.
+Run: python bench/bench_trainer.py [--size 360 480 --batch-size 16] [--modes ...] [--profile]
 """
 from __future__ import annotations
 
@@ -27,6 +30,18 @@ from nni_seg.train import Normalizer, TrainConfig, fit, resolve_device
 from nni_seg.trial import load_arch_file
 
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense bf16, vendor spec
+
+# profile categories: first pattern (lower-case substring of a kernel / operator name) wins
+CATEGORIES = {
+    "normalisation": ("batch_norm", "batchnorm", "bn_fw", "bn_bw", "welford", "norm"),  # before cudnn::bn_*
+    "convolution": ("conv", "cudnn", "xmma", "gemm", "cutlass", "wgrad", "dgrad", "fprop", "mkldnn"),
+    "loss": ("nll", "softmax", "cross_entropy"),
+    "optimizer": ("adam", "foreach", "multi_tensor", "lerp", "addcdiv", "addcmul"),
+    "pooling": ("pool",),
+    "upsampling": ("upsample", "interpolate", "grid_sampler"),
+    "activation / fused (triton)": ("relu", "silu", "gelu", "triton", "threshold", "sigmoid"),
+    "copy / cast / fill": ("copy", "memcpy", "memset", "fill", "cat", "to_copy", "contiguous", "clone"),
+}
 
 
 def synthetic(n: int, size: tuple[int, int], classes: int = 11, seed: int = 0) -> SegData:
@@ -63,6 +78,39 @@ def naive(model, data: SegData, cfg: TrainConfig, device: torch.device, workers:
     return times
 
 
+def category(name: str) -> str:
+    low = name.lower()
+    return next((c for c, pats in CATEGORIES.items() if any(p in low for p in pats)), "other elementwise")
+
+
+def profile_epoch(arch: dict, data: SegData, cfg: TrainConfig, device: torch.device) -> dict:
+    """Self time per category and the 12 costliest kernels (CUDA) or operators (CPU) of one epoch of fit."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_model(arch, 11)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fit(model, data, cfg)
+    on_device = device.type == "cuda"
+    rows = []
+    for e in prof.key_averages():
+        if on_device and e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if not on_device and not e.key.startswith("aten::"):
+            continue
+        us = e.self_device_time_total if on_device else e.self_cpu_time_total
+        if us > 0:
+            rows.append((e.key, us / 1e3, e.count))
+    total = sum(ms for _, ms, _ in rows) or 1.0
+    cats: dict[str, float] = {}
+    for name, ms, _ in rows:
+        cats[category(name)] = cats.get(category(name), 0.0) + ms
+    top = sorted(rows, key=lambda r: -r[1])[:12]
+    return {"what": "CUDA kernels" if on_device else "CPU operators", "total_ms": round(total, 1),
+            "categories": {c: round(ms, 1) for c, ms in sorted(cats.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": n[:90], "ms": round(ms, 1), "calls": c, "category": category(n)} for n, ms, c in top]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, nargs=2, default=[360, 480])
@@ -74,6 +122,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop")
     ap.add_argument("--modes", nargs="+", default=["naive", "ours", "compile"])
     ap.add_argument("--out", help="write results as JSON")
+    ap.add_argument("--profile", action="store_true", help="then profile one epoch of `ours`")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -121,6 +170,16 @@ def main() -> None:
         frac = f"{100 * r['fraction_of_bf16_peak']:.1f}" if "fraction_of_bf16_peak" in r else "-"
         print(f"| {mode} | {r['images_per_second']} | {ratio} | {r['achieved_tflops']} | {frac} | "
               f"{r.get('peak_memory_gib', '-')} | {r['first_epoch_overhead_s']} |")
+    if args.profile:
+        cfg = TrainConfig(epochs=1, batch_size=args.batch_size, device=str(device), augment=True)
+        p = results["profile"] = profile_epoch(arch, data, cfg, device)
+        print(f"\nprofile of one epoch of `ours` ({p['what']}, self time, {p['total_ms']} ms in all)")
+        print("| category | ms | % |\n|---|---|---|")
+        for c, ms in p["categories"].items():
+            print(f"| {c} | {ms} | {100 * ms / p['total_ms']:.1f} |")
+        print("\n| kernel / operator | category | ms | calls |\n|---|---|---|---|")
+        for r in p["top"]:
+            print(f"| `{r['name']}` | {r['category']} | {r['ms']} | {r['calls']} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -44,7 +44,7 @@ PYEOF
 run_nni experiments/gpu.yml 8090 scheduled  # first: the result still owed (trial records on CUDA)
 
 step trainer benchmark, seed net 360x480 batch 16
-timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_trainer.py --size ${BENCH_SIZE:-360 480} --batch-size 16 --images ${BENCH_IMAGES:-368} --epochs 4 \
+timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_trainer.py --size ${BENCH_SIZE:-360 480} --batch-size 16 --images ${BENCH_IMAGES:-368} --epochs 4 --profile \
   --out "$OUT/bench_trainer.json" 2>&1 | tee "$OUT/bench_trainer.txt" | grep -v Warning
 
 step several trainers on one GPU, small net 64x64 batch 32

@@ -21,6 +21,34 @@ def test_bench_trainer_runs_on_cpu_side_by_side(tmp_path):
     assert "| naive |" in proc.stdout and "| ours |" in proc.stdout and "| 1.00 |" in proc.stdout
 
 
+def test_profile_splits_an_epoch_into_categories(tmp_path):
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, "bench/bench_trainer.py", "--size", "16", "16", "--images", "16",
+                           "--batch-size", "8", "--epochs", "1", "--modes", "ours", "--device", "cpu", "--profile",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prof = json.loads(out.read_text())["profile"]
+    assert prof["what"] == "CPU operators" and prof["total_ms"] > 0
+    assert sum(prof["categories"].values()) == pytest.approx(prof["total_ms"], rel=0.01)
+    assert {"convolution", "normalisation", "pooling"} <= set(prof["categories"])
+    assert len(prof["top"]) == 12 and "| convolution |" in proc.stdout
+
+
+def test_profile_categories_of_cuda_kernel_names():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_trainer import category
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert category("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "convolution"
+    assert category("cudnn::bn_fw_tr_1C11_singleread_spec<__nv_bfloat16>") == "normalisation"
+    assert category("void at::native::(anonymous namespace)::max_pool_forward_nhwc<c10::BFloat16>") == "pooling"
+    assert category("triton_poi_fused_native_batch_norm_backward_threshold_backward_3") == "normalisation"
+    assert category("triton_poi_fused_relu_7") == "activation / fused (triton)"
+    assert category("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add>") == \
+        "other elementwise"
+
+
 @pytest.mark.parametrize("script", ["bench/gpu_check.sh", "bench/pack_nni_site.sh", "experiments/camvid/run_gpu.sh",
                                     "experiments/camvid/run_cpu.sh", "scripts/setup.sh", ".ci/run"])
 def test_shell_scripts_parse(script):
