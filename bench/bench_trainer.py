@@ -87,11 +87,10 @@ def profile_epoch(arch: dict, data: SegData, cfg: TrainConfig, device: torch.dev
     """Self time per category and the 12 costliest kernels (CUDA) or operators (CPU) of one epoch of fit."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = build_model(arch, 11)
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
-        fit(model, data, cfg)
     on_device = device.type == "cuda"
+    model = build_model(arch, 11)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])) as prof:
+        fit(model, data, cfg)
     rows = []
     for e in prof.key_averages():
         if on_device and e.device_type != torch.autograd.DeviceType.CUDA:
@@ -104,7 +103,8 @@ def profile_epoch(arch: dict, data: SegData, cfg: TrainConfig, device: torch.dev
     total = sum(ms for _, ms, _ in rows) or 1.0
     cats: dict[str, float] = {}
     for name, ms, _ in rows:
-        cats[category(name)] = cats.get(category(name), 0.0) + ms
+        c = category(name)
+        cats[c] = cats.get(c, 0.0) + ms
     top = sorted(rows, key=lambda r: -r[1])[:12]
     return {"what": "CUDA kernels" if on_device else "CPU operators", "total_ms": round(total, 1),
             "categories": {c: round(ms, 1) for c, ms in sorted(cats.items(), key=lambda kv: -kv[1])},

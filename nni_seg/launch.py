@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .records import experiment_dir
+from .records import experiment_dir, registered_experiments
 
 
 class ExperimentDead(RuntimeError):
@@ -39,12 +39,12 @@ def check_config(path: Path) -> dict:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of NNI experiment settings")
-    try:
-        ExperimentConfig.load(str(path)).validate()
+    try:  # NNI's validate() is exactly this canonical_copy(); the canonical form is used below
+        canonical = ExperimentConfig.load(str(path)).canonical_copy()
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
         raise ValueError(f"{path}: {e}") from None
     _check_algorithm_names(raw, path)
-    _check_local_gpus(ExperimentConfig.load(str(path)).canonical_copy(), path)
+    _check_local_gpus(canonical, path)
     return raw
 
 
@@ -65,7 +65,7 @@ def _check_local_gpus(config, path: Path) -> None:
     """A local experiment asking NNI for GPUs must have them, or NNI 3.0 never starts a trial.
 
     Without NVML the manager quits seconds after ``nnictl create`` returned 0; with fewer GPUs than
-    ``trialGpuNumber`` its scheduler retries forever (trials stay WAITING). Say so before starting.
+    ``trialGpuNumber`` its scheduler retries forever and no trial ever appears. Say so before starting.
     """
     ts = config.training_service
     services = ts if isinstance(ts, list) else [ts]
@@ -137,8 +137,6 @@ def create(config: Path, port: int, timeout: float = 120) -> str:
 
 def resume(exp_id: str, port: int, timeout: float = 120) -> str:
     """``nnictl resume``: restart a stopped experiment from its database; finished trials are kept."""
-    from .records import registered_experiments
-
     known = registered_experiments()
     if exp_id not in known:
         raise ExperimentDead(f"experiment {exp_id!r} is not in nnictl's registry of this HOME; "
@@ -170,8 +168,6 @@ def stop(exp_id: str, timeout: float = 120) -> None:
         subprocess.run([*_nnictl(), "stop", exp_id], capture_output=True, text=True, env=trial_env(),
                        timeout=timeout)
     except subprocess.TimeoutExpired:
-        from .records import registered_experiments
-
         pid = registered_experiments().get(exp_id, {}).get("pid")
         n = kill_tree(pid) if pid else 0
         print(f"warning: nnictl stop {exp_id} did not return in {timeout:.0f}s; killed its NNI manager "
