@@ -25,8 +25,10 @@ import torch.nn.functional as F
 
 from nni_seg.cost import count_macs
 from nni_seg.data import SegData
-from nni_seg.space import build_model, seed_arch
-from nni_seg.train import Normalizer, TrainConfig, fit, resolve_device
+from nni_seg.arch import seed_arch
+from nni_seg.net import build_model
+from nni_seg.settings import TrainSettings as TrainConfig
+from nni_seg.train import Normalizer, fit, resolve_device
 from nni_seg.trial import load_arch_file
 
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense bf16, vendor spec
@@ -147,7 +149,7 @@ def main() -> None:
         if mode == "naive":
             times = naive(model, data, cfg, device, args.workers)
         else:
-            times = [h["seconds"] for h in fit(model, data, cfg)["history"]]
+            times = [h.seconds for h in fit(model, data, cfg).history]
         steps_imgs = (args.images // args.batch_size) * args.batch_size
         steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
         ips = steps_imgs / steady

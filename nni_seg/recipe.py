@@ -1,39 +1,36 @@
-"""Search, then retrain and evaluate: the whole path from data to a report, in one command.
+"""Search, then retrain and evaluate: the whole path from data to a report, as one library call.
 
-``python -m nni_seg recipe --search-config experiments/camvid/search_gpu.yml --dataset packed
---data-root data/camvid_360x480.npz --epochs 150 --out runs/camvid`` runs
+:func:`run_recipe` runs
 
-1. the nnictl search of ``--search-config`` (its own proxy budget: reduced size and epochs, an
-   assessor stopping weak trials early, a FLOPs budget), then exports the top architecture;
-2. a report of the search (Dice vs trial, Dice vs FLOPs with the Pareto front);
-3. the winner's full retraining with the data / training flags given here, and the seed's fixed
-   network with exactly the same schedule (``--no-baseline`` skips it);
-4. val evaluation of both: per-class IoU and Dice, confusion matrices;
-5. ``report.md`` + ``results.json`` in ``--out`` with the wall time of each phase.
+1. the nnictl search of ``search_config`` (its own proxy budget: reduced size and epochs, a cost
+   budget), then exports the top architecture;
+2. a report of the search (Dice vs trial, Dice vs MMACs with the Pareto front, the winner drawn);
+3. optionally, a tune of the winner's training (``tune_config``: :mod:`nni_seg.tune`);
+4. the winner's full retraining with the data / training settings given here, and each reference
+   network (``baselines``: the seed's net, the textbook U-Net) with exactly the same schedule,
+   ``repeats`` times each with different seeds;
+5. val evaluation of every training at the labels' native resolution, confusion matrices, drawings of
+   the architectures and a few val predictions side by side;
+6. ``report.md`` + ``results.json`` in ``out`` with the wall time of each phase.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+import dataclasses
+import shutil
+import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-from .config import add_dataclass_args, from_args
-from .data import DataConfig
-from .records import atomic_write_bytes, atomic_write_json
+from . import schema
+from .arch import NAMED_ARCHS
+from .errors import UserError
+from .files import atomic_write_text
 from .report import make_report, save_png
-from .train import TrainConfig
+from .schema import NetworkResult, RecipeResult
+from .settings import DataSettings, RecipeSettings, RunSettings, TrainSettings
 
-
-@dataclass
-class RecipeConfig:
-    search_config: str = "experiments/camvid/search_cpu.yml"  # nnictl config of the search (proxy budget)
-    out: str = "runs/recipe"
-    baseline: bool = True  # also retrain the seed's fixed network with the same schedule
-    search_timeout: float = 3600  # seconds
-    port: int | None = None  # web UI port of the search (default: 8080 or a free one)
+OUTPUTS = ("results.json", "report.md", "top_arch.json", "search", "searched", *NAMED_ARCHS)
 
 
 def confusion_png(confusion: list[list[float]], names: list[str], path: Path, title: str) -> Path:
@@ -61,68 +58,51 @@ def confusion_png(confusion: list[list[float]], names: list[str], path: Path, ti
     return save_png(fig, path)
 
 
-def _row(name: str, res: dict, meta: dict, seconds: float) -> dict:
-    return {"network": name, "summary": meta["summary"], "params": meta["params"], "mflops": meta["mflops"],
-            "val_miou": res["miou"], "val_dice": res["dice"], "pixel_acc": res["pixel_acc"],
-            "iou_per_class": res["iou_per_class"], "dice_per_class": res["dice_per_class"],
-            "best_epoch": meta.get("epoch"), "retrain_seconds": round(seconds, 1)}
+def predictions_png(checkpoints: dict[str, Path], data, path: Path, count: int = 3) -> Path:
+    """A grid: for ``count`` val images, the image, its ground truth and each network's prediction (at the
+    labels' native resolution), side by side."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
 
-def run(rc: RecipeConfig, data_cfg: DataConfig, train_cfg: TrainConfig, log=print) -> dict:
-    from . import deploy, launch
-    from .data import load_dataset
-    from .records import experiment_dir
+    from .deploy import load_checkpoint
+    from .train import Normalizer
 
-    out = Path(rc.out)
-    out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
-    t_all = time.perf_counter()
+    images = data.val_images
+    masks = data.native.get("val") or list(data.val_masks)
+    picks = [round(i * (len(images) - 1) / max(1, count - 1)) for i in range(min(count, len(images)))]
+    palette = np.array(data.colours(), dtype=np.uint8)
 
-    # 1. search
-    t = time.perf_counter()
-    top_path = out / "top_arch.json"
-    args = [rc.search_config, "--out", str(top_path), "--timeout", str(rc.search_timeout)]
-    if rc.port:
-        args += ["--port", str(rc.port)]
-    if launch.main(args) != 0:
-        raise RuntimeError(f"the search of {rc.search_config} failed (see above); nothing retrained")
-    times["search"] = time.perf_counter() - t
-    top = json.loads(top_path.read_text())
-    exp_dir = experiment_dir(top["experiment_id"])
+    def colour(m):
+        m = np.asarray(m)
+        return np.where((m < len(palette))[..., None], palette[np.clip(m, 0, len(palette) - 1)], 0).astype(np.uint8)
 
-    # 2. search report
-    t = time.perf_counter()
-    search_report = make_report(exp_dir, out / "search", title=f"search {top['experiment_id']}")
-    times["search_report"] = time.perf_counter() - t
-
-    # 3. retrain winner (+ seed) with the same schedule; 4. evaluate (the data loaded once for all four)
-    data = load_dataset(data_cfg)
-    rows, results = [], {}
-    for name, arch in (("searched", str(top_path)), ("seed", "seed")):
-        if name == "seed" and not rc.baseline:
-            continue
-        log(f"--- retrain {name} ---")
-        t = time.perf_counter()
-        deploy.retrain(arch, data_cfg, train_cfg, out / name, data=data)
-        times[f"retrain_{name}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        res = deploy.evaluate(str(out / name), None, "val", train_cfg.device, confusion=True, data=data)
-        times[f"eval_{name}"] = time.perf_counter() - t
-        meta = json.loads((out / name / "meta.json").read_text())
-        confusion_png(res["confusion"], res["class_names"], out / f"confusion_{name}.png",
-                      f"{name}: val confusion (% of true class)")
-        rows.append(_row(name, res, meta, times[f"retrain_{name}"]))
-        results[name] = res
-    times["total"] = time.perf_counter() - t_all
-
-    summary = {"experiment_id": top["experiment_id"], "search_config": rc.search_config,
-               "search_trials": search_report["trials"], "search_succeeded": search_report["succeeded"],
-               "winner_search_dice": top["metrics"]["dice"], "data": asdict(data_cfg), "train": asdict(train_cfg),
-               "seconds": {k: round(v, 1) for k, v in times.items()}, "networks": rows,
-               "class_names": results["searched"]["class_names"], "device": _device(train_cfg.device)}
-    atomic_write_json(out / "results.json", summary)
-    atomic_write_bytes(out / "report.md", markdown(summary).encode())
-    return summary
+    preds = {}
+    for name, ckpt in checkpoints.items():
+        model, meta = load_checkpoint(ckpt)
+        norm = Normalizer(meta.mean, meta.std)
+        with torch.no_grad():
+            logits = model(norm(images[picks]))
+        preds[name] = [F.interpolate(logits[k:k + 1], size=tuple(masks[i].shape), mode="bilinear",
+                                     align_corners=False).argmax(1)[0].numpy() for k, i in enumerate(picks)]
+    cols = ["image", "ground truth", *preds]
+    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.6 * len(cols), 2.1 * len(picks)), squeeze=False)
+    for r, i in enumerate(picks):
+        h, w = masks[i].shape
+        img = F.interpolate(images[i:i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+        img = img.permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+        panels = [img if img.shape[-1] == 3 else img[..., 0], colour(masks[i])] + [colour(preds[n][r]) for n in preds]
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=9)
+    return save_png(fig, path)
 
 
 def _device(name: str) -> str:
@@ -134,46 +114,141 @@ def _device(name: str) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-def markdown(s: dict) -> str:
-    sec = s["seconds"]
-    lines = [f"# Recipe report: search {s['experiment_id']} + retrain", "",
-             f"Device: {s['device']}. Search config: `{s['search_config']}` ({s['search_trials']} trials, "
-             f"{s['search_succeeded']} succeeded). Retrain: {s['train']['epochs']} epochs, batch "
-             f"{s['train']['batch_size']}, loss {s['train']['loss']}, class weights {s['train']['class_weights']}, "
-             f"data {s['data']['dataset']} at {s['data']['size'] or 'its own size'}.", "",
+def check_out(rc: RecipeSettings) -> Path:
+    """``rc.out`` ready for a new recipe: earlier results are refused unless ``force`` (then removed)."""
+    out = Path(rc.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    present = [name for name in OUTPUTS if (out / name).exists()]
+    if present and not rc.force:
+        raise UserError(f"{out} holds an earlier recipe's results ({', '.join(present)}); choose another --out "
+                        f"or pass --force to replace them")
+    for name in present:
+        p = out / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSettings,
+               log: Callable[[str], None] = print) -> RecipeResult:
+    from .data import load_dataset
+    from .deploy import evaluate, retrain
+    from .draw import draw
+    from .experiment import check_config, run_experiment
+    from .records import experiment_dir
+
+    check_config(Path(rc.search_config))  # before anything is removed or started
+    out = check_out(rc)
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def phase(name: str, t0: float) -> None:
+        times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 1)
+
+    t = time.perf_counter()
+    top = run_experiment(rc.search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
+                                                       out=str(out / "top_arch.json")), log=log)
+    phase("search", t)
+    t = time.perf_counter()
+    search = make_report(experiment_dir(top.experiment_id), out / "search", title=f"search {top.experiment_id}")
+    phase("search_report", t)
+
+    searched_train = train_cfg
+    if rc.tune_config:
+        from .tune import run_tune
+
+        t = time.perf_counter()
+        tuned = run_tune(out / "top_arch.json", rc.tune_config, out / "tune", log=log)
+        searched_train = dataclasses.replace(train_cfg, **tuned.overrides())
+        phase("tune", t)
+
+    data = load_dataset(data_cfg, native=True)
+    networks = [("searched", top.arch, searched_train)] + \
+        [(name, NAMED_ARCHS[name](), train_cfg) for name in rc.baseline_names]
+    rows, first_ckpt, confusions = [], {}, {}
+    for name, arch, tcfg in networks:
+        draw(arch, out / f"arch_{name}.png", f"{name}", None)
+        for run in range(rc.repeats):
+            folder = out / name / (f"run{run}" if rc.repeats > 1 else "")
+            log(f"--- retrain {name}" + (f" (run {run + 1} of {rc.repeats})" if rc.repeats > 1 else "") + " ---")
+            t = time.perf_counter()
+            meta, _ = retrain(arch, data_cfg, dataclasses.replace(tcfg, seed=tcfg.seed + run), folder, data=data)
+            seconds = time.perf_counter() - t
+            phase(f"retrain_{name}", t)
+            t = time.perf_counter()
+            rep = evaluate(folder, split="val", device=tcfg.device, native=True, confusion=True, data=data)
+            phase(f"eval_{name}", t)
+            rows.append(NetworkResult(network=name, run=run, summary=meta.summary, params=meta.params,
+                                      mmacs=meta.mmacs, val=rep.scores, best_epoch=meta.epoch,
+                                      retrain_seconds=round(seconds, 1), checkpoint=str(folder)))
+            if run == 0:
+                first_ckpt[name], confusions[name] = folder, rep.confusion
+                confusion_png(rep.confusion, rep.class_names, out / f"confusion_{name}.png",
+                              f"{name}: val confusion (% of true class)")
+    predictions_png(first_ckpt, data, out / "predictions_val.png")
+    times["total"] = round(time.perf_counter() - t_all, 1)
+    result = RecipeResult(experiment_id=top.experiment_id or "", search_config=rc.search_config,
+                          search_trials=search["trials"], search_succeeded=search["succeeded"],
+                          winner_search_dice=(top.metrics or {}).get("dice"), data=data_cfg, train=train_cfg,
+                          tuned_train=searched_train if rc.tune_config else None, split="val",
+                          resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
+                          device=_device(train_cfg.device))
+    schema.save(result, out / "results.json")
+    atomic_write_text(out / "report.md", markdown(result))
+    return result
+
+
+def _spread(values: list[float]) -> str:
+    mean = 100 * statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
+def summary_rows(result: RecipeResult) -> list[dict]:
+    """Per network: the mean (min-max) of its runs' val scores and its cost."""
+    out = []
+    for name in dict.fromkeys(r.network for r in result.networks):
+        runs = [r for r in result.networks if r.network == name]
+        out.append({"network": name, "runs": len(runs), "miou": [r.val.miou for r in runs],
+                    "dice": [r.val.dice for r in runs], "params": runs[0].params, "mmacs": runs[0].mmacs,
+                    "summary": runs[0].summary, "iou": [r.val.iou_per_class for r in runs],
+                    "epochs": [r.best_epoch for r in runs]})
+    return out
+
+
+def markdown(s: RecipeResult) -> str:
+    t = s.train
+    rows = summary_rows(s)
+    lines = [f"# Recipe report: search {s.experiment_id} + retrain", "",
+             f"Device: {s.device}. Search config: `{s.search_config}` ({s.search_trials} trials, "
+             f"{s.search_succeeded} succeeded). Retrain: {t.epochs} epochs, batch {t.batch_size}, peak lr {t.lr}, "
+             f"loss {t.loss}, class weights {t.class_weights}, data {s.data.dataset} at "
+             f"{'x'.join(map(str, s.data.size)) if s.data.size else 'its own size'}."
+             + (f" The searched net's training was tuned first (see tune/): lr {s.tuned_train.lr}, "
+                f"weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, batch "
+                f"{s.tuned_train.batch_size}." if s.tuned_train else ""), "",
+             f"All scores: **{s.split}** split, scored at {s.resolution}.", "",
              "## Wall time (s)", "", "| phase | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sec.items()]
-    lines += ["", "## Val results (same schedule for both)", "",
-              "| network | val mIoU | val mean Dice | params | MMACs / image | best epoch |", "|---|---|---|---|---|---|"]
-    for r in s["networks"]:
-        lines.append(f"| {r['network']} | {100 * r['val_miou']:.1f} | {100 * r['val_dice']:.1f} | {r['params']:,} "
-                     f"| {r['mflops']:.0f} | {r['best_epoch']} |")
-    lines += ["", "## Per-class val IoU (%)", "", "| class | " + " | ".join(r["network"] for r in s["networks"]) + " |",
-              "|---|" + "---|" * len(s["networks"])]
-    for i, name in enumerate(s["class_names"]):
-        vals = [r["iou_per_class"][i] for r in s["networks"]]
-        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in vals) + " |")
-    lines += ["", "Architectures:", ""] + [f"- {r['network']}: `{r['summary']}`" for r in s["networks"]]
-    lines += ["", "Pictures: `search/dice_vs_trial.png`, `search/dice_vs_flops.png`, "
-              + ", ".join(f"`confusion_{r['network']}.png`" for r in s["networks"]), ""]
+    lines += [f"| {k} | {v} |" for k, v in s.seconds.items()]
+    lines += ["", f"## {s.split.capitalize()} results (same schedule for all; mean (min-max) over runs)", "",
+              f"| network | runs | {s.split} mIoU | {s.split} mean Dice | params | MMACs / image | best epoch |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['runs']} | {_spread(r['miou'])} | {_spread(r['dice'])} | "
+                     f"{r['params']:,} | {r['mmacs']:.0f} | {', '.join(map(str, r['epochs']))} |")
+    lines += ["", f"## Per-class {s.split} IoU (%, mean over runs)", "",
+              "| class | " + " | ".join(r["network"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for i, name in enumerate(s.class_names):
+        vals = []
+        for r in rows:
+            v = [run[i] for run in r["iou"] if run[i] is not None]
+            vals.append(f"{100 * statistics.mean(v):.1f}" if v else "-")
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    lines += ["", "Architectures:", ""] + [f"- {r['network']}: `{r['summary']}` (![{r['network']}](arch_{r['network']}.png))"
+                                           for r in rows]
+    lines += ["", "## Val predictions", "", "![val predictions: image, ground truth, each network](predictions_val.png)",
+              "", "Pictures: `search/dice_vs_trial.png`, `search/dice_vs_mmacs.png`, `search/best_arch.png`, "
+              + ", ".join(f"`confusion_{r['network']}.png`" for r in rows), ""]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg recipe", description=__doc__.split("\n\n")[0])
-    add_dataclass_args(ap, RecipeConfig, "recipe")
-    add_dataclass_args(ap, DataConfig, "retrain data")
-    add_dataclass_args(ap, TrainConfig, "retrain")
-    args = ap.parse_args(argv)
-    rc, data_cfg, train_cfg = from_args(RecipeConfig, args), from_args(DataConfig, args), from_args(TrainConfig, args)
-    if not Path(rc.search_config).is_file():
-        print(f"error: search config not found: {rc.search_config}", file=sys.stderr)
-        return 2
-    try:
-        s = run(rc, data_cfg, train_cfg)
-    except (RuntimeError, ValueError, FileNotFoundError, LookupError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 1
-    print(markdown(s))
-    print(f"written: {Path(rc.out) / 'report.md'}")
-    return 0

@@ -1,44 +1,18 @@
-"""Trial records (``nni_seg_record.json``, written by each trial into its own output dir) and
-reading NNI's experiment folders without a running server."""
+"""Reading an NNI experiment's folder without a server: the trials' own records and NNI's database."""
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
+import math
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-RECORD_NAME = "nni_seg_record.json"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
-    """Yield a temp file name beside ``path``; on success it is renamed to ``path`` (atomic on one
-    filesystem), on error removed. A reader never sees a half-written file; an old file survives a failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    return Path(path)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-    return Path(path)
+from . import schema
+from .arch import arch_summary, decode_parameters, validate_arch
+from .errors import RecordError, UserError
+from .schema import RECORD_NAME, Status, TrialRecord
 
 
 def nni_home() -> Path:
@@ -51,37 +25,55 @@ def registered_experiments() -> dict[str, dict]:
     if not reg.is_file():
         return {}
     try:
-        return json.loads(reg.read_text())
-    except json.JSONDecodeError:
+        data = json.loads(reg.read_text())
+    except (OSError, json.JSONDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def experiment_dir(exp_id: str, search: list[str | os.PathLike] | None = None) -> Path:
-    """The folder of experiment ``exp_id``: from ``search`` dirs, nnictl's registry, or ~/nni-experiments."""
+    """The folder of experiment ``exp_id`` (or the folder itself): from ``search`` dirs, nnictl's
+    registry, or ~/nni-experiments."""
+    given = Path(exp_id)
+    if given.is_dir() and ((given / "db").is_dir() or (given / "environments").is_dir()):
+        return given
     candidates = [Path(p) for p in (search or [])]
     info = registered_experiments().get(exp_id)
-    if info and info.get("logDir"):
+    if isinstance(info, dict) and info.get("logDir"):
         candidates.append(Path(info["logDir"]))
     candidates.append(nni_home())
     for d in (base / exp_id for base in candidates):
         if (d / "db").is_dir() or (d / "environments").is_dir():
             return d
     known = ", ".join(sorted(registered_experiments())) or "none"
-    raise FileNotFoundError(f"experiment {exp_id!r} not found (looked in {', '.join(map(str, candidates))}); "
-                            f"known experiments: {known}")
+    raise UserError(f"experiment {exp_id!r} not found (looked in {', '.join(map(str, candidates))}); "
+                    f"known experiments: {known}")
 
 
-def trial_records(exp_dir: Path) -> list[dict]:
-    """Every trial record under the experiment folder (each trial's own account of what it trained)."""
-    out = []
+@dataclasses.dataclass
+class Unreadable:
+    """A record file that exists but cannot be read as a record: an error for that trial."""
+    path: str
+    trial_id: str  # from the folder NNI gave the trial (``trials/<id>/``)
+    error: str
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A record with the file it came from."""
+    record: TrialRecord
+    path: str
+
+
+def trial_records(exp_dir: Path) -> tuple[list[Loaded], list[Unreadable]]:
+    """Every trial record under the experiment folder, and those that could not be read."""
+    ok, bad = [], []
     for p in sorted(exp_dir.rglob(RECORD_NAME)):
         try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a record being written is replaced atomically; anything else is not ours
-        rec["_path"] = str(p)
-        out.append(rec)
-    return out
+            ok.append(Loaded(schema.load(TrialRecord, p), str(p)))
+        except RecordError as e:
+            bad.append(Unreadable(str(p), p.parent.name, str(e)))
+    return ok, bad
 
 
 def _loads(s: Any) -> Any:
@@ -97,14 +89,17 @@ def _loads(s: Any) -> Any:
 def nni_db(exp_dir: Path) -> dict[str, dict]:
     """What NNI itself recorded per trial, from ``db/nni.sqlite`` (no server needed).
 
-    Returns ``{trial_id: {"status", "parameter_id", "parameters", "final", "final_parameter_id", "sequence_id"}}``;
-    ``parameters`` is what NNI *says* the trial got (wrong under NNI 3.0's concurrency bug unless patched),
-    ``final_parameter_id`` is the parameter id carried by the trial's own final metric.
+    ``{trial_id: {"status", "parameter_id", "parameters", "final", "final_parameter_id", "sequence_id"}}``;
+    ``parameters`` is what NNI *says* the trial got (wrong under NNI 3.0's concurrency defect unless
+    patched), ``final_parameter_id`` the parameter id carried by the trial's own final metric.
     """
     db = exp_dir / "db" / "nni.sqlite"
     if not db.is_file():
         return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise RecordError(f"{db}: cannot be opened as NNI's database: {e}") from None
     try:
         trials: dict[str, dict] = {}
         for tid, event, data, seq in con.execute(
@@ -124,39 +119,55 @@ def nni_db(exp_dir: Path) -> dict[str, dict]:
                 t["final"] = _loads(data)
                 t["final_parameter_id"] = int(pid) if str(pid).lstrip("-").isdigit() else pid
         return trials
+    except sqlite3.Error as e:
+        raise RecordError(f"{db}: NNI's database is unreadable ({e}); a damaged or foreign file") from None
     finally:
         con.close()
 
 
-def db_records(exp_dir: Path) -> list[dict]:
-    """Trial records rebuilt from NNI's database, for trials whose own records are on other machines
-    (remote or cluster training services): architecture from the parameters NNI gave the trial
-    (reliable once ``patch-nni`` is applied), metrics from its final result."""
-    from .space import arch_summary, decode_parameters, validate_arch
+def db_score(row: dict, metric: str = "default") -> float | None:
+    """A trial's final ``metric`` as NNI's database holds it (a number, or the key of a dict)."""
+    final = row.get("final")
+    v = final.get(metric) if isinstance(final, dict) else (final if metric == "default" else None)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        return None
+    if isinstance(final, dict) and final.get("rejected"):
+        return None
+    return float(v)
 
+
+_NNI_STATUS = {"SUCCEEDED": Status.SUCCEEDED, "FAILED": Status.FAILED, "SYS_CANCELED": Status.CANCELED,
+               "USER_CANCELED": Status.CANCELED, "EARLY_STOPPED": Status.CANCELED}
+
+
+def db_records(exp_dir: Path) -> list[Loaded]:
+    """Trial records rebuilt from NNI's database, for trials whose own records are elsewhere (remote
+    training services): the architecture from the parameters NNI gave the trial (reliable once
+    ``patch-nni`` is applied), the metrics from its final result."""
     out = []
+    db_path = str(exp_dir / "db" / "nni.sqlite")
     for tid, row in nni_db(exp_dir).items():
         params = row.get("parameters")
         if not isinstance(params, dict):
             continue
         try:
             arch = validate_arch(decode_parameters(params), source=f"NNI parameters of trial {tid}")
-        except (ValueError, KeyError):
+        except ValueError:
             continue
         final = row.get("final") if isinstance(row.get("final"), dict) else None
-        status = row.get("status")
-        if status == "SUCCEEDED" and final and final.get("rejected"):
-            status = "REJECTED"
-        out.append({"trial_id": tid, "experiment_id": exp_dir.name, "status": status, "parameter_id": row.get("parameter_id"),
-                    "sequence_id": row.get("sequence_id"), "arch": arch, "summary": arch_summary(arch),
-                    "raw_parameters": params, "metrics": final, "params": (final or {}).get("params"),
-                    "mflops": (final or {}).get("mflops"), "source": "nni-db", "_path": str(exp_dir / "db" / "nni.sqlite")})
+        metrics = {k: float(v) for k, v in (final or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if "mflops" in metrics:
+            metrics["mmacs"] = metrics.pop("mflops")
+        status = _NNI_STATUS.get(row.get("status"), Status.RUNNING)
+        if status == Status.SUCCEEDED and metrics.get("rejected"):
+            status = Status.REJECTED
+        if status == Status.SUCCEEDED and not all(k in metrics for k in ("default", "dice", "miou")):
+            status = Status.FAILED
+        rec = TrialRecord(status=status, arch=arch, summary=arch_summary(arch), trial_id=tid,
+                          experiment_id=exp_dir.name, parameter_id=row.get("parameter_id"),
+                          sequence_id=row.get("sequence_id"), raw_parameters=params, metrics=metrics or None,
+                          params=int(metrics["params"]) if "params" in metrics else None,
+                          mmacs=metrics.get("mmacs"), source="nni-db")
+        out.append(Loaded(rec, db_path))
     return out
-
-
-def load_records(exp_dir: Path) -> tuple[list[dict], str]:
-    """(records, source): the trials' own records when this machine has them, else NNI's database."""
-    records = trial_records(exp_dir)
-    if records:
-        return records, "trial records"
-    return db_records(exp_dir), "NNI database (no trial records here: remote training service?)"

@@ -1,8 +1,8 @@
 """Pictures and tables of a search, from the trials' own records (no server needed).
 
 ``python -m nni_seg report <experiment-id>`` writes into ``<experiment dir>/report/`` (or ``--out``):
-``dice_vs_trial.png`` (each trial's val Dice in start order, and the best so far), ``dice_vs_flops.png``
-(Dice against MMACs per image, the Pareto front marked), ``trials.csv`` (every trial, failed and
+``dice_vs_trial.png`` (each trial's val Dice in start order, and the best so far), ``dice_vs_mmacs.png``
+(Dice against MMACs per image, the Pareto front marked), ``best_arch.png`` (the best trial's architecture), ``trials.csv`` (every trial, failed and
 rejected ones with their reason) and ``pareto.csv`` / ``pareto.md`` (the Pareto architectures).
 """
 from __future__ import annotations
@@ -13,7 +13,9 @@ import math
 import sys
 from pathlib import Path
 
-from .records import atomic_write_bytes, experiment_dir, load_records
+from .errors import RunFailed
+from .files import atomic_write_bytes
+from .records import Loaded, db_records, trial_records
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -31,22 +33,22 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _rows(records: list[dict]) -> list[dict]:
+def _rows(loaded: list[Loaded]) -> list[dict]:
     rows = []
-    for r in sorted(records, key=lambda r: (r.get("started") or "", r.get("sequence_id") or 0, r.get("trial_id") or "")):
-        m = r.get("metrics") or {}
+    for r in sorted((x.record for x in loaded), key=lambda r: (r.started or "", r.sequence_id or 0, r.trial_id or "")):
+        m = r.metrics or {}
         rows.append({
-            "trial_id": r.get("trial_id"), "sequence_id": r.get("sequence_id"), "status": r.get("status"),
-            "dice": m.get("dice"), "miou": m.get("miou"), "mflops": r.get("mflops"), "params": r.get("params"),
-            "latency_ms": m.get("latency_ms"), "device": r.get("device"), "summary": r.get("summary"),
-            "reason": r.get("reason") or r.get("error"),
+            "trial_id": r.trial_id, "sequence_id": r.sequence_id, "status": r.status.value,
+            "dice": m.get("dice"), "miou": m.get("miou"), "mmacs": r.mmacs, "params": r.params,
+            "latency_ms": r.latency_ms, "device": r.device, "summary": r.summary,
+            "reason": r.reason or r.error, "arch": r.arch,
         })
     return rows
 
 
 def _ok(row: dict) -> bool:
     return row["status"] == "SUCCEEDED" and isinstance(row["dice"], (int, float)) and not math.isnan(row["dice"]) \
-        and isinstance(row["mflops"], (int, float))
+        and isinstance(row["mmacs"], (int, float))
 
 
 def _csv(rows: list[dict], keys: list[str]) -> bytes:
@@ -83,10 +85,13 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records, _ = load_records(exp_dir)
-    if not records:
-        raise LookupError(f"no trial records in {exp_dir}")
-    rows = _rows(records)
+    loaded, unreadable = trial_records(exp_dir)
+    if not loaded and not unreadable:
+        loaded = db_records(exp_dir)
+    if not loaded:
+        raise RunFailed(f"no readable trial records in {exp_dir}" + (f" ({len(unreadable)} unreadable, first: "
+                                                                     f"{unreadable[0].error})" if unreadable else ""))
+    rows = _rows(loaded)
     ok = [r for r in rows if _ok(r)]
     out = out or exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -109,14 +114,14 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     files.append(_save(fig, ax, out / "dice_vs_trial.png", "trial (start order)", f"{title}: Dice vs trial"))
 
     # Dice vs FLOPs with the Pareto front
-    front = [ok[i] for i in pareto_front([(r["mflops"], r["dice"]) for r in ok])]
+    front = [ok[i] for i in pareto_front([(r["mmacs"], r["dice"]) for r in ok])]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.scatter([r["mflops"] for r in ok], [r["dice"] for r in ok], s=18, alpha=0.6, label="trial")
+    ax.scatter([r["mmacs"] for r in ok], [r["dice"] for r in ok], s=18, alpha=0.6, label="trial")
     if front:
-        ax.plot([r["mflops"] for r in front], [r["dice"] for r in front], "o-", color="C3", label="Pareto front")
-    files.append(_save(fig, ax, out / "dice_vs_flops.png", "MMACs per image", f"{title}: Dice vs cost"))
+        ax.plot([r["mmacs"] for r in front], [r["dice"] for r in front], "o-", color="C3", label="Pareto front")
+    files.append(_save(fig, ax, out / "dice_vs_mmacs.png", "MMACs per image", f"{title}: Dice vs cost"))
 
-    keys = ["trial_id", "sequence_id", "status", "dice", "miou", "mflops", "params", "latency_ms", "device",
+    keys = ["trial_id", "sequence_id", "status", "dice", "miou", "mmacs", "params", "latency_ms", "device",
             "summary", "reason"]
     atomic_write_bytes(out / "trials.csv", _csv(rows, keys))
     atomic_write_bytes(out / "pareto.csv", _csv(front, keys[:-1]))
@@ -125,30 +130,15 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
           "| trial | Dice | mIoU | MMACs | params | latency ms | architecture |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "-" if not isinstance(v, (int, float)) else format(v, f)  # noqa: E731
     for r in front:
-        md.append(f"| {r['trial_id']} | {fmt(r['dice'], '.4f')} | {fmt(r['miou'], '.4f')} | {fmt(r['mflops'], '.1f')} "
+        md.append(f"| {r['trial_id']} | {fmt(r['dice'], '.4f')} | {fmt(r['miou'], '.4f')} | {fmt(r['mmacs'], '.1f')} "
                   f"| {r['params']} | {fmt(r['latency_ms'], '.2f')} | `{r['summary']}` |")
     atomic_write_bytes(out / "pareto.md", ("\n".join(md) + "\n").encode())
     files += [out / "trials.csv", out / "pareto.csv", out / "pareto.md"]
-    return {"files": files, "trials": len(rows), "succeeded": len(ok), "pareto": front}
+    if ok:  # the best trial's architecture, drawn
+        from .draw import draw
 
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m nni_seg report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment", help="experiment id (or its folder)")
-    ap.add_argument("--out", help="output folder (default: <experiment dir>/report)")
-    ap.add_argument("--exp-dir", action="append", help="experimentWorkingDirectory to search (repeatable)")
-    args = ap.parse_args(argv)
-    try:
-        d = Path(args.experiment)
-        if not d.is_dir():
-            d = experiment_dir(args.experiment, args.exp_dir)
-        res = make_report(d, Path(args.out) if args.out else None)
-    except (FileNotFoundError, LookupError) as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
-    print(f"{res['trials']} trials, {res['succeeded']} succeeded, {len(res['pareto'])} on the Pareto front")
-    for f in res["files"]:
-        print(f"written: {f}")
-    return 0
+        best = max(ok, key=lambda r: r["dice"])
+        files.append(draw(best["arch"], out / "best_arch.png", f"best trial {best['trial_id']}: val Dice "
+                          f"{best['dice']:.3f}, {best['mmacs']:.0f} MMACs"))
+    return {"files": files, "trials": len(rows), "succeeded": len(ok), "pareto": front,
+            "unreadable": [u.error for u in unreadable]}

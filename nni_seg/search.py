@@ -7,61 +7,30 @@ on ``--port`` while the search runs. The search ends by exporting the top archit
 JSON format as ``python -m nni_seg export`` (multi-trial: from the trials' records, cross-checked with
 NNI's own top model; ENAS: the controller's choice, whose honest score needs a retrain).
 
-Config (YAML, every key optional): ``data: {DataConfig}``, ``train: {TrainConfig}``, ``search: {SearchConfig}``.
+Config (YAML, every key optional): ``data:`` (DataSettings), ``train:`` (TrainSettings), ``search:`` (SearchSettings).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import signal
-import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import from_dict
-from .data import DataConfig
-from .launch import interrupt_on_signal
-from .train import TrainConfig
+from . import schema
+from .errors import RunFailed
+from .schema import TopArch
+from .settings import DataSettings, SearchSettings, TrainSettings, load_sections
 
-STRATEGY_NAMES = ("enas", "evolution", "tpe", "random")
-
-
-@dataclass
-class SearchConfig:
-    strategy: str = "random"
-    trials: int = 8  # multi-trial budget
-    concurrency: int = 2
-    port: int = 8081
-    working_dir: str = "nni-experiments"
-    population_size: int = 8  # evolution
-    sample_size: int = 4  # evolution
-    mutation_prob: float = 0.05  # evolution
-    enas_epochs: int = 3  # enas: supernet epochs
-    fixed: dict = field(default_factory=dict)  # enas: macro choices (default: the seed's)
+SECTIONS = {"data": DataSettings, "train": TrainSettings, "search": SearchSettings}
 
 
-def load_config(path: str | None) -> tuple[DataConfig, TrainConfig, SearchConfig]:
-    raw: dict = {}
-    if path:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config not found: {p}")
-        raw = yaml.safe_load(p.read_text()) or {}
-        unknown = sorted(set(raw) - {"data", "train", "search"})
-        if unknown:
-            raise ValueError(f"{p}: unknown section(s) {', '.join(unknown)}; valid: data, train, search")
-    return (from_dict(DataConfig, raw.get("data") or {}, source=f"{path}: data"),
-            from_dict(TrainConfig, raw.get("train") or {}, source=f"{path}: train"),
-            from_dict(SearchConfig, raw.get("search") or {}, source=f"{path}: search"))
+def load_config(path: str | None) -> tuple[DataSettings, TrainSettings, SearchSettings]:
+    s = load_sections(path, SECTIONS)
+    return s["data"], s["train"], s["search"]
 
 
 class SearchInterrupted(KeyboardInterrupt):
     """The search was stopped before its budget was spent; ``args[0]`` is the experiment id."""
 
 
-def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dict:
+def multi_trial(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSettings) -> TopArch:
     """Run a multi-trial NAS experiment and export its top architecture.
 
     Ctrl-C / SIGTERM stop it (:class:`SearchInterrupted`); finished trials and their records stay,
@@ -74,6 +43,7 @@ def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig)
     from nni.nas.experiment import NasExperiment
     from nni.nas.strategy import TPE, Random, RegularizedEvolution
 
+    from ._typed import to_json
     from .data import load_dataset
     from .export import export
     from .nas_eval import evaluate_model
@@ -86,7 +56,7 @@ def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig)
         "tpe": lambda: TPE(),
         "random": lambda: Random(dedup=True),
     }[cfg.strategy]()
-    evaluator = FunctionalEvaluator(evaluate_model, data=asdict(data_cfg), train=asdict(train_cfg))
+    evaluator = FunctionalEvaluator(evaluate_model, data=to_json(data_cfg), train=to_json(train_cfg))
     exp = NasExperiment(SegSpace(data.num_classes, data.in_channels), evaluator, strategy)
     exp.config.max_trial_number = cfg.trials
     exp.config.trial_concurrency = cfg.concurrency
@@ -96,26 +66,29 @@ def multi_trial(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig)
     try:
         top, path = export(exp.id, exp_dirs=[cfg.working_dir])
         nni_top = exp.export_top_models(top_k=1, formatter="dict")
-        top["nni_top_model_agrees"] = bool(nni_top) and nni_top[0] == top["arch"]
-        top["strategy"] = cfg.strategy
-        from .records import atomic_write_json
-        atomic_write_json(path, top)
+        agrees = bool(nni_top) and all(top.arch.get(k) == v for k, v in nni_top[0].items())
+        if not agrees:
+            top.warnings.append(f"NNI's own top model differs from the best trial's record: {nni_top[:1]}")
+        top.strategy = cfg.strategy
+        schema.save(top, path)
     finally:
         exp.stop()
     return top
 
 
-def enas(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dict:
+def enas(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSettings) -> TopArch:
+    """NNI's one-shot ENAS over the cell ops and stage depths, the macro choices pinned (default: the
+    seed's); exports the controller's choice, which must be retrained for an honest score."""
     from nni.nas.experiment import NasExperiment
     from nni.nas.strategy import ENAS
 
+    from .arch import MACRO_LABELS, arch_summary, seed_arch, validate_arch
     from .data import load_dataset
     from .oneshot import lightning_evaluator
-    from .records import atomic_write_json
-    from .space import MACRO_VALUES, SegSpace, arch_summary, seed_arch, validate_arch
+    from .space import SegSpace
 
     data = load_dataset(data_cfg)
-    fixed = {k: v for k, v in seed_arch().items() if k in MACRO_VALUES}
+    fixed = {k: v for k, v in seed_arch().items() if k in MACRO_LABELS}
     fixed.update(cfg.fixed)
     evaluator = lightning_evaluator(data, epochs=cfg.enas_epochs, batch_size=train_cfg.batch_size, lr=train_cfg.lr,
                                     loss=train_cfg.loss, accelerator="gpu" if train_cfg.device.startswith("cuda") else
@@ -125,45 +98,19 @@ def enas(data_cfg: DataConfig, train_cfg: TrainConfig, cfg: SearchConfig) -> dic
     exp.config.experiment_working_directory = str(Path(cfg.working_dir).resolve())
     exp.run(port=cfg.port)
     try:
-        chosen = exp.export_top_models(top_k=1, formatter="dict")[0]
+        models = exp.export_top_models(top_k=1, formatter="dict")
     finally:
         exp.stop()
-    arch = validate_arch({**seed_arch(), **fixed, **chosen}, source="ENAS export")
-    top = {"experiment_id": exp.id, "strategy": "enas", "arch": arch, "summary": arch_summary(arch),
-           "metrics": None, "note": "ENAS exports the controller's choice; retrain it for an honest score",
-           "data": asdict(data_cfg), "train": asdict(train_cfg), "fixed": fixed}
-    path = Path(cfg.working_dir) / exp.id / "top_arch.json"
-    atomic_write_json(path, top)
-    top["_path"] = str(path)
+    if not models:
+        raise RunFailed(f"ENAS experiment {exp.id} exported no architecture")
+    arch = validate_arch({**seed_arch(), **fixed, **models[0]}, source="ENAS export")
+    top = TopArch(arch=arch, summary=arch_summary(arch), experiment_id=exp.id, strategy="enas", metrics=None,
+                  note="ENAS exports the controller's choice; retrain it for an honest score", data=data_cfg,
+                  train=train_cfg, source="ENAS controller")
+    schema.save(top, Path(cfg.working_dir) / exp.id / schema.TOP_NAME)
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg search", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--strategy", help=f"one of {', '.join(STRATEGY_NAMES)} (overrides the config)")
-    ap.add_argument("--config", help="YAML with data/train/search sections")
-    ap.add_argument("--trials", type=int)
-    ap.add_argument("--port", type=int)
-    args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt_on_signal)  # kill/timeout: NNI stops the experiment, trials' records stay
-    try:
-        data_cfg, train_cfg, cfg = load_config(args.config)
-        for k in ("strategy", "trials", "port"):
-            if getattr(args, k) is not None:
-                setattr(cfg, k, getattr(args, k))
-        if cfg.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"unknown strategy {cfg.strategy!r}; valid: {', '.join(STRATEGY_NAMES)}")
-        top = enas(data_cfg, train_cfg, cfg) if cfg.strategy == "enas" else multi_trial(data_cfg, train_cfg, cfg)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except SearchInterrupted as e:
-        print(f"search {e.args[0]} stopped before its budget; finished trials are kept: "
-              f"python -m nni_seg export {e.args[0]} --exp-dir {cfg.working_dir} (NNI 3.0 cannot resume "
-              f"NAS experiments; use `python -m nni_seg run` for searches that must resume)", file=sys.stderr)
-        return 130
-    print(json.dumps(top["arch"], indent=2))
-    m = top.get("metrics")
-    score = f"dice={m['dice']:.4f}" if m else "not scored (one-shot; retrain it)"
-    print(f"{cfg.strategy}: top architecture of {top['experiment_id']}: {score} | {top['summary']}")
-    return 0
+def run_search(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSettings) -> TopArch:
+    """``search``: ENAS or a multi-trial NAS strategy; the exported top architecture."""
+    return enas(data_cfg, train_cfg, cfg) if cfg.strategy == "enas" else multi_trial(data_cfg, train_cfg, cfg)

@@ -12,20 +12,17 @@ PNG of best-score-so-far vs trials (mean and min-max band per strategy).
 """
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import logging
 import random
 import statistics
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .space import decode_parameters, legacy_search_space
+from .arch import decode_parameters, legacy_search_space
+from .errors import UserError
 
 Objective = Callable[[dict], float]
 
@@ -110,7 +107,8 @@ class CachedTrainingProxy:
     """
 
     def __init__(self, cache: Path, size: int = 24, epochs: int = 3, num_train: int = 96, num_val: int = 32):
-        from .data import DataConfig, load_dataset
+        from .data import load_dataset
+        from .settings import DataSettings
 
         self.cache_path = cache
         self.settings = {"size": size, "epochs": epochs, "num_train": num_train, "num_val": num_val}
@@ -118,29 +116,30 @@ class CachedTrainingProxy:
         if cache.is_file():
             saved = json.loads(cache.read_text())
             if saved.get("settings") != self.settings:
-                raise ValueError(f"proxy cache {cache} was built with {saved.get('settings')}, not {self.settings}; "
-                                 f"use another --cache")
+                raise UserError(f"proxy cache {cache} was built with {saved.get('settings')}, not {self.settings}; "
+                            f"use another --cache")
             self.table = saved["table"]
-        self.data = load_dataset(DataConfig(size=(size, size), num_train=num_train, num_val=num_val))
+        self.data = load_dataset(DataSettings(size=(size, size), num_train=num_train, num_val=num_val))
         self.epochs = epochs
         self.evaluations = 0
 
     def __call__(self, arch: dict) -> float:
-        from .space import build_model
-        from .train import TrainConfig, fit
+        from .net import SegNet
+        from .settings import TrainSettings
+        from .train import fit
 
         key = json.dumps(arch, sort_keys=True)
         if key not in self.table:
-            model = build_model(arch, self.data.num_classes, self.data.in_channels)
-            out = fit(model, self.data, TrainConfig(epochs=self.epochs, batch_size=8, lr=3e-3, device="cpu"))
-            self.table[key] = out["final"]["dice"]
+            model = SegNet(arch, self.data.num_classes, self.data.in_channels)
+            out = fit(model, self.data, TrainSettings(epochs=self.epochs, batch_size=8, lr=3e-3, device="cpu"))
+            self.table[key] = out.final.dice
             self.evaluations += 1
             if self.evaluations % 10 == 0:
                 self.save()
         return self.table[key]
 
     def save(self) -> None:
-        from .records import atomic_write_json
+        from .files import atomic_write_json
         atomic_write_json(self.cache_path, {"settings": self.settings, "table": self.table})
 
 
@@ -190,47 +189,27 @@ def plot(curves: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nni_seg bench-strategies", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    ap.add_argument("--budget", type=int, default=20, help="trials per strategy run")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    defaults = inspect.signature(CachedTrainingProxy).parameters
-    ap.add_argument("--proxy-size", type=int, default=defaults["size"].default, help="proxy: image size (default %(default)s)")
-    ap.add_argument("--proxy-epochs", type=int, default=defaults["epochs"].default, help="proxy: epochs (default %(default)s)")
-    ap.add_argument("--proxy-train", type=int, default=defaults["num_train"].default,
-                    help="proxy: training images (default %(default)s)")
-    ap.add_argument("--cache", help="proxy: JSON table arch -> Dice (default: runs/proxy_<size>px_<epochs>ep_<n>.json)")
-    ap.add_argument("--out", default="runs/bench_strategies", help="folder for table.md, curves.json, curves.png")
-    args = ap.parse_args(argv)
-    try:
-        for s in args.strategies:
-            lookup_strategy(s)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(args.cache or f"runs/proxy_{args.proxy_size}px_{args.proxy_epochs}ep_{args.proxy_train}.json")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        proxy = CachedTrainingProxy(cache, size=args.proxy_size, epochs=args.proxy_epochs, num_train=args.proxy_train)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run_bench(strategies: list[str], budget: int, seeds: list[int], proxy_size: int, proxy_epochs: int,
+              proxy_train: int, cache: str | None, out: Path) -> str:
+    """Every strategy for ``budget`` trials per seed on the cached digits proxy; writes ``table.md``,
+    ``curves.json`` and ``curves.png`` into ``out`` and returns the table."""
+    import time
+
+    from .files import atomic_write_text
+
+    cache_path = Path(cache or f"runs/proxy_{proxy_size}px_{proxy_epochs}ep_{proxy_train}.json")
+    proxy = CachedTrainingProxy(cache_path, size=proxy_size, epochs=proxy_epochs, num_train=proxy_train)
     t0 = time.time()
     try:
-        curves = bench(args.strategies, proxy, args.budget, args.seeds)
+        curves = bench(strategies, proxy, budget, seeds)
     finally:
         proxy.save()
-    title = (f"PROXY: val Dice after {args.proxy_epochs} epochs at {args.proxy_size}px, "
-             f"{args.proxy_train} digit scenes; {len(args.seeds)} seeds")
-    table = summarize(curves, args.budget)
-    header = (f"Strategy benchmark on a proxy objective ({title}); budget {args.budget} trials; seeds {args.seeds}; "
+    title = (f"PROXY: val Dice after {proxy_epochs} epochs at {proxy_size}px, "
+             f"{proxy_train} digit scenes; {len(seeds)} seeds")
+    header = (f"Strategy benchmark on a proxy objective ({title}); budget {budget} trials; seeds {seeds}; "
               f"{proxy.evaluations} new trainings, {len(proxy.table)} cached; {time.time() - t0:.0f} s\n\n")
-    (out / "table.md").write_text(header + table + "\n")
-    (out / "curves.json").write_text(json.dumps(curves))
+    text = header + summarize(curves, budget)
+    atomic_write_text(out / "table.md", text + "\n")
+    atomic_write_text(out / "curves.json", json.dumps(curves))
     plot(curves, out / "curves.png", title)
-    print(header + table)
-    print(f"written: {out / 'table.md'}, {out / 'curves.png'}")
-    return 0
+    return text + f"\nwritten: {out / 'table.md'}, {out / 'curves.png'}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,28 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import SegData
+from .errors import UserError
 from .losses import make_loss
 from .metrics import SegMetric
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 2e-3  # peak of the one-cycle schedule (AdamW)
-    weight_decay: float = 1e-4
-    loss: str = "ce"  # ce | ce+dice
-    class_weights: str = "none"  # none | median_freq (from the training masks, SegData.class_weights)
-    augment: bool = True  # random flip + random scale/crop, on the device
-    scale_min: float = 0.75
-    scale_max: float = 1.25
-    amp: bool = True  # bf16 autocast (CUDA only)
-    channels_last: bool = True  # (CUDA only)
-    compile: bool = False  # torch.compile the model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # CPU threads for torch (0: leave torch's default)
-    seed: int = 0
-    eval_batch_size: int = 32
+from .schema import EpochResult, Scores
+from .settings import TrainSettings
 
 
 class TrainingDiverged(FloatingPointError):
@@ -49,8 +32,22 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: scores of the last and of the best epoch (by val Dice), the history."""
+    final: Scores
+    best: Scores
+    best_epoch: int
+    history: list[EpochResult] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_per_second: float | None = None
+    device: str = "cpu"
 
 
 class Normalizer(nn.Module):
@@ -71,7 +68,7 @@ class Normalizer(nn.Module):
         return (x.float() / 255 - self.mean) / self.std
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainSettings, gen: torch.Generator,
             rng: random.Random | None = None, ignore: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample horizontal flip, then one random scale per batch with a random crop/pad back to size.
 
@@ -99,9 +96,11 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Gener
 
 @torch.no_grad()
 def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
-             cfg: TrainConfig, device: torch.device, confusion: bool = False) -> dict:
-    """Metrics over the whole split, from one confusion matrix accumulated on the device
-    (returned as ``confusion``, (C_true, C_pred) nested lists, when asked)."""
+             cfg: TrainSettings, device: torch.device) -> SegMetric:
+    """Accumulate one confusion matrix over a whole split on the device (scores: ``.compute()``).
+
+    images (N, C, H, W) uint8 at the network's input size; masks (N, H, W) at the same size.
+    """
     model.eval()
     metric = SegMetric(data.num_classes, data.ignore_index, data.background)
     use_amp = cfg.amp and device.type == "cuda"
@@ -113,24 +112,29 @@ def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: to
             logits = model(x)
         metric.update(logits.argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
     model.train()
+    return metric
+
+
+def scores_of(metric: SegMetric) -> Scores:
     res = metric.compute()
-    if confusion:
-        res["confusion"] = metric.confusion.cpu().tolist()
-    return res
+    return Scores(dice=res["dice"], miou=res["miou"], pixel_acc=res["pixel_acc"],
+                  dice_per_class=res["dice_per_class"], iou_per_class=res["iou_per_class"])
 
 
-def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
-        on_epoch: Callable[[int, dict], None] | None = None,
-        on_checkpoint: Callable[[dict, bool], None] | None = None, resume: dict | None = None) -> dict:
+def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
+        on_epoch: Callable[[EpochResult, Scores], None] | None = None,
+        on_checkpoint: Callable[[dict, bool], None] | None = None, resume: dict | None = None,
+        on_step: Callable[[int, int], None] | None = None) -> FitResult:
     """Train ``model`` on ``data.train_*``, evaluate on ``data.val_*`` after every epoch.
 
-    ``on_epoch(epoch, metrics)`` is called after each evaluation (epoch counts from 1).
-    ``on_checkpoint(state, is_best)`` gets, after each epoch, a plain dict of tensors and numbers
-    (model, optimizer, scheduler, epoch, history, best); passing such a dict back as ``resume``
-    continues training after that epoch.
-    Returns ``{"final": metrics of the last epoch, "best": best-Dice metrics, "history": [...],
-    "train_seconds", "images_per_second", "device"}``. Raises :class:`TrainingDiverged` on NaN/inf loss.
+    ``on_epoch(result, scores)`` is called after each evaluation (epochs count from 1); ``on_step(step,
+    steps)`` after each training step (progress bars). ``on_checkpoint(state, is_best)`` gets, after each
+    epoch, a plain dict of tensors and numbers (model, optimizer, scheduler, epoch, history, best);
+    passing such a dict back as ``resume`` continues training after that epoch. Raises
+    :class:`TrainingDiverged` on a NaN/inf loss.
     """
+    from ._typed import to_json
+
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -157,12 +161,18 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
     steps = n // bs  # drop the last partial batch (BatchNorm and compile prefer fixed shapes)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
-    history, best, first = [], None, 1
+    history: list[EpochResult] = []
+    best: Scores | None = None
+    final: Scores | None = None
+    best_epoch, first = 0, 1
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-        history, best, first = list(resume["history"]), resume["best"], int(resume["epoch"]) + 1
+        history = [EpochResult(**h) for h in resume["history"]]
+        best, best_epoch = Scores(**resume["best"]), int(resume["best_epoch"])
+        first = int(resume["epoch"]) + 1
+        final = best
     train_time, seen = 0.0, 0
     for epoch in range(first, cfg.epochs + 1):
         model.train()
@@ -186,34 +196,32 @@ def fit(model: nn.Module, data: SegData, cfg: TrainConfig,
             opt.step()
             sched.step()
             loss_sum += loss.detach()
+            if on_step is not None:
+                on_step(s + 1, steps)
         mean_loss = float(loss_sum) / max(1, steps)  # the one host sync of the epoch
         epoch_seconds = time.perf_counter() - t0
         train_time += epoch_seconds
         seen += steps * bs
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
-        metrics = evaluate(model, norm, vx, vy, data, cfg, device)
-        metrics.update(epoch=epoch, loss=mean_loss, seconds=round(epoch_seconds, 4),
-                       images_per_second=round(steps * bs / epoch_seconds, 2))
-        history.append({k: metrics[k] for k in ("epoch", "loss", "dice", "miou", "pixel_acc", "seconds",
-                                                "images_per_second")})
-        is_best = best is None or _better(metrics["dice"], best["dice"])
+        final = scores_of(evaluate(model, norm, vx, vy, data, cfg, device))
+        result = EpochResult(epoch=epoch, loss=mean_loss, dice=final.dice, miou=final.miou,
+                             pixel_acc=final.pixel_acc, seconds=round(epoch_seconds, 4),
+                             images_per_second=round(steps * bs / epoch_seconds, 2))
+        history.append(result)
+        is_best = best is None or _better(final.dice, best.dice)
         if is_best:
-            best = metrics
+            best, best_epoch = final, epoch
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
+            on_epoch(result, final)
         if on_checkpoint is not None:
             on_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                           "epoch": epoch, "history": history, "best": best}, is_best)
-    return {
-        "final": metrics if history and first <= cfg.epochs else best,
-        "best": best,
-        "history": history,
-        "train_seconds": round(train_time, 3),
-        "images_per_second": round(seen / train_time, 2) if train_time else None,
-        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "config": asdict(cfg),
-    }
+                           "epoch": epoch, "history": to_json(history), "best": to_json(best),
+                           "best_epoch": best_epoch}, is_best)
+    return FitResult(final=final, best=best, best_epoch=best_epoch, history=history,
+                     train_seconds=round(train_time, 3),
+                     images_per_second=round(seen / train_time, 2) if train_time else None,
+                     device=str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})")
 
 
 def one_cycle(total_steps: int, warmup: float = 0.25, floor: float = 0.02) -> Callable[[int], float]:

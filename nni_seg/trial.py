@@ -1,22 +1,26 @@
 """One trial: build the architecture, train it, report Dice. Runs under NNI or standalone.
 
-Under NNI (``NNI_PLATFORM`` set) the architecture comes from ``nni.get_next_parameter()``, each
+Under NNI (``NNI_PLATFORM`` set) the architecture comes from ``nni.get_next_parameter()`` (with a
+multi-fidelity advisor such as Hyperband or BOHB, its ``TRIAL_BUDGET`` is the number of epochs), each
 epoch's validation Dice goes to ``nni.report_intermediate_result`` and the final one to
-``nni.report_final_result``. Standalone, ``--arch file.json`` names the architecture (a plain dict
-of choices, or an exported top-architecture file), so the same code retrains.
+``nni.report_final_result``. Standalone, ``--arch`` names the architecture (a JSON file of choices, an
+exported ``top_arch.json``, or ``seed`` / ``unet``), so the same code retrains.
+
+Settings: flags, or ``--config trial.yml`` with ``trial:``, ``data:``, ``train:`` and ``budget:`` sections
+(flags given as well override it), so nnictl configs need not repeat one long ``trialCommand``.
 
 A trial that fails (out of memory, NaN/inf loss, any exception) prints one ``error:`` line with the
 reason, leaves a FAILED record with it, and exits non-zero, so NNI marks it FAILED and tuners skip it
 (``trial_end(success=False)``). For testing that path, ``NNI_SEG_FAULTS="0:nan,1:oom,2:raise"``
 injects a fault into the trials with those NNI sequence ids (``*`` matches any trial).
 
-Either way the trial writes its own record (``nni_seg_record.json``: architecture, parameter id,
-metrics, settings) into ``$NNI_OUTPUT_DIR`` or ``--out``: the ground truth that export reads.
+Either way the trial writes its own record (``nni_seg_record.json``, :class:`~nni_seg.schema.TrialRecord`)
+into ``$NNI_OUTPUT_DIR`` or ``--out``: the ground truth that export reads. Only what a trial needs is
+imported (no ``nni.nas``, no Lightning).
 """
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import signal
 import socket
@@ -24,42 +28,52 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from .config import add_dataclass_args, from_args
-from .data import DataConfig
-from .records import RECORD_NAME, atomic_write_json
-from .train import TrainConfig
+from . import schema
+from .arch import NAMED_ARCHS, arch_summary, decode_parameters, validate_arch
+from .errors import RecordError, UserError, one_line
+from .schema import RECORD_NAME, DatasetInfo, Status, TrialRecord
+from .settings import (BudgetSettings, DataSettings, Parser, TrainSettings, TrialSettings, add_flags, from_flags,
+                       load_sections)
+
+_T0 = time.time()  # when this module was imported: the end of the interpreter's and our imports
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nni_seg.trial", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", help="architecture JSON, or 'seed' for the seed's fixed net (standalone); "
-                                  "under NNI the tuner chooses")
-    p.add_argument("--out", help="output folder for the record (default: $NNI_OUTPUT_DIR or runs/<time>)")
-    p.add_argument("--max-mflops", type=float, help="reject (do not train) architectures above this many MMACs/image")
-    p.add_argument("--max-params", type=int, help="reject (do not train) architectures above this many parameters")
-    add_dataclass_args(p, DataConfig, "data")
-    add_dataclass_args(p, TrainConfig, "training")
-    return p
+def process_start_time() -> float:
+    """When this process started (epoch seconds): the trial's overhead is measured from here."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + start
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _T0
 
 
 def load_arch_file(path: str) -> dict:
-    """A plain architecture dict, the ``arch`` of an exported top-architecture file, or ``seed``."""
-    from .space import seed_arch, validate_arch
+    """A plain architecture dict, the ``arch`` of an exported top-architecture file, or a reference name
+    (``seed``, ``unet``). Files written by older model spaces get today's defaults for the new choices."""
+    import json
 
-    if path == "seed":
-        return seed_arch()
+    if path in NAMED_ARCHS:
+        return NAMED_ARCHS[path]()
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"architecture file not found: {path} (or one of {', '.join(NAMED_ARCHS)})")
+    if p.is_dir():
+        raise UserError(f"architecture {path} is a folder; give a JSON file (top_arch.json)")
     try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"architecture file not found: {path}") from None
+        obj = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"architecture file {path} cannot be read: {e}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"architecture file {path} is not valid JSON: {e}") from None
+        raise UserError(f"architecture file {path} is not valid JSON: {e}") from None
     if isinstance(obj, dict) and isinstance(obj.get("arch"), dict):
         obj = obj["arch"]
-    return validate_arch(obj, source=path)
+    return validate_arch(obj, source=path, fill_legacy=True)
 
 
 FAULTS = ("nan", "oom", "raise")
@@ -71,7 +85,7 @@ def injected_fault(sequence_id, spec: str | None = None) -> str | None:
     for item in filter(None, (i.strip() for i in spec.split(","))):
         seq, _, kind = item.partition(":")
         if kind not in FAULTS:
-            raise ValueError(f"NNI_SEG_FAULTS item {item!r}: fault must be one of {', '.join(FAULTS)}")
+            raise UserError(f"NNI_SEG_FAULTS item {item!r}: fault must be one of {', '.join(FAULTS)}")
         if seq == "*" or seq == str(sequence_id):
             return kind
     return None
@@ -98,92 +112,137 @@ def failure_reason(e: BaseException) -> str:
     import torch
 
     if isinstance(e, torch.OutOfMemoryError):
-        return f"out of memory: {str(e).splitlines()[0]} (lower --batch-size or --size, or the search's max_mflops)"
+        return f"out of memory: {str(e).splitlines()[0]} (lower --batch-size or --size, or the budget's max_mmacs)"
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
 
 
-def run_trial(arch: dict, data_cfg: DataConfig, train_cfg: TrainConfig, out_dir: Path,
-              reporter=None, extra: dict | None = None, model=None,
-              max_mflops: float | None = None, max_params: int | None = None, fault: str | None = None) -> dict:
+def reference_mmacs(name: str, num_classes: int, in_channels: int, size: tuple[int, int]) -> float:
+    """MMACs per image of reference network ``name`` (``seed``, ``unet``) at ``size``."""
+    from .cost import count_macs
+    from .net import SegNet
+
+    return count_macs(SegNet(NAMED_ARCHS[name](), num_classes, in_channels), (1, in_channels, *size)) / 1e6
+
+
+def over_budget(record: TrialRecord, budget: BudgetSettings, num_classes: int, in_channels: int) -> list[str]:
+    """Why the trial's network is over its cost budget (empty: within it)."""
+    over = []
+    limit = budget.max_mmacs
+    if budget.max_mmacs_of:
+        ref = reference_mmacs(budget.max_mmacs_of, num_classes, in_channels, record.dataset.size)
+        limit = ref if limit is None else min(limit, ref)
+    if limit is not None and record.mmacs > limit:
+        of = f" ({budget.max_mmacs_of}'s)" if budget.max_mmacs_of and limit != budget.max_mmacs else ""
+        over.append(f"{record.mmacs:.1f} MMACs > {limit:.1f}{of}")
+    if budget.max_params and record.params > budget.max_params:
+        over.append(f"{record.params} params > {budget.max_params}")
+    return over
+
+
+class Clock:
+    """Seconds per phase of a trial, for ``record.timings``."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self.t, 3)
+        self.t = now
+
+
+def run_trial(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out_dir: Path,
+              budget: BudgetSettings = BudgetSettings(), reporter=None, ids: dict[str, Any] | None = None,
+              model=None, fault: str | None = None, clock: Clock | None = None) -> TrialRecord:
     """Train ``arch`` (or the already-built ``model`` of it) and write its record.
 
-    ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end. An
-    architecture over the ``max_mflops`` / ``max_params`` budget is not trained: its record says
-    REJECTED and the reported final result is Dice 0 with ``rejected: 1`` (so tuners learn to avoid it).
+    ``reporter`` gets ``intermediate(dict)`` after each epoch and ``final(dict)`` at the end. A network
+    over the ``budget`` is not trained: its record says REJECTED and the final result is Dice 0 with
+    ``rejected: 1`` (tuners learn to avoid it). ``ids``: NNI's trial/experiment/parameter/sequence ids.
     """
-    from .cost import count_macs, count_params, measure_latency
-    from .data import load_dataset
-    from .space import arch_summary, build_model
-
-    record = {
-        "status": "RUNNING", "arch": arch, "summary": arch_summary(arch),
-        "data": asdict(data_cfg), "train": asdict(train_cfg), **(extra or {}),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        # where it ran: NNI's GPU scheduler assigns GPUs through CUDA_VISIBLE_DEVICES (None: not set)
-        "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-    }
+    clock = clock or Clock()
+    record = TrialRecord(status=Status.RUNNING, arch=arch, summary=arch_summary(arch), data=data_cfg,
+                         train=train_cfg, budget=budget, **(ids or {}), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         # where it ran: NNI's GPU scheduler assigns GPUs through CUDA_VISIBLE_DEVICES
+                         host=socket.gethostname(), cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     path = out_dir / RECORD_NAME
-    atomic_write_json(path, record)
+    schema.save(record, path)
     try:
-        data = load_dataset(data_cfg)
-        if model is None:
-            model = build_model(arch, data.num_classes, data.in_channels)
-        h, w = data.size
-        record["params"] = count_params(model)
-        record["mflops"] = round(count_macs(model, (1, data.in_channels, h, w)) / 1e6, 3)  # MMACs per image
-        record["dataset"] = {"name": data.name, "size": [h, w], "classes": data.class_names,
-                             "num_train": len(data.train_images), "num_val": len(data.val_images)}
-        record["history"] = []
-        over = []
-        if max_mflops and record["mflops"] > max_mflops:
-            over.append(f"{record['mflops']} MMACs > {max_mflops}")
-        if max_params and record["params"] > max_params:
-            over.append(f"{record['params']} params > {max_params}")
-        if over:
-            reason = "over budget: " + ", ".join(over)
-            print(f"rejected before training: {reason}", flush=True)
-            metrics = {"default": 0.0, "dice": 0.0, "miou": 0.0, "rejected": 1, "params": record["params"],
-                       "mflops": record["mflops"]}
-            record.update(status="REJECTED", reason=reason, metrics=metrics)
-            if reporter:
-                reporter.final(metrics)
-            return record
-
-        def on_epoch(epoch: int, m: dict) -> None:
-            record["history"].append({k: m[k] for k in ("epoch", "loss", "dice", "miou")})
-            atomic_write_json(path, record)
-            if reporter:
-                reporter.intermediate({"default": m["dice"], "miou": m["miou"], "loss": m["loss"]})
-
-        from .train import fit
-
-        if fault:
-            inject_fault(model, fault)
-        result = fit(model, data, train_cfg, on_epoch=on_epoch)
-        final = result["final"]
-        # latency of one image at the data's size on the trial's device (eval mode, fp32, batch 1)
-        latency = round(measure_latency(model, (1, data.in_channels, h, w)), 3)
-        metrics = {"default": final["dice"], "dice": final["dice"], "miou": final["miou"],
-                   "pixel_acc": final["pixel_acc"], "params": record["params"], "mflops": record["mflops"],
-                   "latency_ms": latency}
-        for name, d in zip(data.class_names, final["dice_per_class"]):
-            if d is not None:
-                metrics[f"dice_{name}"] = d
-        record.update(status="SUCCEEDED", metrics=metrics, dice_per_class=final["dice_per_class"],
-                      iou_per_class=final["iou_per_class"], train_seconds=result["train_seconds"],
-                      images_per_second=result["images_per_second"], device=result["device"])
-        if reporter:
-            reporter.final(metrics)
+        _train_and_score(record, path, arch, data_cfg, train_cfg, budget, reporter, model, fault, clock)
         return record
     except KeyboardInterrupt as e:  # NNI stops trials with SIGINT (assessor, trial kill, nnictl stop); SIGTERM; Ctrl-C
-        record.update(status="CANCELED", error=f"canceled ({str(e) or 'interrupted'})")
+        record.status, record.error = Status.CANCELED, f"canceled ({str(e) or 'interrupted'})"
         raise
     except BaseException as e:
-        record.update(status="FAILED", error=failure_reason(e), traceback=traceback.format_exc())
+        record.status, record.traceback = Status.FAILED, traceback.format_exc()
+        record.error = str(e) if isinstance(e, UserError) else failure_reason(e)
         raise
     finally:
-        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(path, record)
+        record.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+        record.timings = dict(clock.timings)
+        schema.save(record, path)
+
+
+def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings,
+                     budget: BudgetSettings, reporter, model, fault: str | None, clock: Clock) -> None:
+    from .cost import count_macs, count_params, measure_latency
+    from .data import load_dataset
+    from .net import SegNet
+    from .train import fit
+
+    data = load_dataset(data_cfg)
+    clock.lap("data")
+    h, w = data.size
+    model = model if model is not None else SegNet(arch, data.num_classes, data.in_channels)
+    need = 2 ** (arch["levels"] - 1)
+    if min(h, w) < need:
+        raise UserError(f"--size {h} {w} is too small for levels={arch['levels']} (needs at least {need}x{need})")
+    clock.lap("build")
+    record.params = count_params(model)
+    record.mmacs = round(count_macs(model, (1, data.in_channels, h, w)) / 1e6, 3)
+    record.dataset = DatasetInfo(name=data.name, size=(h, w), classes=data.class_names,
+                                 num_train=len(data.train_images), num_val=len(data.val_images))
+    over = over_budget(record, budget, data.num_classes, data.in_channels)
+    clock.lap("cost")
+    if over:
+        record.reason = "over budget: " + ", ".join(over)
+        print(f"rejected before training: {record.reason}", flush=True)
+        record.metrics = {"default": 0.0, "dice": 0.0, "miou": 0.0, "rejected": 1, "params": record.params,
+                          "mmacs": record.mmacs}
+        record.status = Status.REJECTED
+        if reporter:
+            reporter.final(record.metrics)
+        return
+
+    def on_epoch(result, scores) -> None:
+        record.history.append(result)
+        schema.save(record, path)
+        if reporter:
+            reporter.intermediate({"default": scores.dice, "miou": scores.miou, "loss": result.loss})
+
+    if fault:
+        inject_fault(model, fault)
+    result = fit(model, data, train_cfg, on_epoch=on_epoch)
+    clock.lap("train")
+    if budget.latency:  # one image at the data's size on the trial's device (eval mode, fp32, batch 1)
+        record.latency_ms = round(measure_latency(model, (1, data.in_channels, h, w)), 3)
+        clock.lap("latency")
+    final = result.final
+    metrics = {"default": final.dice, "dice": final.dice, "miou": final.miou, "pixel_acc": final.pixel_acc,
+               "params": record.params, "mmacs": record.mmacs}
+    if record.latency_ms is not None:
+        metrics["latency_ms"] = record.latency_ms
+    for name, d in zip(data.class_names, final.dice_per_class):
+        if d is not None:
+            metrics[f"dice_{name}"] = d
+    record.metrics, record.scores = metrics, final
+    record.train_seconds, record.images_per_second, record.device = (result.train_seconds, result.images_per_second,
+                                                                     result.device)
+    record.status = Status.SUCCEEDED
+    if reporter:
+        reporter.final(metrics)
+        clock.lap("report")
 
 
 class NniReporter:
@@ -210,16 +269,46 @@ def _on_signal(signum, frame):
     raise TrialSignal(signal.Signals(signum).name, signum)
 
 
+def build_parser() -> Parser:
+    p = Parser(prog="python -m nni_seg.trial", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML with trial / data / train / budget sections (flags override it)")
+    p.add_argument("--force", action="store_true", help="standalone: replace the record in --out")
+    add_flags(p, TrialSettings, "trial")
+    add_flags(p, DataSettings, "data")
+    add_flags(p, TrainSettings, "training")
+    add_flags(p, BudgetSettings, "cost budget (per trial)")
+    return p
+
+
+SECTIONS = {"trial": TrialSettings, "data": DataSettings, "train": TrainSettings, "budget": BudgetSettings}
+
+
+def parse_settings(argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
+    """(argparse namespace, {section: settings}) from ``--config`` and the flags."""
+    args = build_parser().parse_args(argv)
+    base = load_sections(args.config, SECTIONS)
+    return args, {name: from_flags(cls, args, base[name]) for name, cls in SECTIONS.items()}
+
+
+def nni_budget_epochs(params: dict, train_cfg: TrainSettings) -> tuple[TrainSettings, float | None]:
+    """A multi-fidelity advisor's ``TRIAL_BUDGET`` (Hyperband, BOHB) as the number of epochs."""
+    if "TRIAL_BUDGET" not in params:
+        return train_cfg, None
+    budget = params["TRIAL_BUDGET"]
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise UserError(f"TRIAL_BUDGET from NNI must be a positive number of epochs, got {budget!r}")
+    return dataclasses.replace(train_cfg, epochs=max(1, round(budget))), float(budget)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. A trial stopped by SIGINT (how NNI 3.0 stops trials) or SIGTERM writes its CANCELED
     record, then dies by that same signal: NNI counts only a signal death as EARLY_STOPPED /
     USER_CANCELED, any exit code as FAILED."""
-    args = build_parser().parse_args(argv)
     if threading.current_thread() is not threading.main_thread():
-        return _main(args)
+        return _main(argv)
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _main(args)
+        return _main(argv)
     except TrialSignal as e:
         print(f"error: trial canceled ({e})", file=sys.stderr, flush=True)
         signal.signal(e.args[1], signal.SIG_DFL)
@@ -230,46 +319,54 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, h)
 
 
-def _main(args: argparse.Namespace) -> int:
-    data_cfg, train_cfg = from_args(DataConfig, args), from_args(TrainConfig, args)
-    in_nni = bool(os.environ.get("NNI_PLATFORM"))
+def _main(argv: list[str] | None) -> int:
+    clock = Clock()
+    clock.timings["startup"] = round(time.time() - process_start_time(), 3)
     try:
-        if in_nni:
-            import nni
-            import nni.trial
-
-            from .space import decode_parameters, validate_arch
-
-            params = nni.get_next_parameter()
-            if params is None:
-                raise RuntimeError("NNI gave this trial no parameters")
-            arch = validate_arch(decode_parameters(params), source="trial parameters")
-            fault = injected_fault(nni.get_sequence_id())
-            extra = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
-                     "parameter_id": nni.trial._params["parameter_id"], "sequence_id": nni.get_sequence_id(),
-                     "raw_parameters": params}
-            out = Path(os.environ.get("NNI_OUTPUT_DIR", "."))
-            reporter = NniReporter()
-        else:
-            if not args.arch:
-                raise ValueError("standalone trial needs --arch FILE (under NNI the tuner picks the architecture)")
-            arch = load_arch_file(args.arch)
-            extra, reporter = {"trial_id": "standalone"}, None
-            fault = injected_fault("standalone")
-            out = Path(f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
-        if args.out:
-            out = Path(args.out)
-        record = run_trial(arch, data_cfg, train_cfg, out, reporter, extra,
-                           max_mflops=args.max_mflops, max_params=args.max_params, fault=fault)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        args, s = parse_settings(argv)
+        record, path = _start(args, s, clock)
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # the record says FAILED with the traceback; NNI marks the trial FAILED
         print(f"error: trial failed: {failure_reason(e)}", file=sys.stderr)
         return 1
-    print(f"{record['status']} dice={record['metrics']['dice']:.4f} miou={record['metrics']['miou']:.4f} "
-          f"params={record['params']} mflops={record['mflops']} record={out / RECORD_NAME}")
+    m = record.metrics or {}
+    print(f"{record.status.value} dice={m.get('dice', 0):.4f} miou={m.get('miou', 0):.4f} params={record.params} "
+          f"mmacs={record.mmacs} record={path}")
     return 0
+
+
+def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
+    trial, data_cfg, train_cfg, budget = s["trial"], s["data"], s["train"], s["budget"]
+    if os.environ.get("NNI_PLATFORM"):
+        import nni
+        import nni.trial
+
+        params = nni.get_next_parameter()
+        if params is None:
+            raise RecordError("NNI gave this trial no parameters")
+        train_cfg, nni_budget = nni_budget_epochs(params, train_cfg)
+        arch_params = {k: v for k, v in params.items() if k != "TRIAL_BUDGET"}
+        arch = validate_arch(decode_parameters(arch_params), source="trial parameters", fill_legacy=True)
+        seq = nni.get_sequence_id()
+        fault = injected_fault(seq)
+        ids = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
+               "parameter_id": nni.trial._params["parameter_id"], "sequence_id": seq, "raw_parameters": params,
+               "nni_budget": nni_budget}
+        out = Path(trial.out or os.environ.get("NNI_OUTPUT_DIR", "."))
+        reporter = NniReporter()
+    else:
+        if not trial.arch:
+            raise UserError("a standalone trial needs --arch FILE (or seed / unet); under NNI the tuner chooses")
+        arch = load_arch_file(trial.arch)
+        ids, reporter = {"trial_id": "standalone"}, None
+        fault = injected_fault("standalone")
+        out = Path(trial.out or f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (out / RECORD_NAME).exists() and not args.force:
+            raise UserError(f"{out / RECORD_NAME} exists; choose another --out or pass --force")
+    clock.lap("settings")
+    return run_trial(arch, data_cfg, train_cfg, out, budget, reporter, ids, fault=fault, clock=clock), out / RECORD_NAME
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def shared_data():
 @pytest.fixture
 def tiny_arch():
     """A cheap architecture (small widths, U-Net skips)."""
-    from nni_seg.space import seed_arch
+    from nni_seg.arch import seed_arch
 
     return dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64, dec1_skip="concat", up="bilinear")
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nni_seg.data import DATASETS, DataConfig, DataError, SegData, default_palette, digit_scenes, load_dataset
+from nni_seg.data import DATASETS, DataError, SegData, default_palette, digit_scenes, load_dataset
+from nni_seg.settings import DataSettings as DataConfig
 
 
 def test_digits_default_is_deterministic_multiclass_and_not_colour_separable():
@@ -30,15 +31,17 @@ def test_digit_train_and_val_differ():
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(DataError, match="unknown dataset 'cityscape'; valid: camvid, cityscapes, digits, "
-                                        "folder, isbi2012, packed, voc2012"):
-        load_dataset(DataConfig(dataset="cityscape"))
+    from nni_seg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset: must be one of digits, camvid, isbi2012, cityscapes, voc2012, "
+                                          "folder, packed; got 'cityscape'"):
+        DataConfig(dataset="cityscape")
     assert set(DATASETS) == {"digits", "camvid", "isbi2012", "cityscapes", "voc2012", "folder", "packed"}
 
 
-def _camvid_tree(root, n=3, size=(12, 16), labels=12):
+def _camvid_tree(root, n=3, size=(12, 16), labels=12, splits=("train", "val")):
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split in splits:
         (root / split).mkdir(parents=True)
         (root / f"{split}annot").mkdir()
         for i in range(n):
@@ -181,7 +184,7 @@ def test_folder_layout_split_palette_and_errors(tmp_path):
     assert d.class_names == ["bg", "a", "b"] and len(d.train_images) == 4 and len(d.val_images) == 1
     assert d.colours() == default_palette(3)
     (tmp_path / "palette.txt").write_text("0 0 0\n255 0 0\n")
-    with pytest.raises(DataError, match="palette.txt must give one 'R G B' line per class"):
+    with pytest.raises(DataError, match="palette.txt must give one 'R G B' line .0-255. per class"):
         load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path)))
     (tmp_path / "palette.txt").write_text("0 0 0\n255 0 0\n0 0 255\n")
     assert load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path))).colours()[2] == (0, 0, 255)
@@ -214,19 +217,21 @@ def test_median_frequency_class_weights():
     # freqs 6/9, 2/9, 1/9 (255 ignored, class d absent): median 2/9
     assert torch.allclose(w, torch.tensor([2 / 6, 1.0, 2.0, 0.0]))
     assert torch.equal(d.class_weights("none"), torch.ones(4))
-    with pytest.raises(ValueError, match="valid: median_freq, none"):
+    with pytest.raises(DataError, match="valid: median_freq, none"):
         d.class_weights("inverse")
 
 
 def test_pack_round_trip_png_is_lossless_jpeg_is_close(tmp_path, capsys):
-    from nni_seg.data import main_pack, pack_dataset
+    from nni_seg.cli import main
+    from nni_seg.data import pack_dataset
 
     d = load_dataset(DataConfig(size=(32, 32), num_train=6, num_val=3))
     p = pack_dataset(d, tmp_path / "d.npz", "png")
     e = load_dataset(DataConfig(dataset="packed", data_root=str(p)))
     assert torch.equal(e.train_images, d.train_images) and torch.equal(e.val_masks, d.val_masks)
     assert e.class_names == d.class_names and e.background == 0 and e.colours() == d.colours()
-    assert main_pack(["--out", str(tmp_path / "j.npz"), "--size", "32", "32", "--num-train", "6", "--num-val", "3"]) == 0
+    assert main(["pack-data", "--out", str(tmp_path / "j.npz"), "--size", "32", "32", "--num-train", "6",
+                 "--num-val", "3"]) == 0
     assert "6 train + 3 val at 32x32" in capsys.readouterr().out
     j = load_dataset(DataConfig(dataset="packed", data_root=str(tmp_path / "j.npz"), num_train=4))
     assert len(j.train_images) == 4 and torch.equal(j.train_masks, d.train_masks[:4])  # masks lossless
@@ -246,3 +251,50 @@ def test_pack_grayscale(tmp_path):
                 torch.randint(0, 255, (1, 1, 8, 8), dtype=torch.uint8), torch.ones(1, 8, 8, dtype=torch.uint8), ["a", "b"])
     e = load_dataset(DataConfig(dataset="packed", data_root=str(pack_dataset(d, tmp_path / "g.npz", "png"))))
     assert torch.equal(e.train_images, d.train_images) and e.in_channels == 1
+
+
+def test_camvid_test_split_and_native_masks(tmp_path):
+    _camvid_tree(tmp_path, splits=("train", "val", "test"))
+    d = load_dataset(DataConfig(dataset="camvid", data_root=str(tmp_path), size=(8, 8)), test=True, native=True)
+    assert d.test_images.shape == (3, 3, 8, 8) and d.split("test")[1].shape == (3, 8, 8)
+    assert [tuple(m.shape) for m in d.native["test"]] == [(12, 16)] * 3  # as stored, not resized
+    assert [tuple(m.shape) for m in d.native["val"]] == [(12, 16)] * 3 and "train" not in d.native
+    plain = load_dataset(DataConfig(dataset="camvid", data_root=str(tmp_path), size=(8, 8)))
+    assert plain.test_images is None and plain.native == {}
+    with pytest.raises(DataError, match="no labelled test split here"):
+        plain.split("test")
+
+
+def test_test_split_missing_is_one_line(tmp_path):
+    _camvid_tree(tmp_path)
+    with pytest.raises(DataError, match="camvid has no labelled test split at .*test \\+ testannot"):
+        load_dataset(DataConfig(dataset="camvid", data_root=str(tmp_path)), test=True)
+    assert load_dataset(DataConfig(dataset="camvid", data_root=str(tmp_path)), test=None).test_images is None
+    with pytest.raises(DataError, match="digits has no test split"):
+        load_dataset(DataConfig(size=(16, 16), num_train=2, num_val=2), test=True)
+
+
+def test_pack_keeps_the_test_split(tmp_path):
+    from nni_seg.data import pack_dataset
+
+    _camvid_tree(tmp_path / "cv", splits=("train", "val", "test"))
+    d = load_dataset(DataConfig(dataset="camvid", data_root=str(tmp_path / "cv")), test=None)
+    p = pack_dataset(d, tmp_path / "cv.npz", "png")
+    e = load_dataset(DataConfig(dataset="packed", data_root=str(p)), test=True, native=True)
+    assert torch.equal(e.test_masks, d.test_masks) and len(e.native["test"]) == 3
+
+
+def test_digits_refuse_a_size_they_cannot_draw():
+    with pytest.raises(DataError, match="--size 8 8: digit scenes need at least 10x10"):
+        load_dataset(DataConfig(size=(8, 8), num_train=2, num_val=2))
+
+
+def test_decompression_bomb_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from nni_seg.data import read_image
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)  # a 15000x15000 image, in miniature
+    _png(tmp_path / "big.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match="big.png is too large to open safely"):
+        read_image(tmp_path / "big.png", "RGB")

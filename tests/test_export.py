@@ -3,15 +3,18 @@ import sqlite3
 
 import pytest
 
-from nni_seg.export import cross_check, top_architecture
-from nni_seg.records import RECORD_NAME, nni_db
-from nni_seg.space import seed_arch
+from nni_seg.arch import seed_arch
+from nni_seg.errors import RecordError, RunFailed
+from nni_seg.export import cross_check, export, top_architecture
+from nni_seg.records import nni_db, trial_records
+from nni_seg.schema import RECORD_NAME
 
 
 def _record(tmp, tid, pid, dice, status="SUCCEEDED", **arch):
     rec = {"status": status, "trial_id": tid, "parameter_id": pid, "arch": dict(seed_arch(), **arch),
            "raw_parameters": dict(seed_arch(), **arch), "summary": "s", "experiment_id": "e",
-           "metrics": {"default": dice, "dice": dice, "miou": dice / 2, "params": 1, "mflops": 1.0}}
+           "metrics": {"default": dice, "dice": dice, "miou": dice / 2, "params": 1, "mmacs": 1.0},
+           "format_version": 1}
     d = tmp / "environments" / "local-env" / "trials" / tid
     d.mkdir(parents=True)
     (d / RECORD_NAME).write_text(json.dumps(rec))
@@ -27,8 +30,9 @@ def _db(tmp, rows):
         form = json.dumps({"parameter_id": pid_shown, "parameters": params_shown})
         con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i, tid, "WAITING", form, "", i, ""))
         con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i + 100, tid, "SUCCEEDED", None, "", i, ""))
+        final = final if isinstance(final, dict) else {"default": final, "dice": final, "miou": final / 2}
         con.execute("INSERT INTO MetricData VALUES (?,?,?,?,?,?)",
-                    (i, tid, str(pid_final), "FINAL", 0, json.dumps(json.dumps({"default": final}))))
+                    (i, tid, str(pid_final), "FINAL", 0, json.dumps(json.dumps(final))))
     con.commit()
     con.close()
 
@@ -40,8 +44,8 @@ def test_top_is_best_succeeded_record_and_consistent_db_has_no_mismatch(tmp_path
     _record(tmp_path, "D", 3, 0.0, status="REJECTED")
     _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.5), ("B", 1, b["raw_parameters"], 1, 0.7)])
     top = top_architecture(tmp_path)
-    assert top["trial_id"] == "B" and top["arch"]["enc1_width"] == 32 and top["trials_succeeded"] == 2
-    assert top["nni_cross_check"] == {"trials_checked": 2, "mismatches": []}
+    assert top.trial_id == "B" and top.arch["enc1_width"] == 32 and top.trials_succeeded == 2
+    assert top.cross_check.trials_checked == 2 and top.cross_check.mismatches == [] and top.warnings == []
     assert nni_db(tmp_path)["A"]["status"] == "SUCCEEDED"
 
 
@@ -50,19 +54,18 @@ def test_nni_mixup_is_reported(tmp_path):
     a = _record(tmp_path, "A", 0, 0.5)
     b = _record(tmp_path, "B", 1, 0.7, enc1_width=32)
     _db(tmp_path, [("A", 1, b["raw_parameters"], 0, 0.5), ("B", 0, a["raw_parameters"], 1, 0.7)])
-    check = cross_check([a, b], nni_db(tmp_path))
-    assert check["trials_checked"] == 2 and len(check["mismatches"]) == 2
-    assert "NNI shows other parameters" in check["mismatches"][0]["problems"][0]
-    # a final metric carrying another parameter id is caught too
-    c = dict(a, trial_id="A")
-    db = nni_db(tmp_path)
+    loaded, _ = trial_records(tmp_path)
+    check = cross_check(loaded, nni_db(tmp_path))
+    assert check.trials_checked == 2 and len(check.mismatches) == 2
+    assert "NNI shows other parameters" in check.mismatches[0].problems[0]
+    db = nni_db(tmp_path)  # a final metric carrying another parameter id is caught too
     db["A"]["final_parameter_id"] = 7
-    assert any("parameter_id 7" in p for m in cross_check([c], db)["mismatches"] for p in m["problems"])
+    assert any("parameter_id 7" in p for m in cross_check(loaded, db).mismatches for p in m.problems)
 
 
 def test_no_succeeded_trial_is_a_clear_error(tmp_path):
     _record(tmp_path, "C", 2, 0.9, status="FAILED")
-    with pytest.raises(LookupError, match="no succeeded trial.*FAILED"):
+    with pytest.raises(RunFailed, match="no succeeded trial.*FAILED"):
         top_architecture(tmp_path)
 
 
@@ -71,5 +74,56 @@ def test_without_trial_records_export_falls_back_to_nni_database(tmp_path):
     a, b = dict(seed_arch(), enc1_width=32), dict(seed_arch(), act="gelu")
     _db(tmp_path, [("A", 0, a, 0, 0.3), ("B", 1, b, 1, 0.6)])
     top = top_architecture(tmp_path)
-    assert top["trial_id"] == "B" and top["arch"] == b and top["metrics"]["default"] == 0.6
-    assert top["source"].startswith("NNI database") and top["nni_cross_check"]["trials_checked"] == 0
+    assert top.trial_id == "B" and top.arch == b and top.metrics["default"] == 0.6
+    assert top.source.startswith("NNI database") and top.cross_check.trials_checked == 0
+
+
+def test_truncated_best_record_never_exports_the_second_best(tmp_path):
+    """The winner's record cut in half: NNI's DB still holds its better Dice, so export fails loudly
+    (naming the trial and the file) instead of exporting the second best with '0 mismatches'."""
+    a = _record(tmp_path, "A", 0, 0.5)
+    b = _record(tmp_path, "B", 1, 0.8, enc1_width=32)
+    _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.5), ("B", 1, b["raw_parameters"], 1, 0.8)])
+    path = tmp_path / "environments" / "local-env" / "trials" / "B" / RECORD_NAME
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(RunFailed, match=r"trial B: .*nni_seg_record.json: not valid JSON .*truncated.*better final "
+                                        r"default for it \(0.8000 > 0.5"):
+        top_architecture(tmp_path)
+    top = top_architecture(tmp_path, trust_db=True)  # the explicit way out: take it from NNI's DB
+    assert top.trial_id == "B" and top.arch["enc1_width"] == 32 and "taken from NNI's database" in top.warnings[0]
+
+
+def test_unreadable_worse_record_is_a_warning_not_a_silence(tmp_path):
+    a = _record(tmp_path, "A", 0, 0.5)
+    b = _record(tmp_path, "B", 1, 0.8)
+    _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.5), ("B", 1, b["raw_parameters"], 1, 0.8)])
+    (tmp_path / "environments" / "local-env" / "trials" / "A" / RECORD_NAME).write_text('{"status": 5}')
+    top = top_architecture(tmp_path)
+    assert top.trial_id == "B" and "trial A left out" in top.warnings[0] and "status" in top.warnings[0]
+
+
+def test_corrupt_nni_database_is_one_line(tmp_path):
+    _record(tmp_path, "A", 0, 0.5)
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "nni.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 300)
+    with pytest.raises(RecordError, match="nni.sqlite"):
+        nni_db(tmp_path)
+    top = top_architecture(tmp_path)  # the records are fine: exported, the missing cross-check said
+    assert top.trial_id == "A" and top.warnings[0].startswith("no cross-check:")
+
+
+def test_export_out_is_not_silently_replaced(tmp_path):
+    (tmp_path / "exps" / "e").mkdir(parents=True)
+    exp = tmp_path / "exps" / "e"
+    a = _record(exp, "A", 0, 0.5)
+    _db(exp, [("A", 0, a["raw_parameters"], 0, 0.5)])
+    other = tmp_path / "mine.json"
+    other.write_text("precious")
+    from nni_seg.errors import UserError
+
+    with pytest.raises(UserError, match="mine.json exists; not replaced without --force"):
+        export("e", str(other), [str(tmp_path / "exps")])
+    assert other.read_text() == "precious"
+    top, path = export("e", str(tmp_path / "top.json"), [str(tmp_path / "exps")])
+    assert export("e", str(path), [str(tmp_path / "exps")])[1] == path  # this experiment's own export: updated
+    assert json.loads(path.read_text())["format_version"] == 1

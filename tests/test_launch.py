@@ -3,16 +3,20 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg import launch
-from nni_seg.launch import ExperimentDead, check_config, check_environment, follow, free_port
+from nni_seg import experiment as launch
+from nni_seg.errors import ConfigError, UserError
+from nni_seg.experiment import ExperimentDead, check_config, check_environment, choose_port, follow
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["config.yml", "experiments/tpe.yml", "experiments/random.yml",
                                   "experiments/evolution.yml", "experiments/regularized_evolution.yml",
-                                  "experiments/rl.yml", "experiments/camvid_small.yml", "experiments/gpu.yml",
+                                  "experiments/rl.yml", "experiments/gpu.yml", "experiments/seeded_tpe.yml",
+                                  "experiments/hyperband.yml", "experiments/tpe_medianstop.yml",
                                   "experiments/camvid/search_cpu.yml", "experiments/camvid/search_gpu.yml",
+                                  "experiments/camvid/random_cpu.yml", "experiments/camvid/tpe_cpu.yml",
+                                  "experiments/camvid/hyperband_cpu.yml", "experiments/isbi2012/search_cpu.yml",
                                   "experiments/gpu_unscheduled.yml"])
 def test_shipped_configs_pass_nni_validation(name, fake_gpus):
     fake_gpus(1)  # the GPU configs are also checked against the GPUs NNI would see
@@ -20,21 +24,30 @@ def test_shipped_configs_pass_nni_validation(name, fake_gpus):
 
 
 def test_config_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config not found: .*nope.yml"):
+    with pytest.raises(ConfigError, match="config not found: .*nope.yml"):
         check_config(tmp_path / "nope.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("a: [unclosed\n")
-    with pytest.raises(ValueError, match="bad.yml: not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yml: not valid YAML"):
         check_config(bad)
+    good = (ROOT / "config.yml").read_text().replace("experiments/", str(ROOT / "experiments") + "/")
+    for key, value, msg in (("maxTrialNumber: 8", "maxTrialNumber: 0", "maxTrialNumber: must be a positive integer"),
+                            ("trialConcurrency: 2", "trialConcurrency: -1", "trialConcurrency: must be a positive"),
+                            ("maxExperimentDuration: 30m", "maxExperimentDuration: 0s", "NNI's check failed: ")):
+        bad.write_text(good.replace(key, value))
+        with pytest.raises(ConfigError, match=f"bad.yml: {msg}"):
+            check_config(bad)
 
 
-def test_free_port_falls_back_when_taken():
+def test_busy_port_is_refused_and_the_default_falls_back():
     with socket.socket() as s:
         s.bind(("", 0))
         s.listen()
         taken = s.getsockname()[1]
-        assert free_port(taken) != taken
-    assert free_port(taken) == taken
+        with pytest.raises(UserError, match=f"--port {taken} is in use"):
+            choose_port(taken)
+    assert choose_port(taken) == taken
+    assert isinstance(choose_port(None), int)
 
 
 def test_environment_check_passes_with_pinned_filelock(monkeypatch):
@@ -42,13 +55,13 @@ def test_environment_check_passes_with_pinned_filelock(monkeypatch):
     import importlib.metadata as md
 
     monkeypatch.setattr(md, "version", lambda name: "3.20.0")
-    with pytest.raises(ExperimentDead, match="filelock 3.20.0 makes NNI 3.0's nnictl hang"):
+    with pytest.raises(UserError, match="filelock 3.20.0 makes NNI 3.0's nnictl hang"):
         check_environment()
 
 
 def test_remote_config_passes_nni_validation_given_its_ssh_key(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ValueError, match=r"remote.yml: .*valid SSH key file"):
+    with pytest.raises(ConfigError, match=r"remote.yml: .*valid SSH key file"):
         check_config(ROOT / "experiments" / "remote.yml")
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "id_ed25519").write_text("not a real key; NNI checks that the file exists\n")
@@ -63,10 +76,10 @@ def test_unknown_tuner_or_assessor_name_lists_the_valid_ones(tmp_path):
     text = text.replace("trialCodeDirectory: .", f"trialCodeDirectory: {ROOT}")
     bad = tmp_path / "c.yml"
     bad.write_text(text.replace("name: TPE", "name: TPEE"))
-    with pytest.raises(ValueError, match=r"c.yml: unknown tuner 'TPEE'; valid: .*Random.*TPE"):
+    with pytest.raises(ConfigError, match=r"c.yml: unknown tuner 'TPEE'; valid: .*Random.*TPE"):
         check_config(bad)
     bad.write_text(text + "assessor:\n  name: Medianstopp\n")
-    with pytest.raises(ValueError, match=r"unknown assessor 'Medianstopp'; valid: Curvefitting, Medianstop"):
+    with pytest.raises(ConfigError, match=r"unknown assessor 'Medianstopp'; valid: Curvefitting, Medianstop"):
         check_config(bad)
     bad.write_text(text.replace("name: TPE", "name: tpe"))  # NNI's names are case-insensitive
     check_config(bad)
@@ -86,11 +99,11 @@ def _gpu_config(tmp_path, need, **service):
 
 def test_gpu_config_without_gpus_is_refused_before_starting(tmp_path, fake_gpus):
     fake_gpus(-1)  # NVML missing: NNI's manager would quit seconds after nnictl create returned 0
-    with pytest.raises(ValueError, match=r"gpu.yml: trialGpuNumber: 1 but NNI's GPU probe found no GPU "
+    with pytest.raises(ConfigError, match=r"gpu.yml: trialGpuNumber: 1 but NNI's GPU probe found no GPU "
                                          r"\(init: NVML Shared Library Not Found \(fake\)\); remove trialGpuNumber"):
         check_config(_gpu_config(tmp_path, 1))
     fake_gpus(0)
-    with pytest.raises(ValueError, match=r"trialGpuNumber: 1 but NNI sees only 0 usable GPU\(s\) \(0 found\)"):
+    with pytest.raises(ConfigError, match=r"trialGpuNumber: 1 but NNI sees only 0 usable GPU\(s\) \(0 found\)"):
         check_config(_gpu_config(tmp_path, 1))
 
 
@@ -98,9 +111,9 @@ def test_gpu_config_asking_more_gpus_than_usable_is_refused(tmp_path, fake_gpus)
     fake_gpus(2)
     check_config(_gpu_config(tmp_path, 2, maxTrialNumberPerGpu=1))
     check_config(_gpu_config(tmp_path, 1, gpuIndices=[1]))
-    with pytest.raises(ValueError, match=r"trialGpuNumber: 3 but NNI sees only 2 usable GPU\(s\) \(2 found\)"):
+    with pytest.raises(ConfigError, match=r"trialGpuNumber: 3 but NNI sees only 2 usable GPU\(s\) \(2 found\)"):
         check_config(_gpu_config(tmp_path, 3, maxTrialNumberPerGpu=1))
-    with pytest.raises(ValueError, match=r"trialGpuNumber: 2 but NNI sees only 1 usable GPU\(s\) "
+    with pytest.raises(ConfigError, match=r"trialGpuNumber: 2 but NNI sees only 1 usable GPU\(s\) "
                                          r"\(gpuIndices \[1, 5\] of 2 found\)"):
         check_config(_gpu_config(tmp_path, 2, gpuIndices=[1, 5], maxTrialNumberPerGpu=1))
 
@@ -121,6 +134,10 @@ def test_follow_gives_up_when_no_trial_starts_and_quotes_nni(tmp_path, monkeypat
     answers["/trial-jobs"] = [{"trialJobId": "a", "status": "RUNNING"}]
     with pytest.raises(ExperimentDead, match="still RUNNING after 0s"):  # a trial runs: only --timeout ends it
         follow("exp", 1, timeout=0.1, stall=0.05, poll=0.01, log=lambda msg: None)
+    # the tuner has nothing more to give (a one-point space) and every trial has ended: done, not a timeout
+    answers.update({"/check-status": {"status": "TUNER_NO_MORE_TRIAL"},
+                    "/trial-jobs": [{"trialJobId": "a", "status": "SUCCEEDED"}]})
+    assert follow("exp", 1, timeout=60, stall=60, poll=0.01, log=lambda msg: None)["status"] == "TUNER_NO_MORE_TRIAL"
 
 
 def test_stop_that_hangs_kills_the_manager_and_its_children(tmp_path, monkeypatch, capsys):

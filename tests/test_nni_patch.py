@@ -1,40 +1,77 @@
-import shutil
-
 import pytest
 
 from nni_seg import nni_patch
+from nni_seg.errors import UserError
 
 
 @pytest.fixture
 def node_copy(tmp_path):
-    """A copy of the two NNI files we patch, restored to their shipped text."""
+    """A copy of the NNI files we patch, as NNI 3.0 ships them (rebuilt from the installed ones)."""
     src = nni_patch.nni_node_dir()
-    for p in {p.file for p in nni_patch.PATCHES}:
-        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / p, tmp_path / p)
-    for p in reversed(nni_patch.PATCHES):  # un-apply (last applied first), if the installed copy is patched
-        f = tmp_path / p.file
-        f.write_text(f.read_text().replace(p.new + " " + p.marker, p.old))
+    for f in nni_patch.FILES:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        text = (src / f).read_text()
+        if nni_patch.sha256(text) == nni_patch.PATCHED[f]:
+            text = nni_patch.unpatch_text(f, text)
+        (tmp_path / f).write_text(text)
+    assert set(nni_patch.file_states(tmp_path).values()) == {"shipped"}
     return tmp_path
 
 
-def test_patches_apply_once_and_are_idempotent(node_copy):
-    assert set(nni_patch.status(node_copy).values()) == {"pending"}
-    assert set(nni_patch.apply(node_copy).values()) == {"applied"}
-    text = {p.file: (node_copy / p.file).read_text() for p in nni_patch.PATCHES}
-    assert set(nni_patch.apply(node_copy).values()) == {"applied"}
-    assert text == {p.file: (node_copy / p.file).read_text() for p in nni_patch.PATCHES}
-    compat = (node_copy / "training_service/v3/compat.js").read_text()
-    assert "this.parameters.push(form.hyperParameters.value)" not in compat
+def test_patched_hashes_are_what_the_patches_make():
+    """Drift check: the PATCHED table is the SHA-256 of each shipped file with our patches applied."""
+    src = nni_patch.nni_node_dir()
+    for f in nni_patch.FILES:
+        text = (src / f).read_text()
+        shipped = nni_patch.unpatch_text(f, text) if nni_patch.sha256(text) == nni_patch.PATCHED[f] else text
+        assert nni_patch.sha256(shipped) == nni_patch.SHIPPED[f]
+        assert nni_patch.sha256(nni_patch.patch_text(f, shipped)) == nni_patch.PATCHED[f]
 
 
-def test_unknown_nni_version_is_reported_not_patched(tmp_path):
-    for p in nni_patch.PATCHES:
-        (tmp_path / p.file).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / p.file).write_text("// something else\n")
-    assert set(nni_patch.apply(tmp_path).values()) == {"unknown"}
+def test_patches_apply_once_keep_backups_and_revert(node_copy):
+    assert set(nni_patch.apply(node_copy).values()) == {"patched"}
+    assert set(nni_patch.patch_states(node_copy).values()) == {"applied"}
+    text = {f: (node_copy / f).read_text() for f in nni_patch.FILES}
+    assert set(nni_patch.apply(node_copy).values()) == {"patched"}  # idempotent
+    assert text == {f: (node_copy / f).read_text() for f in nni_patch.FILES}
+    assert "this.parameters.push(form.hyperParameters.value)" not in text["training_service/v3/compat.js"]
+    for f in nni_patch.FILES:
+        assert nni_patch.sha256((node_copy / (f + nni_patch.BACKUP_SUFFIX)).read_text()) == nni_patch.SHIPPED[f]
+    assert set(nni_patch.revert(node_copy).values()) == {"shipped"}
+    for f in nni_patch.FILES:  # revert works without the backups too (the patches are undone)
+        (node_copy / (f + nni_patch.BACKUP_SUFFIX)).unlink()
+    nni_patch.apply(node_copy)
+    for f in nni_patch.FILES:
+        (node_copy / (f + nni_patch.BACKUP_SUFFIX)).unlink()
+    assert set(nni_patch.revert(node_copy).values()) == {"shipped"}
+
+
+def test_a_modified_file_stops_everything(node_copy):
+    victim = node_copy / "common/trial_keeper/task_scheduler/scheduler.js"
+    victim.write_text(victim.read_text() + "// someone's edit\n")
+    before = {f: (node_copy / f).read_text() for f in nni_patch.FILES}
+    with pytest.raises(UserError, match=r"scheduler.js is modified .*nothing patched; reinstall NNI"):
+        nni_patch.apply(node_copy)
+    assert before == {f: (node_copy / f).read_text() for f in nni_patch.FILES}  # all or nothing
+    assert nni_patch.state(node_copy).startswith("modified (common/trial_keeper/task_scheduler/scheduler.js")
+
+
+def test_another_nni_version_is_refused(node_copy, monkeypatch):
+    monkeypatch.setattr(nni_patch, "nni_version", lambda: "3.1")
+    with pytest.raises(UserError, match="installed NNI is 3.1; these patches are for NNI 3.0 only"):
+        nni_patch.apply(node_copy)
+    assert set(nni_patch.file_states(node_copy).values()) == {"shipped"}
 
 
 def test_installed_nni_is_patched():
     """The setup step (scripts/setup.sh) must have applied every fix to this environment."""
-    assert set(nni_patch.status().values()) == {"applied"}
+    assert nni_patch.state() == "patched"
+
+
+def test_run_refuses_an_unpatched_nni_with_the_command(monkeypatch):
+    from nni_seg.experiment import check_environment
+
+    monkeypatch.setattr(nni_patch, "state", lambda root=None: "shipped")
+    with pytest.raises(UserError, match=r"installed NNI is shipped, not patched: run `python -m nni_seg patch-nni`"):
+        check_environment()
+    check_environment(allow_unpatched=True)  # run --no-patch: the user asked for NNI as it is

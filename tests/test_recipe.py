@@ -1,49 +1,91 @@
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from nni_seg.recipe import confusion_png, markdown
+from nni_seg.schema import NetworkResult, RecipeResult, Scores
+from nni_seg.settings import DataSettings, TrainSettings
 
 from .nni_helpers import free_port, run_cli, write_config
 
 
-def test_confusion_png_rows_normalised(tmp_path):
-    p = confusion_png([[5, 5, 0], [0, 10, 0], [0, 0, 0]], ["a", "b", "c"], tmp_path / "c.png", "t")
+def test_confusion_png_is_row_normalised(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    original = plt.Axes.imshow
+
+    def spy(self, data, *a, **kw):
+        seen["data"] = np.asarray(data)
+        return original(self, data, *a, **kw)
+
+    plt.Axes.imshow = spy
+    try:
+        p = confusion_png([[5, 5, 0], [0, 10, 0], [0, 0, 0]], ["a", "b", "c"], tmp_path / "c.png", "t")
+    finally:
+        plt.Axes.imshow = original
     assert p.read_bytes()[:4] == b"\x89PNG"
+    assert np.allclose(seen["data"], [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])  # each true class sums to 1 (or 0)
+    img = np.asarray(Image.open(p).convert("L"))
+    assert img.min() < 100  # a dark cell where a whole row went to one class
 
 
-def test_markdown_tables():
-    net = {"network": "searched", "summary": "levels=3", "params": 1234, "mflops": 10.5, "val_miou": 0.5,
-           "val_dice": 0.6, "iou_per_class": [0.4, None], "best_epoch": 3}
-    s = {"experiment_id": "x", "device": "cpu", "search_config": "s.yml", "search_trials": 4, "search_succeeded": 3,
-         "train": {"epochs": 4, "batch_size": 8, "loss": "ce", "class_weights": "none"},
-         "data": {"dataset": "digits", "size": None}, "seconds": {"search": 1.0, "total": 2.0},
-         "networks": [net], "class_names": ["a", "b"]}
+def _net(name, run, miou, dice, iou):
+    return NetworkResult(network=name, run=run, summary="levels=3", params=1234, mmacs=10.5,
+                         val=Scores(dice=dice, miou=miou, pixel_acc=0.9, dice_per_class=[0.5, None], iou_per_class=iou),
+                         best_epoch=3)
+
+
+def test_markdown_tables_show_mean_and_spread_with_split_and_resolution():
+    s = RecipeResult(experiment_id="x", device="cpu", search_config="s.yml", search_trials=4, search_succeeded=3,
+                     train=TrainSettings(epochs=4, batch_size=8), data=DataSettings(), split="val",
+                     resolution="native labels (360x480)", seconds={"search": 1.0, "total": 2.0},
+                     networks=[_net("searched", 0, 0.5, 0.6, [0.4, None]), _net("searched", 1, 0.54, 0.62, [0.6, None]),
+                               _net("unet", 0, 0.45, 0.55, [0.3, None])], class_names=["a", "b"])
     md = markdown(s)
-    assert "| searched | 50.0 | 60.0 | 1,234 | 10 | 3 |" in md and "| b | - |" in md and "| search | 1.0 |" in md
+    assert "| searched | 2 | 52.0 (50.0-54.0) | 61.0 (60.0-62.0) | 1,234 | 10 | 3, 3 |" in md
+    assert "| unet | 1 | 45.0 | 55.0 |" in md and "| a | 50.0 | 30.0 |" in md and "| b | - | - |" in md
+    assert "**val** split, scored at native labels (360x480)" in md and "| search | 1.0 |" in md
 
 
 @pytest.mark.slow
 def test_recipe_end_to_end_on_tiny_data(tmp_path):
     config = write_config(tmp_path, trials=3, concurrency=2)
     out = tmp_path / "out"
-    proc = run_cli(["recipe", "--search-config", str(config), "--port", str(free_port()), "--size", "16", "16",
-                    "--num-train", "16", "--num-val", "8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
-                    "--out", str(out)], tmp_path)
+    args = ["recipe", "--search-config", str(config), "--port", str(free_port()), "--size", "16", "16",
+            "--num-train", "16", "--num-val", "8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+            "--baselines", "seed,unet", "--repeats", "2", "--out", str(out)]
+    proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    assert [n["network"] for n in res["networks"]] == ["searched", "seed"]
-    assert set(res["seconds"]) >= {"search", "retrain_searched", "retrain_seed", "eval_searched", "total"}
+    assert [(n["network"], n["run"]) for n in res["networks"]] == [("searched", 0), ("searched", 1), ("seed", 0),
+                                                                    ("seed", 1), ("unet", 0), ("unet", 1)]
+    assert set(res["seconds"]) >= {"search", "retrain_searched", "retrain_seed", "retrain_unet", "eval_searched", "total"}
+    assert res["split"] == "val" and res["resolution"].startswith("native labels (16x16)")
     top = json.loads((out / "top_arch.json").read_text())
-    meta = json.loads((out / "searched" / "meta.json").read_text())
-    assert meta["arch"] == top["arch"] and meta["train"]["epochs"] == 2
-    assert json.loads((out / "seed" / "meta.json").read_text())["train"] == meta["train"]  # same schedule
-    for f in ("report.md", "confusion_searched.png", "confusion_seed.png", "search/dice_vs_trial.png",
-              "search/dice_vs_flops.png", "searched/best.pt"):
+    meta = json.loads((out / "searched" / "run0" / "meta.json").read_text())
+    assert meta["arch"] == top["arch"] and meta["train"]["epochs"] == 2 and meta["train"]["seed"] == 0
+    assert json.loads((out / "searched" / "run1" / "meta.json").read_text())["train"]["seed"] == 1
+    seed_train = json.loads((out / "seed" / "run0" / "meta.json").read_text())["train"]
+    assert seed_train == meta["train"]  # the same schedule for every network
+    for f in ("report.md", "confusion_searched.png", "confusion_unet.png", "search/dice_vs_trial.png",
+              "search/dice_vs_mmacs.png", "search/best_arch.png", "arch_unet.png", "predictions_val.png",
+              "searched/run1/best.pt"):
         assert (out / f).is_file(), f
-    assert f"{100 * res['networks'][0]['val_miou']:.1f}" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| unet | 2 |" in report and "predictions_val.png" in report
+    # an earlier recipe's results are not replaced without --force
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 2 and "holds an earlier recipe's results" in again.stderr
 
 
-def test_recipe_missing_search_config_is_one_line(tmp_path):
+def test_recipe_bad_inputs_are_one_line(tmp_path):
     proc = run_cli(["recipe", "--search-config", str(tmp_path / "nope.yml")], tmp_path)
-    assert proc.returncode == 2 and "search config not found" in proc.stderr
+    assert proc.returncode == 2 and "config not found" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = run_cli(["recipe", "--baselines", "seed,resnet"], tmp_path)
+    assert proc.returncode == 2 and "--baselines: unknown network(s) resnet; valid: seed, unet" in proc.stderr

@@ -1,8 +1,14 @@
 import csv
 import json
 
-from nni_seg.records import RECORD_NAME
-from nni_seg.report import main, make_report, pareto_front
+from nni_seg.arch import seed_arch
+from nni_seg.cli import main as cli
+from nni_seg.report import make_report, pareto_front
+from nni_seg.schema import RECORD_NAME
+
+
+def main(argv):
+    return cli(["report", *argv])
 
 
 def test_pareto_front_by_hand():
@@ -13,13 +19,14 @@ def test_pareto_front_by_hand():
     assert pareto_front([(1, 0.2), (1, 0.2)]) == [0]
 
 
-def _write(root, tid, status, dice=None, mflops=None, seq=0, **extra):
-    d = root / "trials" / tid
+def _write(root, tid, status, dice=None, mmacs=None, seq=0, **extra):
+    d = root / "environments" / "local" / "trials" / tid
     d.mkdir(parents=True)
-    rec = {"trial_id": tid, "sequence_id": seq, "status": status, "mflops": mflops, "params": 100 + seq,
-           "summary": f"arch{seq}", "started": f"2026-01-01T00:00:{seq:02d}", **extra}
+    rec = {"trial_id": tid, "sequence_id": seq, "status": status, "mmacs": mmacs, "params": 100 + seq,
+           "summary": f"arch{seq}", "started": f"2026-01-01T00:00:{seq:02d}", "arch": seed_arch(),
+           "latency_ms": 1.5, "format_version": 1, **extra}
     if dice is not None:
-        rec["metrics"] = {"dice": dice, "miou": dice / 2, "latency_ms": 1.5}
+        rec["metrics"] = {"default": dice, "dice": dice, "miou": dice / 2}
     (d / RECORD_NAME).write_text(json.dumps(rec))
 
 
@@ -33,7 +40,7 @@ def test_report_files_and_pareto_table(tmp_path):
     assert res["trials"] == 5 and res["succeeded"] == 3
     assert [r["trial_id"] for r in res["pareto"]] == ["b", "a"]
     out = tmp_path / "report"
-    for name in ("dice_vs_trial.png", "dice_vs_flops.png"):
+    for name in ("dice_vs_trial.png", "dice_vs_mmacs.png", "best_arch.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["trial_id"] for r in rows] == ["a", "b", "c", "d", "e"]
@@ -49,7 +56,10 @@ def test_report_cli_errors(tmp_path, capsys, monkeypatch):
     assert "experiment 'nosuchexp' not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 2
-    assert "no trial records" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty" / "environments").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no readable trial records" in capsys.readouterr().err
 
 
 def test_report_cli_on_folder(tmp_path, capsys):
@@ -57,3 +67,16 @@ def test_report_cli_on_folder(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     assert "1 on the Pareto front" in capsys.readouterr().out
     assert (tmp_path / "r" / "pareto.md").is_file()
+
+
+def test_old_records_with_mflops_still_report(tmp_path):
+    """Records written before the format version (mflops for multiply-accumulates) are read as mmacs."""
+    d = tmp_path / "environments" / "local" / "trials" / "old"
+    d.mkdir(parents=True)
+    (d / RECORD_NAME).write_text(json.dumps({
+        "trial_id": "old", "status": "SUCCEEDED", "arch": seed_arch(), "summary": "s", "mflops": 12.5, "params": 3,
+        "metrics": {"default": 0.5, "dice": 0.5, "miou": 0.3, "mflops": 12.5, "latency_ms": 2.0},
+        "dice_per_class": [0.5, None], "iou_per_class": [0.3, None], "data": {"dataset": "digits", "size": [32, 32]},
+        "train": {"epochs": 4, "lr": 0.003}}))
+    res = make_report(tmp_path)
+    assert res["succeeded"] == 1 and res["pareto"][0]["mmacs"] == 12.5

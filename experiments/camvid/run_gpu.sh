@@ -16,4 +16,4 @@ DATA=data/camvid_360x480.npz
 $PY -m nni_seg patch-nni
 $PY -m nni_seg recipe --search-config experiments/camvid/search_gpu.yml --dataset packed --data-root "$DATA" \
   --epochs ${EPOCHS:-150} --batch-size 16 --lr 3e-3 --loss ce+dice --class-weights median_freq \
-  --search-timeout 420 --out "${OUT:-runs}/camvid_gpu" "$@"
+  --search-timeout 420 --baselines seed,unet --out "${OUT:-runs}/camvid_gpu" "$@"

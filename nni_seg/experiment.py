@@ -1,48 +1,68 @@
-"""Run an nnictl experiment from a config, follow it until done, export the top architecture.
+"""nnictl experiments as a library: check a config, create or resume, follow to the end, export, stop.
 
-``python -m nni_seg run config.yml`` = ``nnictl create --config config.yml`` + a follower that
-prints progress, notices a dead experiment (manager gone, status ERROR, errors in dispatcher.log,
-no trial starting) instead of waiting forever, then exports and prints the top architecture and
-stops the experiment (``--keep-running`` leaves the web UI up).
+:func:`run_experiment` is ``nnictl create --config config.yml`` + a follower that prints progress and
+notices a dead experiment (manager gone, status ERROR, errors in dispatcher.log, no trial starting)
+instead of waiting forever, then exports the top architecture and stops the experiment. It finishes as
+soon as every trial has ended and NNI has nothing more to run (``maxTrialNumber`` reached, or the
+tuner's space exhausted: ``TUNER_NO_MORE_TRIAL``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
+from .errors import ConfigError, RunFailed, UserError
 from .records import experiment_dir, registered_experiments
+from .schema import TopArch
+from .settings import RunSettings, read_yaml
 
 
-class ExperimentDead(RuntimeError):
+class ExperimentDead(RunFailed):
     """The experiment cannot make progress; the message says why."""
 
 
+# NNI's config validation asserts these without a message; we check them first and say which.
+_POSITIVE = {"trialConcurrency": "trial_concurrency", "maxTrialNumber": "max_trial_number"}
+_DURATIONS = ("maxExperimentDuration", "maxTrialDuration")
+
+
+def _nni_assertion(e: AssertionError) -> str:
+    """A message for one of NNI's bare ``assert`` s: the condition that failed."""
+    frames = traceback.extract_tb(e.__traceback__)
+    line = (frames[-1].line or "").strip() if frames else ""
+    return f"NNI's check failed: {line.removeprefix('assert ').split(',')[0]}" if line else "NNI rejected it"
+
+
 def check_config(path: Path) -> dict:
-    """Load an nnictl YAML config and validate it with NNI's own schema (typos in keys are errors)."""
-    import yaml
+    """Load an nnictl YAML config and validate it with NNI's own schema (typos in keys are errors), plus
+    what NNI only finds out later (algorithm names, GPUs); returns the raw mapping."""
     from nni.experiment.config import ExperimentConfig
 
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of NNI experiment settings")
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"{path}: empty config")
+    for key in _POSITIVE:
+        v = raw.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"{path}: {key}: must be a positive integer, got {v!r}")
     try:  # NNI's validate() is exactly this canonical_copy(); the canonical form is used below
         canonical = ExperimentConfig.load(str(path)).canonical_copy()
+    except AssertionError as e:
+        raise ConfigError(f"{path}: {str(e) or _nni_assertion(e)}") from None
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
-        raise ValueError(f"{path}: {e}") from None
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"{path}: {msg}") from None
     _check_algorithm_names(raw, path)
     _check_local_gpus(canonical, path)
     return raw
@@ -76,14 +96,14 @@ def _check_local_gpus(config, path: Path) -> None:
         info = probe_gpus()
         if not info.get("success"):
             why = "; ".join(info.get("failures", [])) or "no answer"
-            raise ValueError(f"{path}: trialGpuNumber: {need:g} but NNI's GPU probe found no GPU ({why}); "
-                             f"remove trialGpuNumber to train on the CPU")
+            raise ConfigError(f"{path}: trialGpuNumber: {need:g} but NNI's GPU probe found no GPU ({why}); "
+                              f"remove trialGpuNumber to train on the CPU")
         count = int(info.get("gpuNumber", 0))
         usable = [i for i in (service.gpu_indices if service.gpu_indices is not None else range(count)) if i < count]
         if need > len(usable):
             where = f"gpuIndices {service.gpu_indices} of " if service.gpu_indices is not None else ""
-            raise ValueError(f"{path}: trialGpuNumber: {need:g} but NNI sees only {len(usable)} usable GPU(s) "
-                             f"({where}{count} found); a trial asking for more is never started")
+            raise ConfigError(f"{path}: trialGpuNumber: {need:g} but NNI sees only {len(usable)} usable GPU(s) "
+                              f"({where}{count} found); a trial asking for more is never started")
 
 
 def _check_algorithm_names(raw: dict, path: Path) -> None:
@@ -91,14 +111,16 @@ def _check_algorithm_names(raw: dict, path: Path) -> None:
     from nni.tools.package_utils import config_manager
 
     metas = config_manager.get_all_algo_meta()
-    for section in ("tuner", "assessor"):
+    for section in ("tuner", "assessor", "advisor"):
         name = (raw.get(section) or {}).get("name") if isinstance(raw.get(section), dict) else None
         if name is None:
             continue
-        known = [m for m in metas if m.algo_type == section]
+        kind = "tuner" if section == "advisor" else section
+        known = [m for m in metas if m.algo_type in (kind, "advisor")] if kind == "tuner" else \
+            [m for m in metas if m.algo_type == kind]
         if str(name).lower() not in {n.lower() for m in known for n in (m.name, m.alias) if n}:
-            raise ValueError(f"{path}: unknown {section} {name!r}; valid: {', '.join(sorted(m.name for m in known))} "
-                             f"(or className: your own class)")
+            raise ConfigError(f"{path}: unknown {section} {name!r}; valid: {', '.join(sorted(m.name for m in known))} "
+                              f"(or className: your own class)")
 
 
 def _nnictl() -> list[str]:
@@ -113,21 +135,29 @@ def trial_env() -> dict:
     return env
 
 
-def check_environment() -> None:
-    """Known ways for NNI 3.0 to hang, caught before starting.
+def check_environment(allow_unpatched: bool = False) -> None:
+    """Known ways for NNI 3.0 to hang or mislead, caught before starting.
 
     nnictl's experiment-registry lock subclasses ``filelock.SoftFileLock`` and sets a private field
     that filelock >= 3.12 no longer reads, so the lock is never seen as taken and ``nnictl create``
-    spins forever after "Starting web server..." (measured here and on the GPU machine).
+    spins forever after "Starting web server..." (measured here and on the GPU machine). And an NNI
+    without our fixes mixes up trials and parameters (``python -m nni_seg patch-nni``).
     """
     from importlib.metadata import version
 
     from packaging.version import Version
 
+    from . import nni_patch
+
     fl = version("filelock")
     if Version(fl) >= Version("3.12"):
-        raise ExperimentDead(f"filelock {fl} makes NNI 3.0's nnictl hang after 'Starting web server...'; "
-                             f"install 'filelock<3.12' (requirements.txt pins it)")
+        raise UserError(f"filelock {fl} makes NNI 3.0's nnictl hang after 'Starting web server...'; "
+                        f"install 'filelock<3.12' (requirements.txt pins it)")
+    if not allow_unpatched:
+        state = nni_patch.state()
+        if state != "patched":
+            raise UserError(f"the installed NNI is {state}, not patched: run `python -m nni_seg patch-nni` first "
+                            f"(or --no-patch to run NNI as it is, with its defects)")
 
 
 def create(config: Path, port: int, timeout: float = 120) -> str:
@@ -139,16 +169,15 @@ def resume(exp_id: str, port: int, timeout: float = 120) -> str:
     """``nnictl resume``: restart a stopped experiment from its database; finished trials are kept."""
     known = registered_experiments()
     if exp_id not in known:
-        raise ExperimentDead(f"experiment {exp_id!r} is not in nnictl's registry of this HOME; "
-                             f"known: {', '.join(sorted(known)) or 'none'}")
+        raise UserError(f"experiment {exp_id!r} is not in nnictl's registry of this HOME; "
+                        f"known: {', '.join(sorted(known)) or 'none'}")
     if known[exp_id].get("status") != "STOPPED":
-        raise ExperimentDead(f"experiment {exp_id} is {known[exp_id].get('status')}, not STOPPED; "
-                             f"`nnictl stop {exp_id}` first")
+        raise UserError(f"experiment {exp_id} is {known[exp_id].get('status')}, not STOPPED; "
+                        f"`nnictl stop {exp_id}` first")
     return _start(["resume", exp_id, "--port", str(port)], timeout)
 
 
 def _start(args: list[str], timeout: float) -> str:
-    check_environment()
     try:
         proc = subprocess.run([*_nnictl(), *args], capture_output=True, text=True, env=trial_env(), timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -157,7 +186,8 @@ def _start(args: list[str], timeout: float) -> str:
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     m = re.search(r"experiment id(?: is|:)\s*(\w+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not m:
-        raise ExperimentDead(f"nnictl {args[0]} failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
+        last = [line for line in out.strip().splitlines() if line.strip()][-1:] or ["no output"]
+        raise ExperimentDead(f"nnictl {args[0]} failed (exit {proc.returncode}): {last[0].strip()}")
     return m.group(1)
 
 
@@ -218,13 +248,14 @@ def _manager_hint(exp_dir: Path | None) -> str:
     return f"; NNI: {bad[-1].strip()[:300]}" if bad else ""
 
 
-def _log(msg: str) -> None:
-    print(msg, flush=True)
+# NNI statuses in which nothing more will be started: the experiment is over once no trial is active
+FINISHED = ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED")
+ACTIVE_TRIALS = ("WAITING", "RUNNING", "UNKNOWN")
 
 
 def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: float = 3,
-           log=_log) -> dict:
-    """Poll until every trial has ended and NNI says DONE / NO_MORE_TRIAL; returns the final status.
+           log: Callable[[str], None] = print) -> dict:
+    """Poll until every trial has ended and NNI has nothing more to start; returns the final status.
 
     Raises :class:`ExperimentDead` when the manager stops answering, reports ERROR, the dispatcher
     logs an error, or no trial is created within ``stall`` seconds.
@@ -236,7 +267,7 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         elapsed = time.time() - t0
         try:
             exp_dir = exp_dir or experiment_dir(exp_id)
-        except FileNotFoundError:
+        except UserError:
             pass
         try:
             status = rest(port, "/check-status")
@@ -262,24 +293,33 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         if not trials and elapsed > stall:
             raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in "
                                  f"{status['status']}{_manager_hint(exp_dir)}")
-        active = sum(counts.get(s, 0) for s in ("WAITING", "RUNNING", "UNKNOWN"))
-        if status["status"] in ("DONE", "NO_MORE_TRIAL", "STOPPED") and trials and not active:
+        active = sum(counts.get(s, 0) for s in ACTIVE_TRIALS)
+        if status["status"] in FINISHED and trials and not active:
             return status
         if elapsed > timeout:
             raise ExperimentDead(f"experiment {exp_id} still {status['status']} after {timeout:.0f}s (--timeout)")
 
 
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else any free port."""
-    import socket
-
+def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("", preferred))
-            return preferred
+            s.bind(("", port))
+            return False
         except OSError:
-            s.bind(("", 0))
-            return s.getsockname()[1]
+            return True
+
+
+def choose_port(port: int | None) -> int:
+    """The port asked for (refused if busy), else 8080 or any free port."""
+    if port is not None:
+        if port_in_use(port):
+            raise UserError(f"--port {port} is in use (another experiment or server); choose another port")
+        return port
+    if not port_in_use(8080):
+        return 8080
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def interrupt_on_signal(signum, frame):
@@ -287,64 +327,38 @@ def interrupt_on_signal(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import nni_patch
-    from .export import export, one_line
+def run_experiment(config: str | Path | None, settings: RunSettings = RunSettings(), *, resume_id: str | None = None,
+                   log: Callable[[str], None] = print) -> TopArch:
+    """Create (or resume) an nnictl experiment, follow it to the end, export its top architecture and
+    stop it (unless ``settings.keep_running``). Raises :class:`ExperimentDead` if it cannot finish; the
+    experiment is stopped either way, its finished trials and records kept."""
+    from .export import export, one_line, output_path
 
-    ap = argparse.ArgumentParser(prog="python -m nni_seg run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("config", nargs="?", default="config.yml")
-    ap.add_argument("--resume", metavar="EXP_ID", help="resume this stopped experiment instead of creating one "
-                                                      "(finished trials are kept, not rerun; config is not read)")
-    ap.add_argument("--port", type=int, help="web UI / REST port (default: 8080, or a free one if taken)")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds before giving up (default 3600)")
-    ap.add_argument("--stall", type=float, default=180, help="seconds without any trial before giving up")
-    ap.add_argument("--keep-running", action="store_true", help="leave the experiment (and web UI) running")
-    ap.add_argument("--out", help="exported JSON (default: <experiment dir>/top_arch.json)")
-    ap.add_argument("--no-patch", action="store_true",
-                    help="do not apply our NNI fixes (to reproduce NNI 3.0's trial/parameter mix-up)")
-    args = ap.parse_args(argv)
-    config = Path(args.config)
-    if not args.resume:
-        try:
-            check_config(config)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    if args.port is None:
-        args.port = free_port(8080)
-    pending = [k for k, v in nni_patch.status().items() if v == "pending"]
-    if pending and not args.no_patch:
-        print(f"applying NNI fixes: {', '.join(pending)}")
-        nni_patch.apply()
+    if not resume_id:
+        config = Path(config)
+        check_config(config)
+    check_environment(allow_unpatched=settings.no_patch)
+    port = choose_port(settings.port)
+    exp_id = resume(resume_id, port) if resume_id else create(Path(config), port)
+    log(f"experiment {exp_id} {'resumed' if resume_id else 'started'}; web UI: http://127.0.0.1:{port} "
+        f"(no authentication: keep the port local or use an SSH tunnel)")
+    previous = signal.signal(signal.SIGTERM, interrupt_on_signal)  # timeout/kill: still stop the experiment
     try:
-        exp_id = resume(args.resume, args.port) if args.resume else create(config, args.port)
-    except ExperimentDead as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"experiment {exp_id} {'resumed' if args.resume else 'started'}; web UI: http://127.0.0.1:{args.port} (no authentication: keep the "
-          f"port local or use an SSH tunnel)", flush=True)
-    code = 0
-    signal.signal(signal.SIGTERM, interrupt_on_signal)  # `timeout`/kill: still stop the experiment below
-    try:
-        follow(exp_id, args.port, timeout=args.timeout, stall=args.stall)
-        top, path = export(exp_id, args.out)
-        print(json.dumps(top["arch"], indent=2))
-        print(one_line(top))
-        check = top["nni_cross_check"]
-        if "note" in check:
-            print(f"{check['note']}; exported to {path}")
-        else:
-            print(f"cross-check with NNI's records: {check['trials_checked']} trials, "
-                  f"{len(check['mismatches'])} mismatches; exported to {path}")
-    except (ExperimentDead, LookupError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
+        follow(exp_id, port, timeout=settings.timeout, stall=settings.stall, log=log)
+        output_path(experiment_dir(exp_id), settings.out, False, exp_id)  # refuse a foreign file before work
+        top, path = export(exp_id, settings.out)
+        log(json.dumps(top.arch, indent=2))
+        log(one_line(top))
+        for w in top.warnings:
+            log(f"warning: {w}")
+        check = top.cross_check
+        log(f"{check.note}; exported to {path}" if check.note else
+            f"cross-check with NNI's records: {check.trials_checked} trials, {len(check.mismatches)} mismatches; "
+            f"exported to {path}")
+        return top
     finally:
-        if not args.keep_running:
+        signal.signal(signal.SIGTERM, previous)
+        if not settings.keep_running:
             stop(exp_id)
-            print(f"stopped {exp_id} (finished trials and records are kept; "
-                  f"`python -m nni_seg export {exp_id}` works after stop)")
-    return code
+            log(f"stopped {exp_id} (finished trials and records are kept; "
+                f"`python -m nni_seg export {exp_id}` works after stop)")

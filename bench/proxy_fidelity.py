@@ -1,0 +1,229 @@
+"""Proxy fidelity on CamVid: do short search trials rank architectures like their full training?
+
+Samples architectures from the model space (within the U-Net's MMACs at 96x128, the search's budget),
+adds the seed's net and the textbook U-Net, and trains each at the CPU recipe's retrain setting
+(``full``: 96x128, 12 epochs) and at several cheap proxy settings (image size, epochs, training images),
+all with the recipe's optimiser and loss. Every run is appended to a JSON table (resumable: runs already
+in it are skipped), so later work reuses it without retraining; ``--analyse`` turns the table into
+Kendall's tau / Spearman's rho per proxy against the full training's val mIoU, with the cost per trial.
+
+    python bench/proxy_fidelity.py --data data/camvid_360x480.npz --out bench/proxy_fidelity.json \
+        [--shard 0/2 --threads 1]          # two shards at once use both cores
+    python bench/proxy_fidelity.py --out bench/proxy_fidelity.json --analyse   # table + CSV
+
+Data: ``python -m nni_seg pack-data --dataset camvid --data-root ../shared/data/camvid --out
+data/camvid_360x480.npz --quality 85``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# name -> (H, W), epochs, training images (None: all 367)
+SETTINGS = {
+    "full": ((96, 128), 12, None),
+    "s48e3": ((48, 64), 3, None),
+    "s48e6": ((48, 64), 6, None),
+    "s48e3n184": ((48, 64), 3, 184),
+    "s36e4": ((36, 48), 4, None),
+    "s72e4": ((72, 96), 4, None),
+    "s96e3": ((96, 128), 3, None),
+}
+TRAIN = dict(batch_size=8, lr=2e-3, weight_decay=1e-4, loss="ce+dice", class_weights="median_freq", augment=True,
+             device="cpu")
+REPEATED = 4  # the first N architectures (seed, unet, a00, a01) get a second full training: repeat noise
+
+
+def sample_archs(n: int, seed: int, max_mmacs: float) -> list[tuple[str, dict]]:
+    """``n`` distinct architectures drawn uniformly from the space, keeping those within ``max_mmacs`` at
+    96x128 (the search's budget rejects the others before training), plus the seed's net and the U-Net."""
+    from nni_seg.arch import CHOICES, canonical, seed_arch, unet_arch
+    from nni_seg.cost import count_macs
+    from nni_seg.net import SegNet
+
+    rng = random.Random(seed)
+    out, seen = [("seed", seed_arch()), ("unet", unet_arch())], set()
+    while len(out) < n + 2:
+        arch = canonical({label: rng.choice(values) for label, values in CHOICES.items()})
+        key = json.dumps(arch, sort_keys=True)
+        if key in seen or count_macs(SegNet(arch, 11), (1, 3, 96, 128)) / 1e6 > max_mmacs:
+            continue
+        seen.add(key)
+        out.append((f"a{len(out) - 2:02d}", arch))
+    return out
+
+
+CHEAP = ("s48e3", "s36e4", "s48e3n184", "s48e6")  # measured first; the dearer proxies last
+
+
+def jobs(archs: list[tuple[str, dict]]) -> list[tuple[str, str, int]]:
+    """(arch id, setting, repeat): the cheap proxies, the full trainings, their repeats, the dear proxies."""
+    out = [(aid, s, 0) for s in CHEAP for aid, _ in archs]
+    out += [(aid, "full", 0) for aid, _ in archs]
+    out += [(aid, "full", 1) for aid, _ in archs[:REPEATED]]
+    out += [(aid, s, 0) for s in SETTINGS if s != "full" and s not in CHEAP for aid, _ in archs]
+    return out
+
+
+class DataCache:
+    def __init__(self, path: str):
+        self.path, self.cache = path, {}
+
+    def get(self, size, num_train):
+        from nni_seg.data import load_dataset
+        from nni_seg.settings import DataSettings
+
+        key = (size, num_train)
+        if key not in self.cache:
+            self.cache = {}  # one at a time: 367 images at 96x128 are small, but keep memory flat
+            self.cache[key] = load_dataset(DataSettings(dataset="packed", data_root=self.path, size=size,
+                                                      num_train=num_train))
+        return self.cache[key]
+
+
+def train_one(arch: dict, setting: str, repeat: int, data_cache: DataCache, threads: int) -> dict:
+    from nni_seg.cost import count_macs, count_params
+    from nni_seg.net import SegNet
+    from nni_seg.settings import TrainSettings
+    from nni_seg.train import fit
+
+    size, epochs, num_train = SETTINGS[setting]
+    data = data_cache.get(size, num_train)
+    model = SegNet(arch, data.num_classes, data.in_channels)
+    t0 = time.perf_counter()
+    res = fit(model, data, TrainSettings(epochs=epochs, seed=repeat, threads=threads, **TRAIN))
+    wall = time.perf_counter() - t0
+    final = res.final
+    return {"setting": setting, "repeat": repeat, "val_miou": final.miou, "val_dice": final.dice,
+            "best_val_miou": max(h.miou for h in res.history), "train_seconds": res.train_seconds,
+            "wall_seconds": round(wall, 2), "epochs": epochs, "size": list(size), "num_train": len(data.train_images),
+            "mmacs": round(count_macs(model, (1, 3, *size)) / 1e6, 3), "params": count_params(model),
+            "history": [{"epoch": h.epoch, "loss": h.loss, "dice": h.dice, "miou": h.miou} for h in res.history]}
+
+
+def load_table(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"settings": {}, "train": TRAIN, "archs": {}, "runs": []}
+
+
+def save_table(path: Path, table: dict) -> None:
+    from nni_seg.files import atomic_write_json
+
+    atomic_write_json(path, table)
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on ``<path>.lock`` (shards append to one table)."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def measure(args) -> None:
+    from nni_seg.arch import arch_summary
+
+    out = Path(args.out)
+    archs = sample_archs(args.archs, args.seed, args.max_mmacs)
+    todo = jobs(archs)
+    k, n = (int(v) for v in args.shard.split("/"))
+    todo = todo[k::n]
+    data_cache = DataCache(args.data)
+    by_id = dict(archs)
+    for aid, setting, repeat in todo:
+        table = load_table(out)
+        done = {(r["arch_id"], r["setting"], r["repeat"]) for r in table["runs"]}
+        if (aid, setting, repeat) in done:
+            continue
+        t = time.time()
+        run = train_one(by_id[aid], setting, repeat, data_cache, args.threads)
+        with locked(out):  # another shard may write meanwhile
+            table = load_table(out)
+            table["settings"] = {s: {"size": list(v[0]), "epochs": v[1], "num_train": v[2]} for s, v in SETTINGS.items()}
+            table["archs"][aid] = {"arch": by_id[aid], "summary": arch_summary(by_id[aid])}
+            table["runs"].append({"arch_id": aid, **run})
+            save_table(out, table)
+        print(f"{aid} {setting} r{repeat}: miou {run['val_miou']:.4f} dice {run['val_dice']:.4f} "
+              f"{time.time() - t:.0f}s", flush=True)
+
+
+def analyse(path: Path) -> str:
+    """Markdown: per proxy, Kendall's tau and Spearman's rho of its val Dice / mIoU against the full
+    training's val mIoU (first run), the mean wall seconds per trial, and the full runs' repeat noise."""
+    from scipy.stats import kendalltau, spearmanr
+
+    table = load_table(path)
+    runs = table["runs"]
+    full = {r["arch_id"]: r for r in runs if r["setting"] == "full" and r["repeat"] == 0}
+    ids = sorted(full)
+    lines = [f"{len(ids)} architectures trained fully (96x128, 12 epochs); proxies against their val mIoU.", "",
+             "| setting | size | epochs | train images | archs | tau (proxy Dice) | tau (proxy mIoU) | rho (proxy mIoU) | s / trial (mean) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, (size, epochs, n) in SETTINGS.items():
+        rs = {r["arch_id"]: r for r in runs if r["setting"] == s and r["repeat"] == 0 and r["arch_id"] in full}
+        common = [a for a in ids if a in rs]
+        if len(common) < 3:
+            continue
+        y = [full[a]["val_miou"] for a in common]
+        tau_d = kendalltau([rs[a]["val_dice"] for a in common], y)[0]
+        tau_m = kendalltau([rs[a]["val_miou"] for a in common], y)[0]
+        rho_m = spearmanr([rs[a]["val_miou"] for a in common], y)[0]
+        secs = sum(rs[a]["wall_seconds"] for a in common) / len(common)
+        lines.append(f"| {s} | {size[0]}x{size[1]} | {epochs} | {n or 367} | {len(common)} | {tau_d:.2f} | {tau_m:.2f} "
+                     f"| {rho_m:.2f} | {secs:.0f} |")
+    rep = {}
+    for r in runs:
+        if r["setting"] == "full":
+            rep.setdefault(r["arch_id"], []).append(r["val_miou"])
+    pairs = {a: v for a, v in rep.items() if len(v) > 1}
+    if pairs:
+        lines += ["", "Repeat noise (full setting, val mIoU of two trainings with different seeds): "
+                  + ", ".join(f"{a}: {100 * v[0]:.1f} / {100 * v[1]:.1f}" for a, v in pairs.items())]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, csv_path: Path) -> None:
+    import csv
+
+    table = load_table(path)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch_id", "setting", "repeat", "val_miou", "val_dice", "mmacs", "params", "wall_seconds", "summary"])
+        for r in table["runs"]:
+            w.writerow([r["arch_id"], r["setting"], r["repeat"], round(r["val_miou"], 4), round(r["val_dice"], 4),
+                        r["mmacs"], r["params"], r["wall_seconds"], table["archs"][r["arch_id"]]["summary"]])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/camvid_360x480.npz")
+    ap.add_argument("--out", default="bench/proxy_fidelity.json")
+    ap.add_argument("--archs", type=int, default=12, help="sampled architectures (plus seed and U-Net)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-mmacs", type=float, default=1997, help="budget at 96x128 (the U-Net's MMACs)")
+    ap.add_argument("--shard", default="0/1", help="K/N: run every N-th job from the K-th")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--analyse", action="store_true")
+    args = ap.parse_args()
+    if args.analyse:
+        print(analyse(Path(args.out)))
+        write_csv(Path(args.out), Path(args.out).with_suffix(".csv"))
+        return 0
+    measure(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Progress for long commands: a tqdm bar with ETA on a terminal, plain lines elsewhere (logs, CI, NNI)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """``update(n, **info)`` advances by ``n`` units; ``note(text)`` prints a line (plain mode) or sets the
+    bar's postfix (terminal). Off a terminal, a line is printed at most every ``every`` seconds and on
+    ``note``."""
+
+    def __init__(self, total: int, desc: str, unit: str = "it", stream=None, every: float = 30.0):
+        self.stream = stream or sys.stderr
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.done, self.t0, self.last = 0, time.perf_counter(), 0.0
+        self.bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True, leave=True)
+
+    def eta(self) -> str:
+        if not self.done:
+            return "?"
+        left = (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
+        return f"{int(left // 60)}m{int(left % 60):02d}s"
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif time.perf_counter() - self.last > self.every and self.done < self.total:
+            self.last = time.perf_counter()
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit} (eta {self.eta()})", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        else:
+            self.last = time.perf_counter()
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit} {text} (eta {self.eta()})", file=self.stream,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
