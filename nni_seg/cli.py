@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError, guarded
-from .settings import (BudgetSettings, DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings,
-                       TrainSettings, add_flags, from_flags, given_flags, load_sections)
+from .settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
+                       TuneSettings, add_flags, from_flags, given_flags, load_sections)
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,25 @@ def _draw(args) -> int:
     return 0
 
 
+def _build_tune(p):
+    p.add_argument("arch", help="top_arch.json, an architecture JSON, seed / unet, or a checkpoint folder")
+    p.add_argument("--config", help="tune YAML: tune / data / train sections and an optional space (NNI form)")
+    add_flags(p, TuneSettings, "tune")
+    add_flags(p, DataSettings, "data")
+    add_flags(p, TrainSettings, "training (the base; tuned settings override it)")
+
+
+def _tune(args) -> int:
+    from .tune import load_tune_config, run_tune
+
+    tune, data, train, _ = load_tune_config(args.config)
+    res = run_tune(args.arch, args.config, tune=from_flags(TuneSettings, args, tune),
+                   data=from_flags(DataSettings, args, data), train=from_flags(TrainSettings, args, train), log=_out)
+    _out("tuned: " + ", ".join(f"{k}={v}" for k, v in res.tuned.items()))
+    _out(f"written: {res.config} (python -m nni_seg retrain ARCH --config {res.config})")
+    return 0
+
+
 # --------------------------------------------------------------------------- tools
 def _build_pack(p):
     p.add_argument("--out", required=True, help=".npz to write")
@@ -355,6 +374,8 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("colour masks, overlays (and comparisons with --masks) for images", _build_predict, _predict),
     "onnx": Command("export a checkpoint to ONNX with a parity check", _build_onnx, _onnx),
     "draw": Command("draw an architecture as a PNG", _build_draw, _draw),
+    "tune": Command("tune the winner's training with an NNI HPO experiment (exports a training config)",
+                    _build_tune, _tune),
     "pack-data": Command("write a dataset as one compact .npz (quick to load and ship)", _build_pack, _pack),
     "space": Command("write the search-space JSON generated from the model space", _build_space, _space),
     "bench-strategies": Command("compare strategies at equal budget on a proxy objective", _build_bench, _bench),

@@ -84,6 +84,8 @@ class TrialSettings(Checked):
     """One trial: what NNI runs (``python -m nni_seg.trial``), also standalone with ``--arch``."""
     arch: str | None = setting(None, "architecture JSON, or seed / unet (standalone; under NNI the tuner chooses)")
     out: str | None = setting(None, "folder for the record (default: $NNI_OUTPUT_DIR, else runs/trial-<time>)")
+    hpo: bool = setting(False, "under NNI: the tuner's parameters are training settings of --arch (tune), "
+                               "not an architecture")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,24 @@ class RunSettings(Checked):
     keep_running: bool = setting(False, "leave the experiment (and web UI) running")
     out: str | None = setting(None, "exported JSON (default: <experiment dir>/top_arch.json)")
     no_patch: bool = setting(False, "run on an NNI without our fixes (to reproduce its defects)")
+
+
+TUNERS = ("TPE", "Random", "Evolution", "Anneal")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSettings(Checked):
+    """``python -m nni_seg tune``: an NNI HPO experiment over the winner's training settings."""
+    out: str = setting("runs/tune", "folder for the experiment config, search space and the tuned training config")
+    trials: int = setting(12, "trials (training runs of the architecture)", min=1, max=100000)
+    concurrency: int = setting(2, "trials at once", min=1, max=1024)
+    tuner: str = setting("TPE", "NNI tuner", choices=TUNERS)
+    tuner_seed: int = setting(0, "seed of the tuner", min=0)
+    trial_epochs: int | None = setting(None, "epochs per tune trial (default: train.epochs); the tuned config keeps "
+                                             "train.epochs", min=1)
+    port: int | None = setting(None, "web UI port (default: 8080, or a free one)", min=1, max=65535)
+    timeout: float = setting(7200, "seconds the tune may take", gt=0)
+    force: bool = setting(False, "replace an earlier tune's files in --out")
 
 
 def _names(value: str) -> str | None:
@@ -290,6 +310,6 @@ class Parser(argparse.ArgumentParser):
 
 
 __all__ = ["DataSettings", "TrainSettings", "BudgetSettings", "TrialSettings", "SearchSettings", "RunSettings",
-           "RecipeSettings",
+           "RecipeSettings", "TuneSettings",
            "add_flags", "from_flags", "given_flags", "load_sections", "read_yaml", "Parser", "from_dict",
            "DATASET_NAMES", "LOSSES", "CLASS_WEIGHTS", "REFERENCE_ARCHS"]

@@ -300,6 +300,18 @@ def nni_budget_epochs(params: dict, train_cfg: TrainSettings) -> tuple[TrainSett
     return dataclasses.replace(train_cfg, epochs=max(1, round(budget))), float(budget)
 
 
+def hpo_settings(params: dict, train_cfg: TrainSettings) -> TrainSettings:
+    """``train_cfg`` with the tuner's values for some of its fields (each checked like a flag)."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise UserError(f"trial parameters: {', '.join(unknown)} are not training settings; valid: {', '.join(names)}")
+    try:
+        return dataclasses.replace(train_cfg, **params)
+    except UserError as e:
+        raise UserError(f"trial parameters: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. A trial stopped by SIGINT (how NNI 3.0 stops trials) or SIGTERM writes its CANCELED
     record, then dies by that same signal: NNI counts only a signal death as EARLY_STOPPED /
@@ -347,8 +359,13 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
         if params is None:
             raise RecordError("NNI gave this trial no parameters")
         train_cfg, nni_budget = nni_budget_epochs(params, train_cfg)
-        arch_params = {k: v for k, v in params.items() if k != "TRIAL_BUDGET"}
-        arch = validate_arch(decode_parameters(arch_params), source="trial parameters", fill_legacy=True)
+        rest = decode_parameters({k: v for k, v in params.items() if k != "TRIAL_BUDGET"})
+        if trial.hpo:  # tune: the parameters are training settings of a fixed architecture
+            if not trial.arch:
+                raise UserError("--hpo needs --arch (the architecture whose training is tuned)")
+            arch, train_cfg = load_arch_file(trial.arch), hpo_settings(rest, train_cfg)
+        else:
+            arch = validate_arch(rest, source="trial parameters", fill_legacy=True)
         seq = nni.get_sequence_id()
         fault = injected_fault(seq)
         ids = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),

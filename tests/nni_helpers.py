@@ -68,3 +68,12 @@ def experiment_id(stdout: str) -> str:
         if line.startswith("experiment ") and " started" in line:
             return line.split()[1]
     raise AssertionError(f"no experiment id in output:\n{stdout}")
+
+
+def records_of(exp_dir: Path) -> list[dict]:
+    """Every trial record under an experiment folder, as the JSON on disk (plus ``_path``); all must load."""
+    from nni_seg.records import trial_records
+
+    loaded, unreadable = trial_records(Path(exp_dir))
+    assert not unreadable, [u.error for u in unreadable]
+    return [dict(json.loads(Path(x.path).read_text()), _path=x.path) for x in loaded]

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from nni_seg.records import nni_db, trial_records
+from nni_seg.records import nni_db
 
-from .nni_helpers import experiment_id, free_port, nnictl, rest, run_cli, write_config
+from .nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def test_nnictl_search_trials_report_dice_and_export_is_the_best_trials(tmp_path
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         exp_dir = tmp_path / "exps" / exp_id
-        records = trial_records(exp_dir)
+        records = records_of(exp_dir)
         assert len(records) == 4 and all(r["status"] == "SUCCEEDED" for r in records)
 
         # every trial: what NNI shows (REST, DB) is what the trial itself trained
@@ -42,7 +42,7 @@ def test_nnictl_search_trials_report_dice_and_export_is_the_best_trials(tmp_path
         top = json.loads((exp_dir / "top_arch.json").read_text())
         assert top["trial_id"] == best["trial_id"] and top["arch"] == best["arch"]
         assert top["metrics"]["dice"] == best["metrics"]["dice"]
-        assert top["nni_cross_check"] == {"trials_checked": 4, "mismatches": []}
+        assert top["cross_check"] == {"trials_checked": 4, "mismatches": [], "note": None} and top["warnings"] == []
         assert top["data"]["size"] == [16, 16] and top["train"]["epochs"] == 2
         assert f"trial {best['trial_id']}" in proc.stdout
     finally:
@@ -87,7 +87,7 @@ def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "400", "--stall", "90"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp_id = experiment_id(proc.stdout)
-    records = trial_records(tmp_path / "exps" / exp_id)
+    records = records_of(tmp_path / "exps" / exp_id)
     assert len(records) == 3 and all(r["status"] == "SUCCEEDED" for r in records)
     assert "0 mismatches" in proc.stdout
 

@@ -10,9 +10,9 @@ import itertools
 import pytest
 import yaml
 
-from nni_seg.records import trial_records
 
-from .nni_helpers import experiment_id, free_port, nnictl, rest, run_cli, write_config
+
+from .nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _run(tmp_path, *, gpus_per_trial, per_gpu, trials, concurrency):
         jobs = {j["trialJobId"]: j for j in rest(port, "/trial-jobs")}
     finally:
         nnictl(["stop", exp_id], tmp_path)
-    records = trial_records(tmp_path / "exps" / exp_id)
+    records = records_of(tmp_path / "exps" / exp_id)
     assert len(records) == trials and all(r["status"] == "SUCCEEDED" for r in records)
     # (GPUs a trial got, its start and end in ms as NNI saw them)
     return [(r["cuda_visible_devices"], jobs[r["trial_id"]]["startTime"], jobs[r["trial_id"]]["endTime"])

@@ -13,8 +13,7 @@ def test_tagged_collate_gives_the_triple_nni_enas_expects():
     x, y = untag(batch)
     assert x.shape == (2, 3, 4, 4) and y.shape == (2, 4, 4)
     assert untag((x, y)) == (x, y)
-    # a plain (x, y) batch has length 2 and would be misread as (batch, mode)
-    assert len((x, y)) == 2
+    assert TaggedCollate(0)(items)[2] == 0  # train batches carry tag 0, val batches 1
 
 
 @pytest.mark.slow
@@ -22,13 +21,15 @@ def test_enas_one_epoch_exports_valid_architecture(tmp_path):
     from nni.nas.experiment import NasExperiment
     from nni.nas.strategy import ENAS
 
-    from nni_seg.data import DataConfig, load_dataset
-    from nni_seg.space import MACRO_VALUES, SegSpace, seed_arch, validate_arch
+    from nni_seg.arch import MACRO_LABELS, seed_arch, validate_arch
+    from nni_seg.data import load_dataset
+    from nni_seg.settings import DataSettings as DataConfig
+    from nni_seg.space import SegSpace
 
     from .nni_helpers import free_port
 
     data = load_dataset(DataConfig(size=(16, 16), num_train=16, num_val=8))
-    fixed = {k: v for k, v in seed_arch().items() if k in MACRO_VALUES}
+    fixed = {k: v for k, v in seed_arch().items() if k in MACRO_LABELS}
     fixed.update(enc1_width=16, enc2_width=32, enc3_width=64)
     evaluator = lightning_evaluator(data, epochs=1, batch_size=4, lr=3e-3, accelerator="cpu")
     strategy = ENAS(reward_metric_name="default")

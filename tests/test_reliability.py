@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg.records import nni_db, trial_records
+from nni_seg.records import nni_db
 
-from .nni_helpers import ROOT, experiment_id, free_port, nnictl, rest, run_cli, write_config
+from .nni_helpers import records_of, ROOT, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def loaded(tmp_path_factory):
 def test_every_trial_accounted_for_and_failures_have_reasons(loaded):
     proc = loaded["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    records = {r["sequence_id"]: r for r in trial_records(loaded["exp_dir"])}
+    records = {r["sequence_id"]: r for r in records_of(loaded["exp_dir"])}
     assert sorted(records) == list(range(N_TRIALS))
     jobs = {j["trialJobId"]: j for j in rest(loaded["port"], "/trial-jobs")}
     assert len(jobs) == N_TRIALS
@@ -78,14 +78,14 @@ def test_every_trial_accounted_for_and_failures_have_reasons(loaded):
 def test_export_and_report_skip_failed_trials(loaded, tmp_path):
     top = json.loads((loaded["exp_dir"] / "top_arch.json").read_text())
     assert top["trials_succeeded"] == N_TRIALS - len(FAULTS) and top["trials_recorded"] == N_TRIALS
-    assert top["nni_cross_check"]["mismatches"] == []
+    assert top["cross_check"]["mismatches"] == []
     out = run_cli(["report", loaded["exp_id"], "--exp-dir", str(loaded["tmp"] / "exps"), "--out", str(tmp_path)],
                   loaded["tmp"])
     assert out.returncode == 0, out.stderr
     assert f"{N_TRIALS} trials, {N_TRIALS - len(FAULTS)} succeeded" in out.stdout
     pareto = (tmp_path / "pareto.md").read_text()
     assert top["trial_id"] in pareto  # the best trial is on the front by definition
-    failed = {r["trial_id"] for r in trial_records(loaded["exp_dir"]) if r["status"] == "FAILED"}
+    failed = {r["trial_id"] for r in records_of(loaded["exp_dir"]) if r["status"] == "FAILED"}
     assert not any(t in pareto for t in failed)
 
 
@@ -119,7 +119,7 @@ def _wait_text(browser, needle: str, timeout: float = 30) -> str:
 def test_web_ui_trial_table_shows_dice_and_architecture(loaded, tmp_path):
     from selenium.webdriver.common.by import By
 
-    records = sorted(trial_records(loaded["exp_dir"]), key=lambda r: r["sequence_id"])
+    records = sorted(records_of(loaded["exp_dir"]), key=lambda r: r["sequence_id"])
     browser = _chrome(tmp_path)
     try:
         browser.get(f"http://127.0.0.1:{loaded['port']}/detail")
@@ -170,7 +170,7 @@ def test_stop_then_resume_keeps_finished_trials_and_repeats_none(tmp_path):
             if sum(j["status"] == "SUCCEEDED" for j in rest(port, "/trial-jobs")) >= 2:
                 break
         assert nnictl(["stop", exp_id], tmp_path).returncode == 0
-        before = {r["trial_id"]: r for r in trial_records(exp_dir)}
+        before = {r["trial_id"]: r for r in records_of(exp_dir)}
         done_before = {t: r for t, r in before.items() if r["status"] == "SUCCEEDED"}
         assert len(done_before) >= 2
         assert all(r["status"] in ("SUCCEEDED", "CANCELED") for r in before.values()), before
@@ -179,7 +179,7 @@ def test_stop_then_resume_keeps_finished_trials_and_repeats_none(tmp_path):
         resumed = run_cli(["run", "--resume", exp_id, "--port", str(free_port()), "--timeout", "600"], tmp_path)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert f"experiment {exp_id} resumed" in resumed.stdout
-        after = {r["trial_id"]: r for r in trial_records(exp_dir)}
+        after = {r["trial_id"]: r for r in records_of(exp_dir)}
         for t, r in done_before.items():  # nothing finished was lost or rerun
             assert after[t]["metrics"] == r["metrics"]
             assert Path(after[t]["_path"]).stat().st_mtime_ns == mtimes[t]
@@ -197,7 +197,7 @@ def test_stop_then_resume_keeps_finished_trials_and_repeats_none(tmp_path):
 
 def test_resume_of_unknown_or_running_experiment_is_one_clear_error(tmp_path):
     out = run_cli(["run", "--resume", "nosuchid", "--port", str(free_port())], tmp_path)
-    assert out.returncode == 1 and "'nosuchid' is not in nnictl's registry" in out.stderr
+    assert out.returncode == 2 and "'nosuchid' is not in nnictl's registry" in out.stderr
 
 
 def test_killed_trial_is_user_canceled_with_a_canceled_record(tmp_path):
@@ -214,7 +214,7 @@ def test_killed_trial_is_user_canceled_with_a_canceled_record(tmp_path):
         t0, training = time.time(), []
         while not training and time.time() - t0 < 300:
             time.sleep(0.5)
-            training = [r for r in trial_records(exp_dir) if r.get("history")]
+            training = [r for r in records_of(exp_dir) if r.get("history")]
         assert training, "no trial finished an epoch in 300 s"
         victim = training[0]["trial_id"]
         assert nnictl(["trial", "kill", exp_id, "--trial_id", victim], tmp_path).returncode == 0
@@ -225,7 +225,7 @@ def test_killed_trial_is_user_canceled_with_a_canceled_record(tmp_path):
                 break
             time.sleep(0.5)
         assert status == "USER_CANCELED"
-        rec = next(r for r in trial_records(exp_dir) if r["trial_id"] == victim)
+        rec = next(r for r in records_of(exp_dir) if r["trial_id"] == victim)
         assert rec["status"] == "CANCELED" and rec["error"] == "canceled (SIGINT)"
     finally:
         nnictl(["stop", exp_id], tmp_path)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg.records import trial_records
 
-from .nni_helpers import ROOT, experiment_id, free_port, run_cli, write_config
+
+from .nni_helpers import records_of, ROOT, experiment_id, free_port, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 SSHD = Path("/usr/sbin/sshd")
@@ -73,9 +73,9 @@ def test_search_through_the_remote_training_service(tmp_path, ssh_host):
 
     # the trials ran on the "remote" side: their records are in the SSH user's ~/nni-experiments
     remote_exp = ssh_host["home"] / "nni-experiments" / exp_id
-    records = trial_records(remote_exp)
+    records = records_of(remote_exp)
     assert len(records) == 3 and all(r["status"] == "SUCCEEDED" for r in records)
-    assert not trial_records(exp_dir)  # nothing of them on the manager's side
+    assert not records_of(exp_dir)  # nothing of them on the manager's side
     top = json.loads((exp_dir / "top_arch.json").read_text())
     best = max(records, key=lambda r: r["metrics"]["dice"])
     assert top["trial_id"] == best["trial_id"] and top["arch"] == best["arch"]
@@ -85,4 +85,4 @@ def test_search_through_the_remote_training_service(tmp_path, ssh_host):
     out = run_cli(["export", exp_id, "--exp-dir", str(tmp_path / "exps"), "--out", str(tmp_path / "top.json")], tmp_path)
     assert out.returncode == 0, out.stderr
     again = json.loads((tmp_path / "top.json").read_text())
-    assert again["trial_id"] == best["trial_id"] and again["nni_cross_check"] == {"trials_checked": 3, "mismatches": []}
+    assert again["trial_id"] == best["trial_id"] and again["cross_check"] == {"trials_checked": 3, "mismatches": [], "note": None}

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from nni_seg.errors import ConfigError
 from nni_seg.search import load_config
-from nni_seg.train import TrainConfig
+from nni_seg.settings import TrainSettings as TrainConfig
 
 from .nni_helpers import free_port, run_cli
 
@@ -17,20 +18,35 @@ search: {trials: 3, concurrency: 2, working_dir: WD, enas_epochs: 1, population_
 def test_config_sections_and_typos_are_checked(tmp_path):
     p = tmp_path / "s.yml"
     p.write_text("data: {size: [16, 16]}\nsearch: {trails: 3}\n")
-    with pytest.raises(ValueError, match="search: unknown key\\(s\\) trails; valid: strategy, trials"):
+    with pytest.raises(ConfigError, match="search: unknown key\\(s\\) trails; valid: strategy, trials"):
         load_config(str(p))
     p.write_text("model: {}\n")
-    with pytest.raises(ValueError, match="unknown section\\(s\\) model"):
+    with pytest.raises(ConfigError, match="unknown section\\(s\\) model"):
         load_config(str(p))
     d, t, s = load_config(None)
     assert s.strategy == "random" and t.epochs == TrainConfig().epochs
 
 
+@pytest.mark.parametrize("body,msg", [
+    ("data: {size: 16}", "data.size: expected a list, got 16"),
+    ("train: {epochs: two}", "train.epochs: expected an integer, got 'two'"),
+    ("search: {port: notaport}", "search.port: expected an integer, got 'notaport'"),
+    ("search: {port: 70000}", "search.port: must be <= 65535, got 70000"),
+    ("search: {fixed: {enc1_op: conv3x3}}", "search.fixed.enc1_op: cannot be pinned"),
+    ("search: {fixed: {levels: 5}}", "search.fixed.levels: must be one of [3, 4]; got 5"),
+    ("train: [1, 2]", "train: expected a mapping, got list"),
+])
+def test_config_values_are_checked_with_file_and_key(tmp_path, body, msg):
+    p = tmp_path / "s.yml"
+    p.write_text(body + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    assert str(e.value) == f"{p}: {msg}" or str(e.value).startswith(f"{p}: {msg}")
 
 
 def test_unknown_strategy_is_one_clear_error(tmp_path):
     out = run_cli(["search", "--strategy", "darts"], tmp_path)
-    assert out.returncode == 2 and "unknown strategy 'darts'; valid: enas, evolution, tpe, random" in out.stderr
+    assert out.returncode == 2 and "--strategy: must be one of enas, evolution, tpe, random; got 'darts'" in out.stderr
 
 
 @pytest.mark.slow
@@ -45,11 +61,11 @@ def test_search_runs_nas_experiment_and_exports(tmp_path, strategy):
     top = json.loads(tops[0].read_text())
     assert top["strategy"] == strategy and f"{strategy}: top architecture of {top['experiment_id']}" in out.stdout
     if strategy == "evolution":
-        assert top["nni_top_model_agrees"] is True
-        assert top["nni_cross_check"] == {"trials_checked": 3, "mismatches": []}
+        assert top["warnings"] == []  # NNI's own top model is the best trial's record
+        assert top["cross_check"]["trials_checked"] == 3 and top["cross_check"]["mismatches"] == []
         assert top["trials_succeeded"] == 3
     else:
-        assert top["metrics"] is None and top["fixed"]["levels"] == 3
+        assert top["metrics"] is None and top["arch"]["levels"] == 3 and top["source"] == "ENAS controller"
 
 
 def test_shipped_search_config_loads():
@@ -79,7 +95,7 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while time.time() - t0 < 240:
-        done = [r for r in trial_records(tmp_path / "wd") if r["status"] == "SUCCEEDED"]
+        done = [x for x in trial_records(tmp_path / "wd")[0] if x.record.status.value == "SUCCEEDED"]
         if len(done) >= 2:
             break
         time.sleep(0.5)
@@ -88,10 +104,10 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "stopped before its budget; finished trials are kept" in err
     exp_id = err.split("search ")[-1].split(" stopped")[0]
-    records = trial_records(tmp_path / "wd" / exp_id)
-    finished = [r for r in records if r["status"] == "SUCCEEDED"]
-    assert 2 <= len(finished) < 12 and all(r["status"] in ("SUCCEEDED", "CANCELED") for r in records)
+    records = [x.record for x in trial_records(tmp_path / "wd" / exp_id)[0]]
+    finished = [r for r in records if r.status.value == "SUCCEEDED"]
+    assert 2 <= len(finished) < 12 and all(r.status.value in ("SUCCEEDED", "CANCELED") for r in records)
     exp = run_cli(["export", exp_id, "--exp-dir", str(tmp_path / "wd"), "--out", str(tmp_path / "top.json")], tmp_path)
     assert exp.returncode == 0, exp.stderr
-    best = max(finished, key=lambda r: r["metrics"]["dice"])
-    assert json.loads((tmp_path / "top.json").read_text())["trial_id"] == best["trial_id"]
+    best = max(finished, key=lambda r: r.metrics["dice"])
+    assert json.loads((tmp_path / "top.json").read_text())["trial_id"] == best.trial_id

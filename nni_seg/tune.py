@@ -1,0 +1,163 @@
+"""After the search: tune the winner's training with an NNI HPO experiment.
+
+:func:`run_tune` writes an nnictl experiment into ``out`` (config, search space over training settings,
+trial settings) whose trials train the fixed architecture with the tuner's settings (the same trial entry
+point, ``--hpo``), runs it to the end with :func:`nni_seg.experiment.run_experiment`, and exports the best
+trial's settings as a training config (``tuned_train.yml``) that ``retrain --config`` takes.
+
+What is tuned (:data:`TUNE_SPACE`): peak learning rate and weight decay (log-uniform), the loss, the class
+weights, the random-scale range of the augmentation and the batch size. The number of epochs is not
+(a tuned config keeps the retrain's epochs, so default and tuned are compared at the same cost); add an
+``epochs`` entry to the YAML's ``space:`` to tune it within a budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from . import schema
+from ._typed import to_json
+from .errors import ConfigError, UserError
+from .files import atomic_write_text
+from .schema import TopArch
+from .settings import DataSettings, RunSettings, TrainSettings, TuneSettings, load_sections, read_yaml
+
+TUNE_SPACE = {
+    "lr": {"_type": "loguniform", "_value": [3e-4, 1e-2]},
+    "weight_decay": {"_type": "loguniform", "_value": [1e-5, 1e-2]},
+    "loss": {"_type": "choice", "_value": ["ce", "ce+dice"]},
+    "class_weights": {"_type": "choice", "_value": ["none", "median_freq"]},
+    "scale_min": {"_type": "choice", "_value": [0.5, 0.75, 1.0]},  # <= 1 <= every scale_max: always valid
+    "scale_max": {"_type": "choice", "_value": [1.0, 1.25, 1.5, 2.0]},
+    "batch_size": {"_type": "choice", "_value": [4, 8, 16]},
+}
+SECTIONS = {"tune": TuneSettings, "data": DataSettings, "train": TrainSettings}
+OUTPUTS = ("config.yml", "search_space.json", "trial.yml", "arch.json", "tuned_train.yml", "tune_result.json")
+
+
+@dataclasses.dataclass
+class TuneResult:
+    experiment_id: str
+    trial_id: str | None
+    score: float | None  # the best tune trial's val Dice (at the tune trials' size and epochs)
+    tuned: dict  # the tuned settings' values
+    train: TrainSettings  # the base training settings with the tuned values (epochs: the base's)
+    config: Path  # tuned_train.yml
+
+    def overrides(self) -> dict:
+        return dict(self.tuned)
+
+
+def check_space(space: dict, where: str) -> dict:
+    """A tune search space: NNI entries for training settings only."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    for key, spec in space.items():
+        if key not in names:
+            raise ConfigError(f"{where}: space.{key} is not a training setting; valid: {', '.join(sorted(names))}")
+        if not isinstance(spec, dict) or "_type" not in spec or "_value" not in spec:
+            raise ConfigError(f"{where}: space.{key}: expected {{_type: ..., _value: [...]}} (NNI's search-space form)")
+    return space
+
+
+def load_tune_config(path: str | Path | None) -> tuple[TuneSettings, DataSettings, TrainSettings, dict]:
+    """(tune, data, train settings, search space) from a tune YAML (every section optional)."""
+    raw = read_yaml(path) if path else {}
+    space = raw.pop("space", None) if isinstance(raw, dict) else None
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join([*SECTIONS, 'space'])}")
+    s = load_sections(path, SECTIONS) if path else {k: cls() for k, cls in SECTIONS.items()}
+    return s["tune"], s["data"], s["train"], check_space(space if space is not None else dict(TUNE_SPACE), str(path))
+
+
+def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: TrainSettings, space: dict,
+                     out: Path, working_dir: Path) -> Path:
+    """The nnictl config (and its search space, trial settings, architecture) in ``out``; returns the config."""
+    import yaml
+
+    code_dir = Path(__file__).resolve().parents[1]
+    trial_train = dataclasses.replace(train, epochs=tune.trial_epochs) if tune.trial_epochs else train
+    atomic_write_text(out / "arch.json", json.dumps(arch, indent=2) + "\n")
+    atomic_write_text(out / "search_space.json", json.dumps(space, indent=2) + "\n")
+    atomic_write_text(out / "trial.yml", yaml.safe_dump({"data": to_json(data), "train": to_json(trial_train)},
+                                                        sort_keys=False))
+    tuner_args = {"optimize_mode": "maximize"} if tune.tuner in ("TPE", "Evolution", "Anneal") else {}
+    if tune.tuner != "Evolution":
+        tuner_args["seed"] = tune.tuner_seed
+    config = {
+        "experimentName": "nni_seg-tune",
+        "searchSpaceFile": str((out / "search_space.json").resolve()),
+        "trialCommand": f"python -m nni_seg.trial --hpo --config {(out / 'trial.yml').resolve()} "
+                        f"--arch {(out / 'arch.json').resolve()}",
+        "trialCodeDirectory": str(code_dir),
+        "trialConcurrency": tune.concurrency,
+        "maxTrialNumber": tune.trials,
+        "experimentWorkingDirectory": str(working_dir.resolve()),
+        "tuner": {"name": tune.tuner, "classArgs": tuner_args},
+        "trainingService": {"platform": "local"},
+    }
+    return atomic_write_text(out / "config.yml", yaml.safe_dump(config, sort_keys=False))
+
+
+def _prepare_out(tune: TuneSettings) -> Path:
+    out = Path(tune.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"tune --out {out} is a file; give a folder")
+    present = [n for n in OUTPUTS if (out / n).exists()]
+    if present and not tune.force:
+        raise UserError(f"{out} holds an earlier tune ({', '.join(present)}); choose another --out or pass --force")
+    for n in present:
+        (out / n).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def tuned_settings(top: TopArch, base: TrainSettings, space: dict) -> tuple[dict, TrainSettings]:
+    """The winning trial's values of the tuned settings, and ``base`` with them (``base``'s epochs unless
+    epochs were tuned)."""
+    if top.train is None:
+        raise UserError(f"tune experiment {top.experiment_id}: the best trial's record has no training settings")
+    tuned = {k: getattr(top.train, k) for k in space}
+    return tuned, dataclasses.replace(base, **tuned)
+
+
+def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path | None = None,
+             tune: TuneSettings | None = None, data: DataSettings | None = None, train: TrainSettings | None = None,
+             log: Callable[[str], None] = print) -> TuneResult:
+    """Tune the training of ``arch_source`` (top_arch.json, an architecture JSON, seed / unet, or a checkpoint
+    folder) with the settings of ``config`` (a tune YAML; ``tune``/``data``/``train`` override its sections)."""
+    from .trial import load_arch_file
+
+    t_cfg, d_cfg, tr_cfg, space = load_tune_config(config)
+    tune, data, train = tune or t_cfg, data or d_cfg, train or tr_cfg
+    if out is not None:
+        tune = dataclasses.replace(tune, out=str(out))
+    src = Path(arch_source)
+    if src.is_dir():  # a checkpoint folder: its architecture, and its data unless given
+        meta = schema.load(schema.CheckpointMeta, src / schema.META_NAME)
+        arch = meta.arch
+    else:
+        arch = load_arch_file(str(arch_source))
+    if tune.trial_epochs is None and any(k == "epochs" for k in space):
+        raise ConfigError("epochs is tuned: leave tune.trial_epochs unset")
+    out_dir = _prepare_out(tune)
+    cfg_path = write_experiment(arch, tune, data, train, space, out_dir, out_dir / "experiments")
+    from .experiment import run_experiment
+
+    top = run_experiment(cfg_path, RunSettings(port=tune.port, timeout=tune.timeout,
+                                               out=str(out_dir / "tune_top.json")), log=log)
+    tuned, final = tuned_settings(top, train, space)
+    import yaml
+
+    path = atomic_write_text(out_dir / "tuned_train.yml",
+                             f"# tuned by `python -m nni_seg tune` (experiment {top.experiment_id}, best trial "
+                             f"{top.trial_id}: val Dice {(top.metrics or {}).get('dice', float('nan')):.4f} at the tune "
+                             f"trials' settings); use: retrain --config this file\n"
+                             + yaml.safe_dump({"train": to_json(final)}, sort_keys=False))
+    result = TuneResult(experiment_id=top.experiment_id or "", trial_id=top.trial_id,
+                        score=(top.metrics or {}).get("dice"), tuned=tuned, train=final, config=path)
+    atomic_write_text(out_dir / "tune_result.json", json.dumps(to_json(dataclasses.asdict(result)) | {
+        "config": str(path)}, indent=2, default=str) + "\n")
+    return result
