@@ -72,3 +72,13 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
     finally:
         model.train(was_training)
     return 1000 * sorted(times[1:])[len(times[1:]) // 2]
+
+
+def arch_mmacs(arch: dict, num_classes: int, in_channels: int, size: tuple[int, int], device: str = "meta") -> float:
+    """MMACs per image of the network of ``arch`` at ``size``, counted on ``device`` (``meta``: shapes only,
+    no arithmetic; a first call in a process costs a few seconds, later ones milliseconds)."""
+    from .net import SegNet
+
+    with torch.device(device):
+        model = SegNet(arch, num_classes, in_channels)
+    return count_macs(model, (1, in_channels, *size)) / 1e6

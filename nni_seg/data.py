@@ -185,13 +185,18 @@ def load_digits_scenes(cfg: DataSettings, want: Want) -> SegData:
     if want.test:
         raise DataError("dataset digits has no test split (its val scenes use held-out glyphs)")
     n_train, n_val = cfg.num_train or 256, cfg.num_val or 64
-    tx, ty = digit_scenes(n_train, size, cfg.data_seed, "train")
-    vx, vy = digit_scenes(n_val, size, cfg.data_seed, "val")
-    names = ["background", *TEXTURES]
-    return SegData("digits", tx, ty, vx, vy, names, ignore_index=None, background=0,
-                   palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)],
-                   info={"generator": "digit_scenes", "seed": cfg.data_seed},
-                   native={"val": list(vy)} if want.native else {})
+
+    def make() -> SegData:
+        tx, ty = digit_scenes(n_train, size, cfg.data_seed, "train")
+        vx, vy = digit_scenes(n_val, size, cfg.data_seed, "val")
+        return SegData("digits", tx, ty, vx, vy, ["background", *TEXTURES], ignore_index=None, background=0,
+                       palette=[(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200)],
+                       info={"generator": "digit_scenes", "seed": cfg.data_seed})
+
+    data = cached({"digits": [n_train, n_val, list(size), cfg.data_seed]}, cache_dir(), make)
+    if want.native:
+        data.native = {"val": list(data.val_masks)}
+    return data
 
 
 # --------------------------------------------------------------------------- folders
@@ -551,6 +556,13 @@ def load_packed(cfg: DataSettings, want: Want) -> SegData:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise DataError(f"{path} is not a packed dataset (python -m nni_seg pack-data): {e}") from None
     splits = _splits(want, "test_images" in parts, "packed", f"{path} (packed without one)")
+    if not want.native:  # what a search trial asks for: decoded and resized once per experiment
+        key = {"packed": file_digest(path), "size": cfg.size, "n": [cfg.num_train, cfg.num_val], "splits": splits}
+        return cached(key, cache_dir(path.parent), lambda: _decode_packed(path, meta, parts, cfg, want, splits))
+    return _decode_packed(path, meta, parts, cfg, want, splits)
+
+
+def _decode_packed(path: Path, meta: dict, parts: dict, cfg: DataSettings, want: Want, splits: list[str]) -> SegData:
     loaded = {}
     for split in splits:
         n = {"train": cfg.num_train, "val": cfg.num_val}.get(split)
@@ -568,6 +580,68 @@ def load_packed(cfg: DataSettings, want: Want) -> SegData:
                      background=meta["background"], palette=[tuple(c) for c in meta["palette"]],
                      info={**meta.get("info", {}), "packed": str(path), "image_format": meta["image_format"],
                            "quality": meta.get("quality")})
+
+
+# --------------------------------------------------------------------------- decoded-data cache
+CACHE_VERSION = 1  # bump when what a loader produces changes
+
+
+def cache_dir(near: Path | None = None) -> Path:
+    """Where decoded arrays are kept: ``$NNI_SEG_CACHE``, else a hidden folder beside the data file when
+    it is writable, else ``~/.cache/nni_seg``."""
+    import os
+
+    if os.environ.get("NNI_SEG_CACHE"):
+        return Path(os.environ["NNI_SEG_CACHE"])
+    if near is not None and os.access(near, os.W_OK):
+        return near / ".nni_seg_cache"
+    return Path.home() / ".cache" / "nni_seg"
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def cached(key: dict, folder: Path, make: Callable[[], SegData]) -> SegData:
+    """``make()``, or the SegData saved for ``key`` by an earlier call (any process): trials of one
+    experiment decode or generate their data once, then read uint8 arrays (about 0.1 s for CamVid)."""
+    import hashlib
+    import json
+
+    from .files import atomic_path
+
+    name = hashlib.sha256(json.dumps({**key, "v": CACHE_VERSION}, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = folder / f"{name}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes())
+                arrays = {k: torch.from_numpy(z[k].copy()) for k in z.files if k != "meta"}
+            return SegData(meta["name"], arrays["train_images"], arrays["train_masks"], arrays["val_images"],
+                           arrays["val_masks"], meta["class_names"], ignore_index=meta["ignore_index"],
+                           background=meta["background"],
+                           palette=[tuple(c) for c in meta["palette"]] if meta["palette"] else None, info=meta["info"],
+                           test_images=arrays.get("test_images"), test_masks=arrays.get("test_masks"))
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
+            pass  # a damaged cache entry is rebuilt below
+    data = make()
+    arrays = {f"{s}_{k}": getattr(data, f"{s}_{k}").numpy() for s in SPLITS for k in ("images", "masks")
+              if getattr(data, f"{s}_{k}") is not None}
+    meta = {"name": data.name, "class_names": data.class_names, "ignore_index": data.ignore_index,
+            "background": data.background, "palette": [list(c) for c in data.palette] if data.palette else None,
+            "info": data.info}
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8), **arrays)
+    except Exception:  # an unwritable cache only costs speed
+        pass
+    return data
 
 
 DATASETS: dict[str, Callable[[DataSettings, Want], SegData]] = {

@@ -280,13 +280,15 @@ def _yaml_floats(obj: Any) -> Any:
     return obj
 
 
-def load_sections(path: str | Path | None, sections: dict[str, type]) -> dict[str, Any]:
+def load_sections(path: str | Path | None, sections: dict[str, type], other: tuple[str, ...] = ()) -> dict[str, Any]:
     """Sections of a YAML config (``data:``, ``train:``, ...), each checked as its dataclass; absent ones
-    take their defaults. Relative paths in ``data.data_root`` are taken from the YAML's folder."""
+    take their defaults; ``other`` names sections the caller reads itself. Relative paths in
+    ``data.data_root`` are taken from the YAML's folder."""
     raw = read_yaml(path) if path else {}
-    unknown = sorted(set(raw) - set(sections))
+    unknown = sorted(set(raw) - set(sections) - set(other))
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(map(str, unknown))}; valid: {', '.join(sections)}")
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(map(str, unknown))}; "
+                          f"valid: {', '.join([*sections, *other])}")
     out = {}
     for name, cls in sections.items():
         body = raw.get(name) or {}

@@ -63,12 +63,10 @@ def check_space(space: dict, where: str) -> dict:
 
 def load_tune_config(path: str | Path | None) -> tuple[TuneSettings, DataSettings, TrainSettings, dict]:
     """(tune, data, train settings, search space) from a tune YAML (every section optional)."""
-    raw = read_yaml(path) if path else {}
-    space = raw.pop("space", None) if isinstance(raw, dict) else None
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join([*SECTIONS, 'space'])}")
-    s = load_sections(path, SECTIONS) if path else {k: cls() for k, cls in SECTIONS.items()}
+    space = (read_yaml(path) if path else {}).get("space")
+    if space is not None and not isinstance(space, dict):
+        raise ConfigError(f"{path}: space: expected a mapping of training settings to NNI search-space entries")
+    s = load_sections(path, SECTIONS, other=("space",))
     return s["tune"], s["data"], s["train"], check_space(space if space is not None else dict(TUNE_SPACE), str(path))
 
 

@@ -1,20 +1,26 @@
-"""Searches that start from what we know: any NNI tuner, with known architectures as its first trials.
+"""Searches guided by what we know: any NNI tuner, started from known networks, kept within the budget.
 
-``SeededTuner`` wraps a built-in tuner (TPE, Evolution, Random, ...) and makes the reference networks
-(``seed``, ``unet``: :data:`nni_seg.arch.NAMED_ARCHS`) or your own architectures its first trials, so
-a search never ends below its baselines (at the search's own proxy score) and the tuner learns from them:
+``GuidedTuner`` wraps a built-in tuner (TPE, Evolution, Random, ...):
 
-* TPE and the others take the known points' results through their ``import_data`` (the API that
-  ``nnictl experiment import`` uses);
-* NNI's Evolution gets them as members of its first population, which it then mutates.
+* ``start_with``: the reference networks (``seed``, ``unet``: :data:`nni_seg.arch.NAMED_ARCHS`) or your
+  own architectures are its first trials, so a search never ends below its baselines (at the search's own
+  proxy score), and the tuner learns from them: TPE and the others through their ``import_data`` (the API
+  ``nnictl experiment import`` uses), NNI's Evolution as members of its first population.
+* ``budget``: proposals costlier than the trial's budget (``max_mmacs`` and/or ``max_mmacs_of`` a reference
+  network, at ``size``) are not run at all: the tuner is told they score 0 (what a REJECTED trial would
+  tell it) and asked again, so every trial of ``maxTrialNumber`` trains an architecture within the budget
+  (MACs counted on PyTorch's meta device: shapes only, milliseconds). The trial still checks its budget.
 
-Under a cost budget a reference network over it is rejected before training like any other (so
-``start_with: [unet]`` suits a budget of the U-Net's MMACs). Use from nnictl::
+Use from nnictl::
 
     tuner:
-      className: nni_seg.tuners.SeededTuner
+      className: nni_seg.tuners.GuidedTuner
       codeDirectory: .
-      classArgs: {tuner: TPE, tuner_args: {optimize_mode: maximize, seed: 0}, start_with: [unet]}
+      classArgs:
+        tuner: TPE
+        tuner_args: {seed: 0}
+        start_with: [unet]
+        budget: {max_mmacs_of: unet, size: [48, 64], num_classes: 11}
 """
 from __future__ import annotations
 
@@ -54,33 +60,68 @@ def encode(arch: Arch, search_space: dict) -> dict:
     return out
 
 
-class SeededTuner(Tuner):
-    """``tuner`` (a built-in name) with ``start_with`` as its first trials; see the module doc."""
+MAX_TRIES = 500  # proposals asked for before a within-budget one is given up on
+
+
+class Budget:
+    """The cost limit a trial will enforce, as the tuner can check it before proposing."""
+
+    def __init__(self, size: list, max_mmacs: float | None = None, max_mmacs_of: str | None = None,
+                 num_classes: int = 11, in_channels: int = 3):
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 8 for v in size):
+            raise ValueError(f"budget.size: two integers H W >= 8, got {size!r}")
+        if max_mmacs is None and max_mmacs_of is None:
+            raise ValueError("budget: give max_mmacs and/or max_mmacs_of")
+        if max_mmacs_of is not None and max_mmacs_of not in NAMED_ARCHS:
+            raise ValueError(f"budget.max_mmacs_of: unknown network {max_mmacs_of!r}; valid: {', '.join(NAMED_ARCHS)}")
+        self.size, self.num_classes, self.in_channels = tuple(size), num_classes, in_channels
+        limits = [max_mmacs] if max_mmacs is not None else []
+        if max_mmacs_of is not None:
+            limits.append(self.mmacs(NAMED_ARCHS[max_mmacs_of]()))
+        self.limit = round(min(limits), 3)
+
+    def mmacs(self, arch: Arch) -> float:
+        from .cost import arch_mmacs
+
+        return arch_mmacs(arch, self.num_classes, self.in_channels, self.size)
+
+    def allows(self, arch: Arch) -> bool:
+        return round(self.mmacs(arch), 3) <= self.limit
+
+
+class GuidedTuner(Tuner):
+    """``tuner`` (a built-in name) started from ``start_with`` and kept within ``budget``; see the module doc."""
 
     def __init__(self, tuner: str = "TPE", tuner_args: dict | None = None, start_with: list | None = None,
-                 optimize_mode: str = "maximize"):
+                 budget: dict | None = None, optimize_mode: str = "maximize"):
         from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
 
         args = {"optimize_mode": optimize_mode, **(tuner_args or {})}
         try:
             self.inner = create_builtin_class_instance(tuner, args, "tuners")
         except RuntimeError:
-            raise ValueError(f"unknown tuner {tuner!r} for SeededTuner (a built-in name: TPE, Evolution, Random, ...)")
-        self.known = known_archs(start_with if start_with is not None else ["seed", "unet"])
+            raise ValueError(f"unknown tuner {tuner!r} for GuidedTuner (a built-in name: TPE, Evolution, Random, ...)")
+        self.known = known_archs(start_with if start_with is not None else [])
+        self.budget = Budget(**budget) if budget else None
         self.pending: list[dict] = []
         self.served: dict[int, dict] = {}
         self.by_population = type(self.inner).__name__ == "EvolutionTuner"
+        self.skipped = 0  # proposals over the budget, never run
 
     def update_search_space(self, search_space: dict) -> None:
         unknown = [label for label in search_space if label not in CHOICES]
         if unknown:
-            raise ValueError(f"SeededTuner: the search space has labels of no model space here: {unknown[:5]}")
+            raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
         self.inner.update_search_space(search_space)
         params = [encode(a, search_space) for a in self.known]
         if self.by_population:
             self._seed_population(params, search_space)
         else:
             self.pending = params
+        if self.budget is not None:
+            over = [a for a in self.known if not self.budget.allows(a)]
+            if over:
+                _logger.warning("start_with: %d known network(s) over the budget; the trials will reject them", len(over))
 
     def _seed_population(self, params: list[dict], search_space: dict) -> None:
         """Evolution: the known architectures replace its first random (not yet run) individuals."""
@@ -96,10 +137,25 @@ class SeededTuner(Tuner):
             params = self.pending.pop(0)
             self.served[parameter_id] = params
             return params
-        return self.inner.generate_parameters(parameter_id, **kwargs)
+        return self._within_budget(parameter_id, **kwargs)
+
+    def _within_budget(self, parameter_id: int, **kwargs) -> dict:
+        """The inner tuner's next proposal that the budget allows; those over it score 0 for the tuner."""
+        from .arch import decode_parameters
+
+        for _ in range(MAX_TRIES):
+            params = self.inner.generate_parameters(parameter_id, **kwargs)
+            if self.budget is None or self.budget.allows(validate_arch(decode_parameters(params), fill_legacy=True)):
+                return params
+            self.skipped += 1
+            self.inner.receive_trial_result(parameter_id, params, {"default": 0.0, "rejected": 1})
+            if hasattr(self.inner, "trial_end"):
+                self.inner.trial_end(parameter_id, True)
+        _logger.warning("no proposal within the budget in %d tries; running an over-budget one", MAX_TRIES)
+        return params
 
     def generate_multiple_parameters(self, parameter_id_list, **kwargs):
-        if self.by_population:
+        if self.by_population and self.budget is None:  # Evolution's own credit mechanism
             return self.inner.generate_multiple_parameters(parameter_id_list, **kwargs)
         return super().generate_multiple_parameters(parameter_id_list, **kwargs)
 

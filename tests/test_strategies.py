@@ -132,9 +132,10 @@ def _drive(tuner, space_kind, n, score):
 
 
 def test_seeded_tpe_starts_from_the_known_networks_and_learns_from_them():
-    from nni_seg.tuners import SeededTuner
+    from nni_seg.tuners import GuidedTuner
 
-    t = SeededTuner("TPE", {"seed": 0, "tpe_args": {"n_startup_jobs": 2}}, ["unet", "seed"])
+    t = GuidedTuner("TPE", {"seed": 0, "tpe_args": {"n_startup_jobs": 2}}, ["unet", "seed"])
+    assert t.budget is None
     archs = _drive(t, "choice", 6, lambda a: 1.0 if a["levels"] == 4 else 0.1)
     assert archs[0] == unet_arch() and archs[1] == seed_arch()
     assert len({str(a) for a in archs}) == 6  # then its own proposals
@@ -143,24 +144,61 @@ def test_seeded_tpe_starts_from_the_known_networks_and_learns_from_them():
 
 
 def test_seeded_evolution_has_the_known_networks_in_its_population():
-    from nni_seg.tuners import SeededTuner
+    from nni_seg.tuners import GuidedTuner
 
-    t = SeededTuner("Evolution", {"population_size": 4}, ["unet"])
+    t = GuidedTuner("Evolution", {"population_size": 4}, ["unet"])
     t.update_search_space(legacy_search_space())
     firsts = [ind.config for ind in t.inner.population if ind.result is None]
     assert {k: v["_value"] for k, v in firsts[0].items()} == unet_arch()
 
 
 def test_seeded_tuner_resumed_does_not_rerun_known_points_and_refuses_bad_names():
-    from nni_seg.tuners import SeededTuner, encode
+    from nni_seg.tuners import GuidedTuner, encode
 
-    t = SeededTuner("Random", {"seed": 0}, ["unet", "seed"])
+    t = GuidedTuner("Random", {"seed": 0}, ["unet", "seed"])
     t.update_search_space(legacy_search_space())
     t.import_data([{"parameter": encode(unet_arch(), legacy_search_space()), "value": 0.5}])
     from nni_seg.arch import decode_parameters
 
     assert decode_parameters(t.generate_parameters(0)) == seed_arch()
     with pytest.raises(ValueError, match="unknown network 'resnet'"):
-        SeededTuner("TPE", {}, ["resnet"])
+        GuidedTuner("TPE", {}, ["resnet"])
     with pytest.raises(ValueError, match="unknown tuner 'TPEE'"):
-        SeededTuner("TPEE", {}, [])
+        GuidedTuner("TPEE", {}, [])
+
+
+@pytest.mark.parametrize("inner", ["TPE", "Random", "Evolution"])
+def test_guided_tuner_never_proposes_over_the_budget_and_teaches_the_tuner(inner):
+    from nni_seg.cost import arch_mmacs
+    from nni_seg.tuners import GuidedTuner
+
+    args = {"population_size": 4} if inner == "Evolution" else {"seed": 0}
+    t = GuidedTuner(inner, args, ["unet"], budget={"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5})
+    archs = _drive(t, "choice", 8, lambda a: 0.5)
+    limit = arch_mmacs(unet_arch(), 5, 3, (32, 32))
+    assert archs[0] == unet_arch()
+    assert all(arch_mmacs(a, 5, 3, (32, 32)) <= limit + 1e-3 for a in archs)
+    assert t.skipped > 0  # about half of a random draw is over the U-Net's MACs: those were never run
+    if inner == "TPE":  # what the tuner was told: 8 trials plus every skipped proposal
+        assert {len(r) for r in t.inner._history.values()} == {8 + t.skipped}
+
+
+def test_shipped_guided_configs_budget_as_their_trials():
+    """The tuner's budget (size, reference) must be the one the trial enforces, or trials get rejected."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for cfg_path in [*root.glob("experiments/*.yml"), *root.glob("experiments/*/*.yml")]:
+        cfg = yaml.safe_load(cfg_path.read_text())
+        if not isinstance(cfg, dict) or "GuidedTuner" not in str(cfg.get("tuner", {}).get("className")):
+            continue
+        budget = cfg["tuner"]["classArgs"].get("budget")
+        trial_yml = cfg["trialCommand"].split("--config ")[1].split()[0]
+        trial = yaml.safe_load((root / trial_yml).read_text())
+        if budget is None:
+            assert "budget" not in trial, cfg_path
+            continue
+        assert budget["size"] == trial["data"]["size"], cfg_path
+        assert budget["max_mmacs_of"] == trial["budget"]["max_mmacs_of"], cfg_path

@@ -1,0 +1,184 @@
+"""Does the search beat what a user would pick by hand? CamVid, several search seeds, one schedule for all.
+
+For each search seed: (a) the default CamVid search (``experiments/camvid/search_cpu.yml``: TPE started from
+the U-Net, the new model space), (b) random search in the new space with the same trial budget, (c) TPE in
+the first model space (single-op cells, max-pools, no context block; the new labels pinned to the values
+that reproduce it). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
+soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
+noise). Every network is scored on val at the labels' native 360x480 and at 96x128.
+
+    python bench/search_vs_baselines.py --out runs/search_vs_baselines [--seeds 0 1 2]
+    python bench/search_vs_baselines.py --out runs/search_vs_baselines --table   # markdown from results.json
+
+Resumable: a search whose top_arch.json exists, or a training whose checkpoint exists, is not redone.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = {  # name -> (config, search space: "new" or "old")
+    "tpe_new": ("experiments/camvid/search_cpu.yml", "new"),
+    "random_new": ("experiments/camvid/random_cpu.yml", "new"),
+    "tpe_old": ("experiments/camvid/tpe_cpu.yml", "old"),
+}
+RETRAIN = dict(epochs=12, batch_size=8, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu")
+
+
+def old_space() -> dict:
+    """The first model space: today's JSON without the labels it did not have."""
+    from nni_seg.arch import LEGACY_DEFAULTS, legacy_search_space
+
+    return {k: v for k, v in legacy_search_space().items() if k not in LEGACY_DEFAULTS}
+
+
+def write_config(variant: str, seed: int, out: Path) -> Path:
+    """The variant's shipped config with its tuner seed set and its experiments kept under ``out``."""
+    import yaml
+
+    src, space = VARIANTS[variant]
+    cfg = yaml.safe_load((ROOT / src).read_text())
+    tuner = cfg["tuner"]
+    if "className" in tuner:
+        tuner["classArgs"]["tuner_args"]["seed"] = seed
+        tuner["codeDirectory"] = str(ROOT)
+    else:
+        tuner.setdefault("classArgs", {})["seed"] = seed
+    if space == "old":
+        (out / "search_space_old.json").write_text(json.dumps(old_space(), indent=2))
+        cfg["searchSpaceFile"] = str(out / "search_space_old.json")
+    else:
+        cfg["searchSpaceFile"] = str(ROOT / "experiments" / "search_space.json")
+    cfg["trialCodeDirectory"] = str(ROOT)
+    cfg["experimentWorkingDirectory"] = str(out / "exps")
+    cfg["experimentName"] = f"camvid-{variant}-seed{seed}"
+    path = out / f"{variant}_seed{seed}.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def search(variant: str, seed: int, out: Path, port: int) -> dict:
+    from nni_seg import schema
+    from nni_seg.experiment import run_experiment
+    from nni_seg.records import experiment_dir, trial_records
+    from nni_seg.schema import TopArch
+    from nni_seg.settings import RunSettings
+
+    top_path = out / f"top_{variant}_seed{seed}.json"
+    info_path = out / f"search_{variant}_seed{seed}.json"
+    if not info_path.is_file():
+        t0 = time.time()
+        top = run_experiment(write_config(variant, seed, out), RunSettings(port=port, timeout=4 * 3600,
+                                                                           out=str(top_path)))
+        loaded, _ = trial_records(experiment_dir(top.experiment_id, [out / "exps"]))
+        statuses = [x.record.status.value for x in loaded]
+        info = {"variant": variant, "seed": seed, "experiment_id": top.experiment_id, "wall_seconds": time.time() - t0,
+                "trials": len(statuses), "trained": statuses.count("SUCCEEDED"), "rejected": statuses.count("REJECTED"),
+                "proxy_dice": (top.metrics or {}).get("dice"), "summary": top.summary,
+                "trial_seconds": sum(x.record.train_seconds or 0 for x in loaded)}
+        info_path.write_text(json.dumps(info, indent=2))
+    info = json.loads(info_path.read_text())
+    info["arch"] = schema.load(TopArch, top_path).arch
+    return info
+
+
+def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
+    """Retrain with the recipe's schedule (seed ``run``) unless done; val scores at native size and 96x128."""
+    from nni_seg import schema
+    from nni_seg.deploy import evaluate, retrain
+    from nni_seg.schema import CheckpointMeta
+    from nni_seg.settings import DataSettings, TrainSettings
+
+    folder = out / "ckpt" / f"{name}_run{run}"
+    data_cfg = DataSettings(dataset="packed", data_root=str(ROOT / "data" / "camvid_360x480.npz"), size=(96, 128))
+    if not (folder / "last.pt").is_file() or schema.load(CheckpointMeta, folder / "meta.json").epoch < 12:
+        t0 = time.time()
+        retrain(arch, data_cfg, TrainSettings(seed=run, threads=2, **RETRAIN), folder, data=data, force=True,
+                progress=False)
+        (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    meta = schema.load(CheckpointMeta, folder / "meta.json")
+    native = evaluate(folder, device="cpu", native=True, data=data)
+    small = evaluate(folder, device="cpu", native=False, data=data)
+    return {"network": name, "run": run, "mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary,
+            "best_epoch": meta.epoch, "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
+            "at_96x128": dataclasses.asdict(small.scores), "retrain_seconds": float((folder / "seconds.txt").read_text())}
+
+
+def spread(values: list[float]) -> str:
+    vals = [100 * v for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
+
+
+def table(results: dict) -> str:
+    rows = results["trainings"]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    lines = ["| network | runs | val mIoU, native 360x480 | val mean Dice, native | val mIoU at 96x128 | MMACs (96x128) "
+             "| params |", "|---|---|---|---|---|---|---|"]
+    for g, rs in groups.items():
+        mmacs = " / ".join(f"{r['mmacs']:.0f}" for r in rs)
+        params = " / ".join(f"{r['params'] / 1e6:.2f} M" for r in rs)
+        lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
+                     f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_96x128']['miou'] for r in rs])} | "
+                     f"{mmacs} | {params} |")
+    lines += ["", "| search | seed | trials | trained | rejected (over budget) | proxy Dice of the winner | wall s | "
+              "winner |", "|---|---|---|---|---|---|---|---|"]
+    for s in results["searches"]:
+        lines.append(f"| {s['variant']} | {s['seed']} | {s['trials']} | {s['trained']} | {s['rejected']} | "
+                     f"{s['proxy_dice']:.4f} | {s['wall_seconds']:.0f} | `{s['summary']}` |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/search_vs_baselines")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--port", type=int, default=8790)
+    ap.add_argument("--table", action="store_true", help="only print the table of results.json")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.table:
+        print(table(json.loads((out / "results.json").read_text())))
+        return 0
+    from nni_seg.arch import seed_arch, unet_arch
+    from nni_seg.data import load_dataset
+    from nni_seg.settings import DataSettings
+
+    searches = [search(v, s, out, args.port) for s in args.seeds for v in args.variants]
+    data = load_dataset(DataSettings(dataset="packed", data_root=str(ROOT / "data" / "camvid_360x480.npz"),
+                                     size=(96, 128)), native=True)
+    trainings = []
+    for name, arch in (("unet", unet_arch()), ("seed", seed_arch())):
+        for run in (0, 1):
+            trainings.append({"group": name, **train_and_score(name, arch, run, out, data)})
+            _save(out, searches, trainings)
+    for s in searches:
+        name = f"{s['variant']}_seed{s['seed']}"
+        trainings.append({"group": s["variant"], **train_and_score(name, s["arch"], 0, out, data)})
+        _save(out, searches, trainings)
+    print(table(json.loads((out / "results.json").read_text())))
+    return 0
+
+
+def _save(out: Path, searches: list[dict], trainings: list[dict]) -> None:
+    from nni_seg.files import atomic_write_json
+
+    atomic_write_json(out / "results.json", {"retrain": RETRAIN, "searches": [
+        {k: v for k, v in s.items() if k != "arch"} | {"arch": s["arch"]} for s in searches], "trainings": trainings})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
