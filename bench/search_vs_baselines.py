@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/search_vs_baselines")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--port", type=int, default=8790)
+    ap.add_argument("--port", type=int, help="web UI port of the searches (default: 8080 or a free one)")
     ap.add_argument("--table", action="store_true", help="only print the table of results.json")
     args = ap.parse_args()
     out = Path(args.out).resolve()

@@ -117,11 +117,28 @@ def failure_reason(e: BaseException) -> str:
 
 
 def reference_mmacs(name: str, num_classes: int, in_channels: int, size: tuple[int, int]) -> float:
-    """MMACs per image of reference network ``name`` (``seed``, ``unet``) at ``size``."""
+    """MMACs per image of reference network ``name`` (``seed``, ``unet``) at ``size``; counted once per
+    machine (kept in the data cache: every trial of a search asks the same)."""
+    import json
+
     from .cost import count_macs
+    from .data import CACHE_VERSION, cache_dir
+    from .files import atomic_write_json
     from .net import SegNet
 
-    return count_macs(SegNet(NAMED_ARCHS[name](), num_classes, in_channels), (1, in_channels, *size)) / 1e6
+    path = cache_dir() / "reference_mmacs.json"
+    key = f"{name}/{num_classes}/{in_channels}/{size[0]}x{size[1]}/v{CACHE_VERSION}"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = count_macs(SegNet(NAMED_ARCHS[name](), num_classes, in_channels), (1, in_channels, *size)) / 1e6
+        try:
+            atomic_write_json(path, known)
+        except (OSError, UserError):
+            pass
+    return known[key]
 
 
 def over_budget(record: TrialRecord, budget: BudgetSettings, num_classes: int, in_channels: int) -> list[str]:
@@ -353,10 +370,10 @@ def _main(argv: list[str] | None) -> int:
 def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
     trial, data_cfg, train_cfg, budget = s["trial"], s["data"], s["train"], s["budget"]
     if os.environ.get("NNI_PLATFORM"):
-        import nni
-        import nni.trial
+        from .nni_trial import Trial
 
-        params = nni.get_next_parameter()
+        nni_trial = Trial()
+        params = nni_trial.next_parameter()
         if params is None:
             raise RecordError("NNI gave this trial no parameters")
         train_cfg, nni_budget = nni_budget_epochs(params, train_cfg)
@@ -367,13 +384,13 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
             arch, train_cfg = load_arch_file(trial.arch), hpo_settings(rest, train_cfg)
         else:
             arch = validate_arch(rest, source="trial parameters", fill_legacy=True)
-        seq = nni.get_sequence_id()
+        seq = nni_trial.sequence_id
         fault = injected_fault(seq)
-        ids = {"trial_id": nni.get_trial_id(), "experiment_id": nni.get_experiment_id(),
-               "parameter_id": nni.trial._params["parameter_id"], "sequence_id": seq, "raw_parameters": params,
+        ids = {"trial_id": nni_trial.trial_id, "experiment_id": nni_trial.experiment_id,
+               "parameter_id": nni_trial.parameter_id, "sequence_id": seq, "raw_parameters": params,
                "nni_budget": nni_budget}
         out = Path(trial.out or os.environ.get("NNI_OUTPUT_DIR", "."))
-        reporter = NniReporter()
+        reporter = nni_trial
     else:
         if not trial.arch:
             raise UserError("a standalone trial needs --arch FILE (or seed / unet); under NNI the tuner chooses")
