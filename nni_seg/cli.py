@@ -332,10 +332,19 @@ def _patch(args) -> int:
 
 
 def _build_bench(p):
+    from .compute_bench import STRATEGIES as CAMVID_STRATEGIES
     from .strategies import STRATEGIES
 
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    p.add_argument("--budget", type=int, default=20, help="trials per strategy run")
+    p.add_argument("--dataset", choices=["digits", "camvid"], default="digits",
+                   help="digits: every tuner at equal trials on a tiny cached proxy; camvid: equal compute "
+                        "(trial-epochs) on the CamVid search's own trial (see --trial-config)")
+    p.add_argument("--strategies", nargs="+", choices=sorted(set(STRATEGIES) | set(CAMVID_STRATEGIES)),
+                   help=f"digits: {', '.join(STRATEGIES)} (default all); camvid: {', '.join(CAMVID_STRATEGIES)}")
+    p.add_argument("--budget", type=int, default=20, help="digits: trials per strategy run")
+    p.add_argument("--compute", type=int, default=36, help="camvid: trial-epochs per strategy run")
+    p.add_argument("--trial-config", default="experiments/camvid/trial_cpu.yml", help="camvid: the trial's settings")
+    p.add_argument("--shard", default="0/1", help="camvid: K/N runs every N-th (strategy, seed) from the K-th, so "
+                                                  "N processes share the cores and one cache")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--proxy-size", type=int, default=24, help="proxy: image size (default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=3, help="proxy: epochs (default %(default)s)")
@@ -345,13 +354,32 @@ def _build_bench(p):
 
 
 def _bench(args) -> int:
-    from .strategies import run_bench
-
-    for name in ("budget", "proxy_size", "proxy_epochs", "proxy_train"):
+    for name in ("budget", "compute", "proxy_size", "proxy_epochs", "proxy_train"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
-    _out(run_bench(args.strategies, args.budget, args.seeds, args.proxy_size, args.proxy_epochs, args.proxy_train,
-                   args.cache, Path(args.out)))
+    if args.dataset == "camvid":
+        from . import compute_bench
+
+        bad = [s for s in args.strategies or [] if s not in compute_bench.STRATEGIES]
+        if bad:
+            raise UserError(f"--strategies: {', '.join(bad)} not for camvid; valid: {', '.join(compute_bench.STRATEGIES)}")
+        try:
+            k, n = (int(v) for v in args.shard.split("/"))
+            assert 0 <= k < n
+        except (ValueError, AssertionError):
+            raise UserError(f"--shard: K/N with 0 <= K < N, got {args.shard!r}") from None
+        out = Path(args.out if args.out != "runs/bench_strategies" else "runs/bench_strategies_camvid")
+        cache = Path(args.cache or out / "proxy_cache.json")
+        _out(compute_bench.bench(args.strategies or list(compute_bench.STRATEGIES), args.seeds, args.compute,
+                                 args.trial_config, cache, out, (k, n), log=_out))
+        return 0
+    from .strategies import STRATEGIES, run_bench
+
+    bad = [s for s in args.strategies or [] if s not in STRATEGIES]
+    if bad:
+        raise UserError(f"--strategies: {', '.join(bad)} not for digits; valid: {', '.join(STRATEGIES)}")
+    _out(run_bench(args.strategies or list(STRATEGIES), args.budget, args.seeds, args.proxy_size, args.proxy_epochs,
+                   args.proxy_train, args.cache, Path(args.out)))
     return 0
 
 

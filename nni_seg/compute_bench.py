@@ -1,0 +1,340 @@
+"""Strategies at equal compute on a real proxy: ``python -m nni_seg bench-strategies --dataset camvid``.
+
+Every strategy gets the same total compute, counted in trial-epochs at the proxy's size (a trial rejected
+over the cost budget costs none; one stopped early costs the epochs it ran), and each search seed runs
+until that is spent. Architectures are scored by the trial's own training (``--trial-config``, default
+``experiments/camvid/trial_cpu.yml``: the search's proxy); every (architecture, epochs) trained is kept in
+a JSON cache with its per-epoch val Dice, so re-running, adding seeds or strategies only trains what is
+new. The incumbent is the best val Dice of an architecture trained at full proxy fidelity.
+
+Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
+terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
+:class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search: TPE started from the
+U-Net, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` (guided TPE with
+NNI's Medianstop assessor deciding after each epoch from the cached curves), ``hyperband`` (Hyperband's
+brackets as NNI's advisor computes them, R = the proxy's epochs, eta 3, random architectures within
+the budget; budgets are trained from scratch, as the trial does with NNI's TRIAL_BUDGET).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .arch import CHOICES, canonical, decode_parameters, legacy_search_space, validate_arch
+from .errors import UserError
+
+STRATEGIES = ("random", "tpe", "default", "evolution", "tpe_medianstop", "hyperband")
+
+
+@dataclass
+class Evaluation:
+    dice: float  # val Dice after the last epoch (0 when rejected)
+    curve: list[float]  # val Dice after each epoch
+    epochs: int  # compute spent: epochs trained
+    rejected: bool = False
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ProxyCache:
+    """(canonical architecture, epochs) -> per-epoch val Dice of the trial's training, in a JSON file shared
+    by concurrent processes (each writes under a lock; what another process trained is read, not redone)."""
+
+    def __init__(self, path: Path, trial_config: str | Path):
+        from .settings import BudgetSettings, DataSettings, TrainSettings, load_sections
+
+        s = load_sections(trial_config, {"data": DataSettings, "train": TrainSettings, "budget": BudgetSettings},
+                          other=("trial",))
+        self.data_cfg, self.train_cfg, self.budget = s["data"], s["train"], s["budget"]
+        self.path = Path(path)
+        self.settings = {"trial_config": str(trial_config), "data": _plain(self.data_cfg),
+                         "train": _plain(self.train_cfg), "budget": _plain(self.budget)}
+        self.table = self._read()
+        self._data = None
+        self.trained = 0
+
+    def _read(self) -> dict:
+        if not self.path.is_file():
+            return {}
+        saved = json.loads(self.path.read_text())
+        if saved.get("settings") != self.settings:
+            raise UserError(f"proxy cache {self.path} was made with other trial settings ({saved.get('settings')}); "
+                            f"use another --cache")
+        return saved["table"]
+
+    def _write(self, key: str, entry: dict) -> None:
+        from .files import atomic_write_json
+
+        with _locked(self.path):
+            self.table = self._read()
+            self.table[key] = entry
+            atomic_write_json(self.path, {"settings": self.settings, "table": self.table})
+
+    @property
+    def full_epochs(self) -> int:
+        return self.train_cfg.epochs
+
+    def data(self):
+        if self._data is None:
+            from .data import load_dataset
+
+            self._data = load_dataset(self.data_cfg)
+        return self._data
+
+    def __call__(self, arch: dict, epochs: int | None = None) -> Evaluation:
+        import dataclasses
+
+        epochs = epochs or self.full_epochs
+        arch = canonical(validate_arch(arch, fill_legacy=True))
+        key = json.dumps([arch, epochs], sort_keys=True)
+        if key not in self.table:
+            self.table = self._read()  # another process may have trained it meanwhile
+        if key not in self.table:
+            from .trial import Clock, over_budget
+            from .cost import count_macs, count_params
+            from .net import SegNet
+            from .schema import DatasetInfo, TrialRecord
+            from .train import fit
+
+            data = self.data()
+            model = SegNet(arch, data.num_classes, data.in_channels)
+            rec = TrialRecord(arch=arch, params=count_params(model),
+                              mmacs=round(count_macs(model, (1, data.in_channels, *data.size)) / 1e6, 3),
+                              dataset=DatasetInfo(size=data.size))
+            if over_budget(rec, self.budget, data.num_classes, data.in_channels):
+                entry = {"curve": [], "rejected": True, "mmacs": rec.mmacs}
+            else:
+                res = fit(model, data, dataclasses.replace(self.train_cfg, epochs=epochs))
+                entry = {"curve": [h.dice for h in res.history], "rejected": False, "mmacs": rec.mmacs,
+                         "seconds": res.train_seconds}
+                self.trained += 1
+            self._write(key, entry)
+        e = self.table[key]
+        if e["rejected"]:
+            return Evaluation(0.0, [], 0, rejected=True)
+        curve = [0.0 if v is None or math.isnan(v) else v for v in e["curve"]]
+        return Evaluation(curve[-1], curve, epochs)
+
+
+def _plain(obj) -> dict:
+    from ._typed import to_json
+
+    return to_json(obj)
+
+
+@dataclass
+class Trace:
+    """What a strategy run did: (compute spent so far, incumbent val Dice) after each full-fidelity result."""
+    points: list[tuple[int, float]] = field(default_factory=list)
+    spent: int = 0
+    best: float = 0.0
+
+    def add(self, cost: int, score: float | None) -> None:
+        self.spent += cost
+        if score is not None:
+            self.best = max(self.best, score)
+        self.points.append((self.spent, self.best))
+
+    def at(self, compute: int) -> float:
+        """The incumbent once ``compute`` trial-epochs were spent."""
+        best = 0.0
+        for spent, b in self.points:
+            if spent > compute:
+                break
+            best = b
+        return best
+
+
+def _tuner(name: str, seed: int, budget: dict):
+    from .tuners import GuidedTuner
+
+    if name == "random":
+        from nni.algorithms.hpo.random_tuner import RandomTuner
+
+        return RandomTuner(seed=seed)
+    inner, args, start = {"tpe": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
+                          "tpe_medianstop": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
+                          "default": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, ["unet"]),
+                          "evolution": ("Evolution", {"population_size": 6}, [])}[name]
+    return GuidedTuner(inner, args, start, budget=budget)
+
+
+def run_tuner(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dict) -> Trace:
+    """Ask-and-tell with one NNI tuner until ``compute`` trial-epochs are spent (each trial sequential)."""
+    import logging
+
+    logging.getLogger("nni").setLevel(logging.WARNING)
+    random.seed(seed)
+    np.random.seed(seed)  # NNI's evolution tuners draw from the global RNGs
+    tuner = _tuner(name, seed, budget)
+    tuner.update_search_space(legacy_search_space())
+    assessor = None
+    if name == "tpe_medianstop":
+        from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+
+        assessor = MedianstopAssessor("maximize", start_step=2)
+    trace, pid = Trace(), 0
+    while trace.spent < compute and pid < 10000:
+        params = tuner.generate_parameters(pid)
+        ev = proxy(decode_parameters(params))
+        if assessor is not None and not ev.rejected:
+            stopped = _medianstop(assessor, str(pid), ev.curve)
+            if stopped:  # NNI tells the tuner nothing but that the trial ended
+                trace.add(stopped, None)
+                tuner.trial_end(pid, False)
+                pid += 1
+                continue
+        tuner.receive_trial_result(pid, params, {"default": ev.dice})
+        if hasattr(tuner, "trial_end"):
+            tuner.trial_end(pid, True)
+        trace.add(ev.epochs, None if ev.rejected else ev.dice)
+        pid += 1
+    return trace
+
+
+def _medianstop(assessor, tid: str, curve: list[float]) -> int:
+    """Epochs after which NNI's Medianstop stops this trial (0: it runs to the end)."""
+    from nni.assessor import AssessResult
+
+    for t in range(1, len(curve)):
+        if assessor.assess_trial(tid, curve[:t]) == AssessResult.Bad:
+            assessor.trial_end(tid, False)
+            return t
+    assessor.assess_trial(tid, curve)
+    assessor.trial_end(tid, True)
+    return 0
+
+
+def hyperband(proxy: ProxyCache, compute: int, seed: int, budget: dict, eta: int = 3) -> Trace:
+    """NNI's Hyperband (``parallelism`` mode: brackets one after another) with R = the proxy's epochs:
+    bracket s runs n = ceil((s_max+1) eta^s / (s+1)) random architectures for r = R / eta^s epochs, keeps the
+    best 1/eta for eta times the epochs, ... up to R. Architectures are drawn at random within the budget."""
+    from .tuners import GuidedTuner
+
+    R = proxy.full_epochs
+    s_max = math.floor(math.log(R, eta) + 1e-6)
+    sampler = GuidedTuner("Random", {"seed": seed}, [], budget=budget)
+    sampler.update_search_space(legacy_search_space())
+    trace, pid = Trace(), 0
+    while trace.spent < compute:
+        for s in range(s_max, -1, -1):
+            n = math.ceil((s_max + 1) * eta ** s / (s + 1) - 1e-6)
+            r = R / eta ** s
+            configs = []
+            for _ in range(n):
+                configs.append(decode_parameters(sampler.generate_parameters(pid)))
+                pid += 1
+            for i in range(s + 1):
+                n_i, r_i = math.floor(n / eta ** i + 1e-6), math.floor(r * eta ** i + 1e-6)
+                scored = []
+                for arch in configs[:n_i]:
+                    ev = proxy(arch, max(1, r_i))
+                    trace.add(ev.epochs, ev.dice if r_i >= R else None)
+                    scored.append((ev.dice, arch))
+                    if trace.spent >= compute:
+                        return trace
+                scored.sort(key=lambda x: -x[0])
+                configs = [a for _, a in scored[:max(1, math.floor(n_i / eta + 1e-6))]]
+    return trace
+
+
+def run(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dict) -> Trace:
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    if name == "hyperband":
+        return hyperband(proxy, compute, seed, budget)
+    return run_tuner(name, proxy, compute, seed, budget)
+
+
+def summarize(traces: dict[str, list[Trace]], compute: int) -> str:
+    """Markdown: per strategy the incumbent at the full compute (mean, min, max over seeds) and the compute
+    at which its mean curve reaches random's final mean."""
+    grid = list(range(1, compute + 1))
+    mean_curve = {n: [statistics.mean(t.at(c) for t in ts) for c in grid] for n, ts in traces.items()}
+    target = mean_curve["random"][-1] if "random" in mean_curve else None
+    lines = ["| strategy | seeds | incumbent at full compute, mean | min | max | compute to reach random's final "
+             "mean (trial-epochs) | share of random's compute |", "|---|---|---|---|---|---|---|"]
+    for n, ts in traces.items():
+        finals = [t.at(compute) for t in ts]
+        reach = next((c for c, v in zip(grid, mean_curve[n]) if target is not None and v >= target), None)
+        share = f"{reach / compute:.0%}" if reach is not None else "never"
+        lines.append(f"| {n} | {len(ts)} | {statistics.mean(finals):.4f} | {min(finals):.4f} | {max(finals):.4f} | "
+                     f"{reach if reach is not None else 'never'} | {share} |")
+    return "\n".join(lines)
+
+
+def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import save_png
+
+    grid = list(range(1, compute + 1))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for n, ts in traces.items():
+        a = np.array([[t.at(c) for c in grid] for t in ts])
+        ax.plot(grid, a.mean(0), label=n)
+        ax.fill_between(grid, a.min(0), a.max(0), alpha=0.12)
+    ax.set(xlabel="compute spent (trial-epochs at the proxy size)", ylabel="incumbent val Dice (full proxy)",
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_png(fig, path)
+
+
+def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: str, cache: Path, out: Path,
+          shard: tuple[int, int] = (0, 1), log: Callable[[str], None] = print) -> str:
+    """Run every (strategy, seed) of this shard; with all shards done, write table.md, traces.json, curves.png."""
+    from .files import atomic_write_json, atomic_write_text
+
+    proxy = ProxyCache(cache, trial_config)
+    b = proxy.budget
+    budget = {"size": list(proxy.data_cfg.size), "num_classes": proxy.data().num_classes,
+              "in_channels": proxy.data().in_channels}
+    if b.max_mmacs is not None:
+        budget["max_mmacs"] = b.max_mmacs
+    if b.max_mmacs_of is not None:
+        budget["max_mmacs_of"] = b.max_mmacs_of
+    runs = [(n, s) for n in strategies for s in seeds]
+    k, n_shards = shard
+    for name, seed in runs[k::n_shards]:
+        path = out / "runs" / f"{name}_seed{seed}.json"
+        if path.is_file():
+            continue
+        trace = run(name, proxy, compute, seed, budget)
+        atomic_write_json(path, {"points": trace.points})
+        log(f"{name} seed {seed}: incumbent {trace.at(compute):.4f} after {trace.spent} trial-epochs "
+            f"({proxy.trained} trainings so far in this process)")
+    done = {(n, s): out / "runs" / f"{n}_seed{s}.json" for n, s in runs}
+    if not all(p.is_file() for p in done.values()):
+        return f"shard {k}/{n_shards} done; the others still run"
+    traces: dict[str, list[Trace]] = {}
+    for (n, s), p in done.items():
+        traces.setdefault(n, []).append(Trace(points=[tuple(x) for x in json.loads(p.read_text())["points"]]))
+    title = f"CamVid proxy ({proxy.data_cfg.size[0]}x{proxy.data_cfg.size[1]}, {proxy.full_epochs} epochs); {len(seeds)} seeds"
+    table = summarize(traces, compute)
+    atomic_write_text(out / "table.md", f"{title}; compute per run {compute} trial-epochs\n\n{table}\n")
+    atomic_write_json(out / "traces.json", {f"{n}": [t.points for t in ts] for n, ts in traces.items()})
+    plot(traces, compute, out / "curves.png", title)
+    return table

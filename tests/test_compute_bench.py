@@ -1,0 +1,66 @@
+"""The equal-compute strategy benchmark's mechanics on a tiny trial (the CamVid numbers are in docs/)."""
+import json
+
+import pytest
+
+from nni_seg import compute_bench
+from nni_seg.arch import unet_arch
+
+TRIAL = "data: {dataset: digits, size: [16, 16], num_train: 16, num_val: 8}\n" \
+        "train: {epochs: 3, batch_size: 8, device: cpu, threads: 1}\nbudget: {max_mmacs_of: unet}\n"
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    (tmp_path / "t.yml").write_text(TRIAL)
+    return compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")
+
+
+def test_cache_keeps_curves_and_rejections(proxy, tmp_path):
+    ev = proxy(unet_arch())
+    assert len(ev.curve) == 3 and ev.epochs == 3 and ev.dice == ev.curve[-1] and not ev.rejected
+    from nni_seg.arch import seed_arch
+
+    assert proxy(seed_arch()).rejected  # over the U-Net's MACs: no training, no compute
+    again = compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")
+    assert again(unet_arch()).curve == ev.curve and again.trained == 0
+    assert len(again(unet_arch(), 1).curve) == 1  # another budget is another training
+
+
+def test_trace_counts_compute_and_keeps_the_incumbent():
+    t = compute_bench.Trace()
+    t.add(3, 0.2)
+    t.add(1, None)  # stopped early: compute spent, no full-fidelity score
+    t.add(3, 0.1)
+    assert t.spent == 7 and t.best == 0.2 and t.at(2) == 0.0 and t.at(3) == 0.2 and t.at(100) == 0.2
+
+
+def test_medianstop_stops_a_trial_below_the_median():
+    from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+
+    a = MedianstopAssessor("maximize", start_step=1)
+    assert compute_bench._medianstop(a, "good", [0.5, 0.6, 0.7]) == 0
+    assert compute_bench._medianstop(a, "bad", [0.1, 0.2, 0.3]) == 1
+
+
+def test_every_strategy_spends_its_compute_and_the_table_compares_with_random(proxy, tmp_path):
+    budget = {"size": [16, 16], "num_classes": 5, "max_mmacs_of": "unet"}
+    traces = {n: [compute_bench.run(n, proxy, 6, seed, budget) for seed in (0, 1)] for n in compute_bench.STRATEGIES}
+    for n, ts in traces.items():
+        assert all(t.spent >= 6 for t in ts), n
+        assert all(0 <= t.at(6) <= 1 for t in ts)
+    table = compute_bench.summarize(traces, 6)
+    assert table.count("\n") == len(compute_bench.STRATEGIES) + 1 and "| random | 2 |" in table
+
+
+def test_cli_writes_table_and_curves(tmp_path, monkeypatch):
+    from nni_seg.cli import main
+
+    (tmp_path / "t.yml").write_text(TRIAL)
+    monkeypatch.chdir(tmp_path)
+    args = ["bench-strategies", "--dataset", "camvid", "--trial-config", "t.yml", "--compute", "3", "--seeds", "0",
+            "--strategies", "random", "default", "--out", "b"]
+    assert main(args) == 0
+    assert (tmp_path / "b" / "curves.png").is_file() and "| default |" in (tmp_path / "b" / "table.md").read_text()
+    points = json.loads((tmp_path / "b" / "traces.json").read_text())["default"][0]
+    assert points[0][0] == 3  # the U-Net first: one full-fidelity trial of 3 epochs
