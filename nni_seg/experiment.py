@@ -238,6 +238,12 @@ def _dispatcher_errors(exp_dir: Path | None) -> str:
     return "\n".join(lines[bad[0]:bad[0] + 30]) if bad else ""
 
 
+def _dispatcher_gone(exp_dir: Path | None) -> bool:
+    """NNI's dispatcher (the tuner's process) has exited: NNI logs it, then keeps the experiment RUNNING."""
+    log = exp_dir / "log" / "dispatcher.log" if exp_dir else None
+    return bool(log and log.is_file() and "Dispatcher exiting" in log.read_text(errors="replace"))
+
+
 def _manager_hint(exp_dir: Path | None) -> str:
     """The last error or GPU-scheduling refusal in nnimanager.log, as ``"; NNI: <line>"`` (or "")."""
     log = exp_dir / "log" / "nnimanager.log" if exp_dir else None
@@ -288,7 +294,7 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         if status["status"] == "ERROR":
             raise ExperimentDead(f"experiment {exp_id} reported ERROR: {status.get('errors')}\n{_dispatcher_errors(exp_dir)}")
         errors = _dispatcher_errors(exp_dir)
-        if errors and not trials:
+        if errors and (not trials or _dispatcher_gone(exp_dir)):  # a dead tuner never finishes the experiment
             raise ExperimentDead(f"the tuner of {exp_id} failed (dispatcher.log):\n{errors}")
         if not trials and elapsed > stall:
             raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in "

@@ -25,6 +25,10 @@ unpatched NNI and prints this command, rather than patching behind the user's ba
 5. ``gpu-info-cache`` (``common/trial_keeper/task_scheduler/collect_info.js``): the GPU info cache is
    meant to last 10 s but reads a ``timestamp`` the probe never writes, so every query runs the probe.
    The fix stamps the cached info.
+6. ``advisor-string-ids`` (``nni/recoverable.py``): NNI 3.0's Hyperband and BOHB advisors die at the first
+   metric (``'<=' not supported between instances of 'str' and 'int'``: their parameter ids are strings
+   like ``"0_2_5"``, compared with an integer to spot resumed trials), so their experiments sit RUNNING
+   until the timeout. The fix treats a string id as new (advisors are not resumable anyway).
 """
 from __future__ import annotations
 
@@ -42,19 +46,21 @@ BACKUP_SUFFIX = ".nni_seg-orig"
 @dataclass(frozen=True)
 class Patch:
     name: str
-    file: str  # relative to the nni_node folder
+    file: str  # relative to the site-packages folder holding nni and nni_node
     old: str
     new: str
 
     @property
     def marker(self) -> str:
+        if self.file.endswith(".py"):
+            return f"# nni_seg patch: {self.name}"
         return f"/* nni_seg patch: {self.name} */"
 
 
 PATCHES = [
     Patch(
         "trial-parameters",
-        "training_service/v3/compat.js",
+        "nni_node/training_service/v3/compat.js",
         old="""        if (trialId === null) {
             this.parameters.push(form.hyperParameters.value);
         }
@@ -93,7 +99,7 @@ PATCHES = [
     ),
     Patch(
         "trial-parameters-wait",
-        "training_service/v3/compat.js",
+        "nni_node/training_service/v3/compat.js",
         old="""        this.v3.onRequestParameter(async (trialId) => {
             if (this.allocatedParameters.has(trialId)) {""",
         new="""        this.v3.onRequestParameter(async (trialId) => {
@@ -104,13 +110,13 @@ PATCHES = [
     ),
     Patch(
         "gpu-off-by-one",
-        "common/trial_keeper/task_scheduler/scheduler.js",
+        "nni_node/common/trial_keeper/task_scheduler/scheduler.js",
         old="gpuNumber >= this.gpus.length",
         new="gpuNumber > this.gpus.length",
     ),
     Patch(
         "gpu-wait-retry",
-        "training_service/v3/compat.js",
+        "nni_node/training_service/v3/compat.js",
         old="""                logger.error('Exception when create trial', form, ':', error);
             }
         }""",
@@ -123,7 +129,7 @@ PATCHES = [
     ),
     Patch(
         "gpu-info-cache",
-        "common/trial_keeper/task_scheduler/collect_info.js",
+        "nni_node/common/trial_keeper/task_scheduler/collect_info.js",
         old="""    cache = info;
     return info;""",
         new="""    info.timestamp = Date.now();
@@ -131,8 +137,18 @@ PATCHES = [
     return info;""",
     ),
     Patch(
+        "advisor-string-ids",
+        "nni/recoverable.py",
+        old="""        if param_id is None:
+            return False
+        return param_id <= self.recovered_max_param_id""",
+        new="""        if param_id is None or not isinstance(param_id, int):  # Hyperband / BOHB ids are strings
+            return False
+        return param_id <= self.recovered_max_param_id""",
+    ),
+    Patch(
         "remote-keep-nni",
-        "training_service/remote_v3/worker.js",
+        "nni_node/training_service/remote_v3/worker.js",
         old="await this.ssh.run(`${this.python} -m pip install nni --upgrade`);",
         new="await this.ssh.run(`${this.python} -c 'import nni' || ${this.python} -m pip install nni==3.0`);",
     ),
@@ -142,16 +158,18 @@ PATCHES = [
 # SHA-256 of each target file as NNI 3.0's wheel ships it, and after all its patches (checked by a test
 # that rebuilds the patched text from the shipped one).
 SHIPPED = {
-    "training_service/v3/compat.js": "9334774e798bd14efc5ccc0c78eef8d5fd14f91ead38ab71e9f468cdf9c05e99",
-    "common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",
-    "common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",
-    "training_service/remote_v3/worker.js": "f45b7db4524a85e5ed02c77c659fe9b784c2059f38bffc77600105d93ebba724",
+    "nni/recoverable.py": "9f89f7381cba45a76d30886c322e8d07e31e079544df9f06c90a70e630f010dd",
+    "nni_node/training_service/v3/compat.js": "9334774e798bd14efc5ccc0c78eef8d5fd14f91ead38ab71e9f468cdf9c05e99",
+    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",
+    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",
+    "nni_node/training_service/remote_v3/worker.js": "f45b7db4524a85e5ed02c77c659fe9b784c2059f38bffc77600105d93ebba724",
 }
 PATCHED = {
-    "training_service/v3/compat.js": "120dee1ed6c1641fed8d51a48417c96cd0fddbf117647bc24728c0da4a5edd34",
-    "common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",
-    "common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",
-    "training_service/remote_v3/worker.js": "16e3246f45f57b4087523b13238fc5f4f3e18fdac52c63dc6e1fe30352dd0805",
+    "nni/recoverable.py": "475539929f06511e093e887f02c156b294baab53b1752f6b477e04059e80691a",
+    "nni_node/training_service/v3/compat.js": "120dee1ed6c1641fed8d51a48417c96cd0fddbf117647bc24728c0da4a5edd34",
+    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",
+    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",
+    "nni_node/training_service/remote_v3/worker.js": "16e3246f45f57b4087523b13238fc5f4f3e18fdac52c63dc6e1fe30352dd0805",
 }
 FILES = tuple(SHIPPED)
 
@@ -180,12 +198,13 @@ def unpatch_text(file: str, patched: str) -> str:
     return text
 
 
-def nni_node_dir() -> Path:
+def site_dir() -> Path:
+    """The folder holding the installed ``nni`` and ``nni_node`` packages (the patched files are under it)."""
     try:
         import nni_node
     except ImportError:
         raise UserError("NNI is not installed in this environment (pip install -r requirements.txt)") from None
-    return Path(nni_node.__path__[0])
+    return Path(nni_node.__path__[0]).parent
 
 
 def nni_version() -> str:
@@ -199,7 +218,7 @@ def nni_version() -> str:
 
 def file_states(root: Path | None = None) -> dict[str, str]:
     """target file -> 'shipped' | 'patched' | 'missing' | 'modified' (neither: another version or an edit)."""
-    root = root or nni_node_dir()
+    root = root or site_dir()
     out = {}
     for f in FILES:
         path = root / f
@@ -212,7 +231,7 @@ def file_states(root: Path | None = None) -> dict[str, str]:
 
 
 def state(root: Path | None = None) -> str:
-    """'patched', 'shipped' (as NNI ships it), or 'not NNI 3.0' / 'modified (<file>)'."""
+    """'patched', 'shipped' (as NNI ships it), 'partly patched', or 'NNI x, not 3.0' / 'modified (<file>)'."""
     if nni_version() != NNI_VERSION:
         return f"NNI {nni_version()}, not {NNI_VERSION}"
     states = file_states(root)
@@ -248,7 +267,7 @@ def _write_all(root: Path, texts: dict[str, str]) -> None:
 def apply(root: Path | None = None) -> dict[str, str]:
     """Patch every target file that is as shipped; returns the files' states after. Idempotent."""
     _check_version()
-    root = root or nni_node_dir()
+    root = root or site_dir()
     states = file_states(root)
     odd = {f: s for f, s in states.items() if s not in ("shipped", "patched")}
     if odd:
@@ -271,7 +290,7 @@ def revert(root: Path | None = None) -> dict[str, str]:
     """Restore every patched file as NNI shipped it (from its backup, or by undoing the patches); checked
     against the shipped hashes before anything is written."""
     _check_version()
-    root = root or nni_node_dir()
+    root = root or site_dir()
     states = file_states(root)
     texts = {}
     for f, s in states.items():
@@ -292,7 +311,7 @@ def revert(root: Path | None = None) -> dict[str, str]:
 
 def patch_states(root: Path | None = None) -> dict[str, str]:
     """patch name -> 'applied' | 'pending' | 'unknown' (for reports)."""
-    root = root or nni_node_dir()
+    root = root or site_dir()
     out = {}
     for p in PATCHES:
         path = root / p.file

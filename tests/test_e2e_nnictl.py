@@ -68,7 +68,8 @@ def test_config_typo_is_rejected_before_anything_starts(tmp_path):
     assert not (tmp_path / "exps").exists()
 
 
-@pytest.mark.parametrize("shipped", ["tpe.yml", "random.yml", "evolution.yml", "regularized_evolution.yml", "rl.yml"])
+@pytest.mark.parametrize("shipped", ["tpe.yml", "random.yml", "evolution.yml", "regularized_evolution.yml", "rl.yml",
+                                     "seeded_tpe.yml", "tpe_medianstop.yml"])
 def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     """Each shipped config's tuner and search-space file, with tiny trials: trials succeed, export works."""
     import yaml
@@ -84,6 +85,10 @@ def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     tuner = ship["tuner"].get("name") or {  # our own tuner, by class name
         "className": ship["tuner"]["className"], "codeDirectory": str(ROOT), "classArgs": args}
     config = write_config(tmp_path, tuner=tuner, trials=3, space=ship["searchSpaceFile"], class_args=args)
+    if "assessor" in ship:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["assessor"] = ship["assessor"]
+        config.write_text(yaml.safe_dump(cfg))
     proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "400", "--stall", "90"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp_id = experiment_id(proc.stdout)
@@ -103,3 +108,22 @@ def test_dead_experiment_is_noticed_not_waited_on(tmp_path):
     assert proc.returncode == 1
     assert "dispatcher.log" in proc.stderr and "stopped" in proc.stdout
     assert time.time() - t0 < 110  # noticed from the log, well before the stall limit
+
+
+def test_hyperband_trial_budget_is_the_number_of_epochs(tmp_path):
+    """NNI's Hyperband sends TRIAL_BUDGET with the parameters: each trial trains that many epochs, from scratch."""
+    import yaml
+
+    from .nni_helpers import ROOT
+
+    ship = yaml.safe_load((ROOT / "experiments" / "hyperband.yml").read_text())
+    config = write_config(tmp_path, tuner="Hyperband", trials=6, class_args=ship["tuner"]["classArgs"])
+    proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "400", "--stall", "90"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = records_of(tmp_path / "exps" / experiment_id(proc.stdout))
+    budgets = sorted(r["nni_budget"] for r in records)
+    assert set(budgets) <= {1.0, 2.0, 4.0} and budgets[0] == 1.0, budgets
+    for r in records:  # TRIAL_BUDGET is not an architecture choice; the epochs follow it
+        assert r["train"]["epochs"] == r["nni_budget"] and len(r["history"]) == r["nni_budget"]
+        assert "TRIAL_BUDGET" in r["raw_parameters"] and "TRIAL_BUDGET" not in r["arch"]
+        assert isinstance(r["parameter_id"], str)  # Hyperband's "bracket_rung_index" ids

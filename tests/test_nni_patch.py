@@ -7,7 +7,7 @@ from nni_seg.errors import UserError
 @pytest.fixture
 def node_copy(tmp_path):
     """A copy of the NNI files we patch, as NNI 3.0 ships them (rebuilt from the installed ones)."""
-    src = nni_patch.nni_node_dir()
+    src = nni_patch.site_dir()
     for f in nni_patch.FILES:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         text = (src / f).read_text()
@@ -20,7 +20,7 @@ def node_copy(tmp_path):
 
 def test_patched_hashes_are_what_the_patches_make():
     """Drift check: the PATCHED table is the SHA-256 of each shipped file with our patches applied."""
-    src = nni_patch.nni_node_dir()
+    src = nni_patch.site_dir()
     for f in nni_patch.FILES:
         text = (src / f).read_text()
         shipped = nni_patch.unpatch_text(f, text) if nni_patch.sha256(text) == nni_patch.PATCHED[f] else text
@@ -34,7 +34,7 @@ def test_patches_apply_once_keep_backups_and_revert(node_copy):
     text = {f: (node_copy / f).read_text() for f in nni_patch.FILES}
     assert set(nni_patch.apply(node_copy).values()) == {"patched"}  # idempotent
     assert text == {f: (node_copy / f).read_text() for f in nni_patch.FILES}
-    assert "this.parameters.push(form.hyperParameters.value)" not in text["training_service/v3/compat.js"]
+    assert "this.parameters.push(form.hyperParameters.value)" not in text["nni_node/training_service/v3/compat.js"]
     for f in nni_patch.FILES:
         assert nni_patch.sha256((node_copy / (f + nni_patch.BACKUP_SUFFIX)).read_text()) == nni_patch.SHIPPED[f]
     assert set(nni_patch.revert(node_copy).values()) == {"shipped"}
@@ -47,13 +47,13 @@ def test_patches_apply_once_keep_backups_and_revert(node_copy):
 
 
 def test_a_modified_file_stops_everything(node_copy):
-    victim = node_copy / "common/trial_keeper/task_scheduler/scheduler.js"
+    victim = node_copy / "nni_node/common/trial_keeper/task_scheduler/scheduler.js"
     victim.write_text(victim.read_text() + "// someone's edit\n")
     before = {f: (node_copy / f).read_text() for f in nni_patch.FILES}
     with pytest.raises(UserError, match=r"scheduler.js is modified .*nothing patched; reinstall NNI"):
         nni_patch.apply(node_copy)
     assert before == {f: (node_copy / f).read_text() for f in nni_patch.FILES}  # all or nothing
-    assert nni_patch.state(node_copy).startswith("modified (common/trial_keeper/task_scheduler/scheduler.js")
+    assert nni_patch.state(node_copy).startswith("modified (nni_node/common/trial_keeper/task_scheduler/scheduler.js")
 
 
 def test_another_nni_version_is_refused(node_copy, monkeypatch):
@@ -75,3 +75,25 @@ def test_run_refuses_an_unpatched_nni_with_the_command(monkeypatch):
     with pytest.raises(UserError, match=r"installed NNI is shipped, not patched: run `python -m nni_seg patch-nni`"):
         check_environment()
     check_environment(allow_unpatched=True)  # run --no-patch: the user asked for NNI as it is
+
+
+def test_patched_python_still_compiles_and_advisors_import():
+    """A patch of an NNI Python file must leave valid Python (a JS-style marker once broke every tuner)."""
+    import subprocess
+    import sys
+
+    src = nni_patch.site_dir()
+    for f in nni_patch.FILES:
+        if f.endswith(".py"):
+            compile((src / f).read_text(), f, "exec")
+    subprocess.run([sys.executable, "-c", "import nni.algorithms.hpo.hyperband_advisor, nni.runtime.msg_dispatcher_base"],
+                   check=True, capture_output=True)
+
+
+def test_string_parameter_ids_are_new_trials():
+    """Hyperband / BOHB send ids like "0_2_5": NNI 3.0 compared them with an int and its advisor died."""
+    from nni.recoverable import Recoverable
+
+    r = Recoverable()
+    r.recovered_max_param_id = -1
+    assert r.is_created_in_previous_exp("0_2_5") is False and r.is_created_in_previous_exp(3) is False
