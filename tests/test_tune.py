@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import yaml
+
+from nni_seg.errors import ConfigError
+from nni_seg.schema import TopArch
+from nni_seg.settings import TrainSettings
+from nni_seg.tune import TUNE_SPACE, load_tune_config, tuned_settings
+
+from .nni_helpers import free_port, run_cli
+
+
+def test_defaults_and_space_checks(tmp_path):
+    tune, data, train, space = load_tune_config(None)
+    assert tune.trials == 12 and space == TUNE_SPACE and "epochs" not in space  # epochs: not tuned by default
+    p = tmp_path / "t.yml"
+    p.write_text("space: {lr: {_type: loguniform, _value: [0.001, 0.01]}}\ntune: {trials: 3}\n")
+    tune, _, _, space = load_tune_config(p)
+    assert tune.trials == 3 and list(space) == ["lr"]
+    p.write_text("space: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match="space.lr: expected {_type: ..., _value: \\[...\\]}"):
+        load_tune_config(p)
+
+
+def test_every_tuned_combination_is_a_valid_training():
+    """scale_min <= 1 <= scale_max for every value in the space: no tuner draw can be refused."""
+    for lo in TUNE_SPACE["scale_min"]["_value"]:
+        for hi in TUNE_SPACE["scale_max"]["_value"]:
+            TrainSettings(scale_min=lo, scale_max=hi)
+
+
+def test_tuned_settings_keep_the_base_epochs():
+    top = TopArch(train=TrainSettings(epochs=2, lr=0.004, loss="ce+dice", batch_size=4))
+    tuned, final = tuned_settings(top, TrainSettings(epochs=12), {"lr": {}, "loss": {}, "batch_size": {}})
+    assert tuned == {"lr": 0.004, "loss": "ce+dice", "batch_size": 4}
+    assert final.epochs == 12 and final.lr == 0.004
+
+
+@pytest.mark.slow
+def test_tune_runs_an_hpo_experiment_and_exports_a_training_config(tmp_path):
+    cfg = tmp_path / "tune.yml"
+    cfg.write_text(yaml.safe_dump({
+        "tune": {"trials": 3, "concurrency": 2, "trial_epochs": 1, "tuner": "Random"},
+        "data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
+        "train": {"epochs": 5, "batch_size": 8, "device": "cpu", "threads": 1}}))
+    out = tmp_path / "tune"
+    proc = run_cli(["tune", "unet", "--config", str(cfg), "--out", str(out), "--port", str(free_port())], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tuned: lr=" in proc.stdout
+    tuned = yaml.safe_load((out / "tuned_train.yml").read_text())["train"]
+    assert tuned["epochs"] == 5  # the retrain's epochs, not the tune trials' 1
+    result = json.loads((out / "tune_result.json").read_text())
+    assert set(result["tuned"]) == set(TUNE_SPACE) and result["tuned"]["lr"] == tuned["lr"]
+    records = [json.loads(p.read_text()) for p in out.rglob("nni_seg_record.json")]
+    assert len(records) == 3 and len({r["train"]["lr"] for r in records}) == 3  # the tuner's settings, trained
+    assert all(r["train"]["epochs"] == 1 and r["summary"].startswith("levels=4") for r in records)
+    retrain = run_cli(["retrain", "unet", "--config", str(out / "tuned_train.yml"), "--epochs", "1", "--size", "16",
+                       "16", "--num-train", "16", "--num-val", "8", "--out", str(tmp_path / "ck")], tmp_path)
+    assert retrain.returncode == 0, retrain.stderr
+    meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    assert meta["train"]["lr"] == tuned["lr"] and meta["train"]["loss"] == tuned["loss"]
