@@ -42,7 +42,10 @@ _T0 = time.time()  # when this module was imported: the end of the interpreter's
 
 
 def process_start_time() -> float:
-    """When this process started (epoch seconds): the trial's overhead is measured from here."""
+    """When this process started (epoch seconds): the trial's overhead is measured from here (for a trial
+    forked by :mod:`nni_seg.forkserver`, when the process NNI started did)."""
+    if os.environ.get("NNI_SEG_STARTED"):
+        return float(os.environ["NNI_SEG_STARTED"])
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
@@ -404,5 +407,17 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
     return run_trial(arch, data_cfg, train_cfg, out, budget, reporter, ids, fault=fault, clock=clock), out / RECORD_NAME
 
 
+def launch(argv: list[str] | None = None) -> int:
+    """``python -m nni_seg.trial``: under NNI in a copy of the fork server (torch already imported), else here."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from . import forkserver
+
+    if forkserver.enabled() and "-h" not in argv and "--help" not in argv:
+        code = forkserver.run(argv, process_start_time())
+        if code is not None:
+            return code
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launch())

@@ -1,0 +1,278 @@
+"""Trials that start in milliseconds: a server with PyTorch already imported forks each trial.
+
+``import torch`` takes 2-3 s on 2 CPU cores, the largest part of what a short trial spends outside training.
+Under NNI (``NNI_PLATFORM`` set; ``NNI_SEG_FORKSERVER=0`` turns it off, ``=1`` on everywhere) the trial
+process that NNI starts (``python -m nni_seg.trial``, which imports no torch) hands its command line,
+environment, working folder and standard streams to a server on this machine; the server forks a copy of
+itself, with torch and our modules already imported, and that copy runs the trial. The server is started
+by the first trial that finds none, one per experiment, interpreter and version of the code (a key over
+all three); it exits with its experiment's NNI manager (``nnictl stop`` leaves no process behind), and
+after ``IDLE_SECONDS`` without a trial.
+
+NNI keeps seeing the process it started: it waits for the trial, forwards SIGINT / SIGTERM to it (how NNI
+stops trials), exits with the trial's exit code or dies by the trial's signal; if it is killed, the trial is
+killed too. Anything that goes wrong before the trial starts falls back to running it in-process.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+IDLE_SECONDS = 120.0
+START_TIMEOUT = 90.0
+PRELOAD = ("torch", "numpy", "nni_seg.data", "nni_seg.net", "nni_seg.train", "nni_seg.cost", "nni_seg.trial",
+           "nni_seg.metrics", "nni_seg.losses")
+
+
+def enabled() -> bool:
+    flag = os.environ.get("NNI_SEG_FORKSERVER")
+    if flag is not None:
+        return flag not in ("0", "", "false", "no")
+    return bool(os.environ.get("NNI_PLATFORM"))
+
+
+def socket_dir() -> Path:
+    return Path(os.environ.get("NNI_SEG_FORKSERVER_DIR") or f"/tmp/nni_seg-forkserver-{os.getuid()}")
+
+
+def server_key() -> str:
+    """The interpreter, the import path and every source file of nni_seg (name, size, mtime): a server
+    never runs code other than the trial's own."""
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"{sys.executable}\n{pkg}\n{os.environ.get('PYTHONPATH', '')}\n"
+                       f"{os.environ.get('NNI_EXP_ID', '')}\n".encode())
+    for f in sorted(pkg.glob("*.py")):
+        st = f.stat()
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- messages
+def _send(conn: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
+    data = json.dumps(obj).encode() + b"\n"
+    if fds:
+        socket.send_fds(conn, [data], fds)
+    else:
+        conn.sendall(data)
+
+
+def _recv(conn: socket.socket, with_fds: int = 0) -> tuple[dict | None, list[int]]:
+    if with_fds:
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, with_fds)
+    else:
+        data, fds = conn.recv(1 << 20), []
+    while data and not data.endswith(b"\n"):
+        more = conn.recv(1 << 20)
+        if not more:
+            break
+        data += more
+    return (json.loads(data) if data.strip() else None), list(fds)
+
+
+# --------------------------------------------------------------------------- client
+def _connect(path: Path) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _server(path: Path) -> socket.socket | None:
+    """A connection to the server of ``path``, starting one if none answers."""
+    conn = _connect(path)
+    if conn is not None:
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _lock(path):
+        conn = _connect(path)  # another trial started it meanwhile
+        if conn is not None:
+            return conn
+        path.unlink(missing_ok=True)  # a dead server's socket
+        subprocess.Popen([sys.executable, "-m", "nni_seg.forkserver", str(path)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + START_TIMEOUT
+        while time.time() < deadline:
+            time.sleep(0.05)
+            conn = _connect(path)
+            if conn is not None:
+                return conn
+    return None
+
+
+def run(argv: list[str], started: float) -> int | None:
+    """Run ``python -m nni_seg.trial argv`` in a forked copy of the server and return its exit code (or die
+    by its signal); None when no server can be used (the caller then runs the trial itself)."""
+    try:
+        conn = _server(socket_dir() / f"{server_key()}.sock")
+        if conn is None:
+            return None
+        _send(conn, {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "started": started}, [0, 1, 2])
+        hello, _ = _recv(conn)
+    except OSError:
+        return None
+    if not hello or "pid" not in hello:
+        return None
+    child = hello["pid"]
+
+    def forward(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, forward)
+    status, _ = _recv(conn)
+    conn.close()
+    if status is None:
+        print("error: trial failed: the fork server's trial process vanished", file=sys.stderr)
+        return 1
+    if "signal" in status:  # die as the trial died: NNI reads a signal death as EARLY_STOPPED / USER_CANCELED
+        sys.stdout.flush()
+        signal.signal(status["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), status["signal"])
+        return 128 + status["signal"]
+    return int(status["exit"])
+
+
+# --------------------------------------------------------------------------- server
+def serve(path: Path) -> None:
+    """Import what trials need, then fork a supervisor per connection until idle."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp))
+    listener.listen(64)
+    os.replace(tmp, path)  # appears only when ready to accept
+    mine = os.stat(path).st_ino
+    listener.settimeout(1.0)
+    manager, last = None, time.time()
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                if time.time() - last > IDLE_SECONDS or (manager is not None and not _alive(manager)):
+                    return
+                continue
+            last = time.time()
+            manager = manager or _nni_manager_of(conn)
+            if os.fork() == 0:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                try:
+                    _supervise(conn)
+                finally:
+                    os._exit(0)
+            conn.close()
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == mine:  # not a newer server's socket
+                path.unlink()
+
+
+def _nni_manager_of(conn: socket.socket) -> int | None:
+    """The pid of the NNI manager (node ... main.js) that started the client of ``conn``, if any."""
+    import struct
+
+    import psutil
+
+    try:
+        pid, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        for p in psutil.Process(pid).parents():
+            if "main.js" in " ".join(p.cmdline()) and "node" in p.name():
+                return p.pid
+    except (OSError, psutil.Error):
+        pass
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _supervise(conn: socket.socket) -> None:
+    """Fork the trial with the client's streams, folder and environment; report how it ended; kill it if
+    the client goes away."""
+    req, fds = _recv(conn, with_fds=3)
+    pid = os.fork()
+    if pid == 0:
+        _become_trial(req, fds, conn)
+    for fd in fds:
+        os.close(fd)
+    _send(conn, {"pid": pid})
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                _send(conn, {"signal": os.WTERMSIG(status)})
+            else:
+                _send(conn, {"exit": os.WEXITSTATUS(status)})
+            return
+        ready, _, _ = select.select([conn], [], [], 0.2)
+        if ready and not conn.recv(1):  # the client died (e.g. SIGKILL): its trial goes too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+
+
+def _become_trial(req: dict, fds: list[int], conn: socket.socket) -> None:
+    conn.close()
+    for target, fd in zip((0, 1, 2), fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    os.environ["NNI_SEG_STARTED"] = str(req["started"])
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(s, signal.SIG_DFL)
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    sys.argv = ["-m nni_seg.trial", *req["argv"]]
+    code = 1
+    try:
+        from nni_seg.trial import main
+
+        code = main(req["argv"])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))
