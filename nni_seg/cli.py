@@ -287,8 +287,11 @@ def _pack(args) -> int:
     from .data import load_dataset, pack_dataset
     from .files import check_output
 
+    from .progress import Progress
+
     out = check_output(args.out, force=args.force, what="--out")
-    data = load_dataset(from_flags(DataSettings, args), test=None)
+    with Progress(0, "pack-data: reading", "img") as bar:  # the total is not known before the folders are listed
+        data = load_dataset(from_flags(DataSettings, args), test=None, progress=bar.update)
     path = pack_dataset(data, out, args.image_format, args.quality)
     test = f" + {len(data.test_images)} test" if data.test_images is not None else ""
     _out(f"written: {path} ({path.stat().st_size / 1e6:.1f} MB; {len(data.train_images)} train + "
@@ -371,7 +374,7 @@ def _bench(args) -> int:
         out = Path(args.out if args.out != "runs/bench_strategies" else "runs/bench_strategies_camvid")
         cache = Path(args.cache or out / "proxy_cache.json")
         _out(compute_bench.bench(args.strategies or list(compute_bench.STRATEGIES), args.seeds, args.compute,
-                                 args.trial_config, cache, out, (k, n), log=_out))
+                                 args.trial_config, cache, out, (k, n)))
         return 0
     from .strategies import STRATEGIES, run_bench
 

@@ -304,7 +304,7 @@ def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -
 
 
 def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: str, cache: Path, out: Path,
-          shard: tuple[int, int] = (0, 1), log: Callable[[str], None] = print) -> str:
+          shard: tuple[int, int] = (0, 1)) -> str:
     """Run every (strategy, seed) of this shard; with all shards done, write table.md, traces.json, curves.png."""
     from .files import atomic_write_json, atomic_write_text
 
@@ -316,16 +316,20 @@ def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: s
         budget["max_mmacs"] = b.max_mmacs
     if b.max_mmacs_of is not None:
         budget["max_mmacs_of"] = b.max_mmacs_of
+    from .progress import Progress
+
     runs = [(n, s) for n in strategies for s in seeds]
     k, n_shards = shard
-    for name, seed in runs[k::n_shards]:
-        path = out / "runs" / f"{name}_seed{seed}.json"
-        if path.is_file():
-            continue
-        trace = run(name, proxy, compute, seed, budget)
-        atomic_write_json(path, {"points": trace.points})
-        log(f"{name} seed {seed}: incumbent {trace.at(compute):.4f} after {trace.spent} trial-epochs "
-            f"({proxy.trained} trainings so far in this process)")
+    mine = runs[k::n_shards]
+    with Progress(len(mine), "bench-strategies", "run") as bar:
+        for name, seed in mine:
+            path = out / "runs" / f"{name}_seed{seed}.json"
+            if not path.is_file():
+                trace = run(name, proxy, compute, seed, budget)
+                atomic_write_json(path, {"points": trace.points})
+                bar.note(f"{name} seed {seed}: incumbent {trace.at(compute):.4f} after {trace.spent} trial-epochs "
+                         f"({proxy.trained} trainings in this process)")
+            bar.update()
     done = {(n, s): out / "runs" / f"{n}_seed{s}.json" for n, s in runs}
     if not all(p.is_file() for p in done.values()):
         return f"shard {k}/{n_shards} done; the others still run"

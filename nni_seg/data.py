@@ -95,9 +95,11 @@ class SegData:
 @dataclass(frozen=True)
 class Want:
     """What a loader is asked for beyond train and val: the test split (True: required, None: if the
-    dataset has one, False: not), and the masks at their native resolution."""
+    dataset has one, False: not), the masks at their native resolution, and a progress callback
+    (``progress(n)`` after each n images read from files)."""
     test: bool | None = False
     native: bool = False
+    progress: Callable[[int], None] | None = None
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
@@ -248,7 +250,8 @@ def read_image(path: Path, mode: str) -> np.ndarray:
 def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num_classes: int,
                ignore_index: int | None, rgb: bool = True,
                mask_map: Callable[[np.ndarray], np.ndarray] | None = None,
-               native: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+               native: bool = False, progress: Callable[[int], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
     """Read, check and resize image/mask pairs (images bilinear, masks nearest); with ``native``, also
     the masks as stored (a list)."""
     if not pairs:
@@ -273,6 +276,8 @@ def load_pairs(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None, num
         x, y = resize(x[None], y[None], size)
         xs.append(x[0])
         ys.append(y[0])
+        if progress is not None:
+            progress(1)
     return torch.stack(xs), torch.stack(ys), natives if native else None
 
 
@@ -329,7 +334,7 @@ def load_camvid(cfg: DataSettings, want: Want) -> SegData:
         img_dir, mask_dir = root / split, root / f"{split}annot"
         n = {"train": cfg.num_train, "val": cfg.num_val}.get(split)
         pairs = _head(_pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir), n)
-        loaded[split] = load_pairs(pairs, size, 11, 11, native=want.native and split != "train")
+        loaded[split] = load_pairs(pairs, size, 11, 11, native=want.native and split != "train", progress=want.progress)
     return _assemble("camvid", loaded, CAMVID_CLASSES, ignore_index=11, background=None, palette=CAMVID_PALETTE,
                      info={"root": str(root)})
 
@@ -346,8 +351,10 @@ def load_isbi2012(cfg: DataSettings, want: Want) -> SegData:
     if n_val >= len(pairs):
         raise DataError(f"{img_dir} has {len(pairs)} image(s): too few to keep {n_val} for validation")
     to_class = lambda m: (m > 127).astype(np.uint8)  # noqa: E731  (0 membrane, 1 cell)
-    loaded = {"train": load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class),
-              "val": load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class, native=want.native)}
+    loaded = {"train": load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class,
+                                  progress=want.progress),
+              "val": load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class, native=want.native,
+                                progress=want.progress)}
     return _assemble("isbi2012", loaded, ["membrane", "cell"], palette=[(0, 0, 0), (255, 255, 255)],
                      info={"root": str(root)})
 
@@ -391,7 +398,7 @@ def load_cityscapes(cfg: DataSettings, want: Want) -> SegData:
         pairs = _torchvision_pairs(lambda: Cityscapes(str(root), split=split, mode="fine", target_type="semantic"),
                                    f"Cityscapes {split} (leftImg8bit/{split}, gtFine/{split})", root)
         loaded[split] = load_pairs(_head(pairs, n), size, len(classes), 255, mask_map=lambda m: lut[np.clip(m, 0, 255)],
-                                   native=want.native and split == "val")
+                                   native=want.native and split == "val", progress=want.progress)
     return _assemble("cityscapes", loaded, [c.name for c in classes], ignore_index=255, background=None,
                      palette=[c.color for c in classes], info={"root": str(root)})
 
@@ -415,7 +422,8 @@ def load_voc2012(cfg: DataSettings, want: Want) -> SegData:
     for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
         pairs = _torchvision_pairs(lambda: VOCSegmentation(str(root), year="2012", image_set=split),
                                    f"PASCAL VOC 2012 {split} (VOCdevkit/VOC2012)", root)
-        loaded[split] = load_pairs(_head(pairs, n), size, len(VOC_CLASSES), 255, native=want.native and split == "val")
+        loaded[split] = load_pairs(_head(pairs, n), size, len(VOC_CLASSES), 255, native=want.native and split == "val",
+                                   progress=want.progress)
     return _assemble("voc2012", loaded, list(VOC_CLASSES), ignore_index=255, background=0,
                      palette=default_palette(len(VOC_CLASSES)), info={"root": str(root)})
 
@@ -468,8 +476,8 @@ def load_folder(cfg: DataSettings, want: Want) -> SegData:
         split_pairs = {"train": pairs[:-n_val], "val": pairs[-n_val:]}
     split_pairs["train"] = _head(split_pairs["train"], cfg.num_train)
     size = cfg.size or (256, 256)
-    loaded = {split: load_pairs(pairs, size, len(names), 255, native=want.native and split != "train")
-              for split, pairs in split_pairs.items()}
+    loaded = {split: load_pairs(pairs, size, len(names), 255, native=want.native and split != "train",
+                                progress=want.progress) for split, pairs in split_pairs.items()}
     return _assemble("folder", loaded, names, ignore_index=255, background=None,
                      palette=_read_palette(root / "palette.txt", len(names)), info={"root": str(root)})
 
@@ -656,7 +664,8 @@ DATASETS: dict[str, Callable[[DataSettings, Want], SegData]] = {
 assert tuple(DATASETS) == DATASET_NAMES, "settings.DATASET_NAMES must list the registry's names"
 
 
-def load_dataset(cfg: DataSettings, *, test: bool | None = False, native: bool = False) -> SegData:
+def load_dataset(cfg: DataSettings, *, test: bool | None = False, native: bool = False,
+                 progress: Callable[[int], None] | None = None) -> SegData:
     """Load ``cfg.dataset`` from the registry: train and val at ``cfg.size``; ``test`` also loads the
     labelled test split (True: required, None: if there is one); ``native`` keeps the val (and test)
     masks at their stored resolution too."""
@@ -664,4 +673,4 @@ def load_dataset(cfg: DataSettings, *, test: bool | None = False, native: bool =
         loader = lookup(DATASETS, cfg.dataset, "dataset")
     except KeyError as e:
         raise DataError(e.args[0]) from None
-    return loader(cfg, Want(test=test, native=native))
+    return loader(cfg, Want(test=test, native=native, progress=progress))

@@ -361,6 +361,9 @@ def run_experiment(config: str | Path | None, settings: RunSettings = RunSetting
         log(f"{check.note}; exported to {path}" if check.note else
             f"cross-check with NNI's records: {check.trials_checked} trials, {len(check.mismatches)} mismatches; "
             f"exported to {path}")
+        from .draw import draw
+
+        log(f"drawn: {draw(top.arch, path.with_suffix('.png'), f'top architecture of {exp_id}', top.summary)}")
         return top
     finally:
         signal.signal(signal.SIGTERM, previous)

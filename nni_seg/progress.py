@@ -18,9 +18,11 @@ class Progress:
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=total or None, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True, leave=True)
 
     def eta(self) -> str:
+        if self.total <= 0:
+            return "unknown"
         if not self.done:
             return "?"
         left = (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
@@ -30,7 +32,7 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif time.perf_counter() - self.last > self.every and self.done < self.total:
+        elif time.perf_counter() - self.last > self.every and (self.total <= 0 or self.done < self.total):
             self.last = time.perf_counter()
             print(f"{self.desc}: {self.done}/{self.total} {self.unit} (eta {self.eta()})", file=self.stream, flush=True)
 

@@ -144,9 +144,15 @@ class CachedTrainingProxy:
 
 
 def bench(strategies: list[str], objective: Objective, budget: int, seeds: list[int]) -> dict:
+    from .progress import Progress
+
     curves = {}
-    for name in strategies:
-        curves[name] = [best_so_far(run_strategy(name, objective, budget, seed)) for seed in seeds]
+    with Progress(len(strategies) * len(seeds), "bench-strategies", "run") as bar:
+        for name in strategies:
+            curves[name] = []
+            for seed in seeds:
+                curves[name].append(best_so_far(run_strategy(name, objective, budget, seed)))
+                bar.update()
     return curves
 
 
