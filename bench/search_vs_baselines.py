@@ -1,13 +1,16 @@
-"""Does the search beat what a user would pick by hand? CamVid, several search seeds, one schedule for all.
+"""Does the search beat what a user would pick by hand? Several search seeds, one schedule for all.
 
 For each search seed: (a) the default CamVid search (``experiments/camvid/search_cpu.yml``: TPE started from
 the U-Net, the new model space), (b) random search in the new space with the same trial budget, (c) TPE in
 the first model space (single-op cells, max-pools, no context block; the new labels pinned to the values
 that reproduce it). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
-noise). Every network is scored on val at the labels' native 360x480 and at 96x128.
+noise). Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
+the same for ISBI 2012 membranes (the shipped search, ``experiments/isbi2012/search_cpu.yml``; retrain at
+256x256 for 20 epochs; native 512x512).
 
     python bench/search_vs_baselines.py --out runs/search_vs_baselines [--seeds 0 1 2]
+    python bench/search_vs_baselines.py --dataset isbi2012 --seeds 0 --out runs/isbi_vs_baselines
     python bench/search_vs_baselines.py --out runs/search_vs_baselines --table   # markdown from results.json
 
 Resumable: a search whose top_arch.json exists, or a training whose checkpoint exists, is not redone.
@@ -25,12 +28,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {  # name -> (config, search space: "new" or "old")
-    "tpe_new": ("experiments/camvid/search_cpu.yml", "new"),
-    "random_new": ("experiments/camvid/random_cpu.yml", "new"),
-    "tpe_old": ("experiments/camvid/tpe_cpu.yml", "old"),
+# per dataset: the searches (name -> config, search space "new" or "old"), the data and the retrain schedule
+SETUPS = {
+    "camvid": {
+        "variants": {"tpe_new": ("experiments/camvid/search_cpu.yml", "new"),
+                     "random_new": ("experiments/camvid/random_cpu.yml", "new"),
+                     "tpe_old": ("experiments/camvid/tpe_cpu.yml", "old")},
+        "data": dict(dataset="packed", data_root="data/camvid_360x480.npz", size=(96, 128)),
+        "retrain": dict(epochs=12, batch_size=8, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
+    },
+    "isbi2012": {
+        "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", "new")},
+        "data": dict(dataset="isbi2012", data_root="../shared/data/isbi2012_membrane", size=(256, 256)),
+        "retrain": dict(epochs=20, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
+    },
 }
-RETRAIN = dict(epochs=12, batch_size=8, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu")
+SETUP = SETUPS["camvid"]
+VARIANTS = SETUP["variants"]
+RETRAIN = SETUP["retrain"]
 
 
 def old_space() -> dict:
@@ -98,8 +113,8 @@ def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
     from nni_seg.settings import DataSettings, TrainSettings
 
     folder = out / "ckpt" / f"{name}_run{run}"
-    data_cfg = DataSettings(dataset="packed", data_root=str(ROOT / "data" / "camvid_360x480.npz"), size=(96, 128))
-    if not (folder / "last.pt").is_file() or schema.load(CheckpointMeta, folder / "meta.json").epoch < 12:
+    data_cfg = data_settings()
+    if not (folder / "seconds.txt").is_file():  # written when a training has finished
         t0 = time.time()
         retrain(arch, data_cfg, TrainSettings(seed=run, threads=2, **RETRAIN), folder, data=data, force=True,
                 progress=False)
@@ -109,7 +124,16 @@ def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
     small = evaluate(folder, device="cpu", native=False, data=data)
     return {"network": name, "run": run, "mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary,
             "best_epoch": meta.epoch, "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
-            "at_96x128": dataclasses.asdict(small.scores), "retrain_seconds": float((folder / "seconds.txt").read_text())}
+            "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
+            "retrain_seconds": float((folder / "seconds.txt").read_text())}
+
+
+def data_settings():
+    from nni_seg.settings import DataSettings
+
+    d = dict(SETUP["data"])
+    d["data_root"] = str((ROOT / d["data_root"]).resolve())
+    return DataSettings(**d)
 
 
 def spread(values: list[float]) -> str:
@@ -124,13 +148,18 @@ def table(results: dict) -> str:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
-    lines = ["| network | runs | val mIoU, native 360x480 | val mean Dice, native | val mIoU at 96x128 | MMACs (96x128) "
-             "| params |", "|---|---|---|---|---|---|---|"]
+    for r in rows:  # results written before the key was renamed
+        r.setdefault("at_train_size", r.get("at_96x128"))
+        r.setdefault("train_size", [96, 128])
+    size = "x".join(map(str, rows[0]["train_size"])) if rows else "?"
+    native = rows[0]["resolution"] if rows else "?"
+    lines = [f"| network | runs | val mIoU, {native} | val mean Dice, native | val mIoU at {size} | "
+             f"MMACs ({size}) | params |", "|---|---|---|---|---|---|---|"]
     for g, rs in groups.items():
         mmacs = " / ".join(f"{r['mmacs']:.0f}" for r in rs)
         params = " / ".join(f"{r['params'] / 1e6:.2f} M" for r in rs)
         lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
-                     f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_96x128']['miou'] for r in rs])} | "
+                     f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_train_size']['miou'] for r in rs])} | "
                      f"{mmacs} | {params} |")
     lines += ["", "| search | seed | trials | trained | rejected (over budget) | proxy Dice of the winner | wall s | "
               "winner |", "|---|---|---|---|---|---|---|---|"]
@@ -144,10 +173,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/search_vs_baselines")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--dataset", choices=list(SETUPS), default="camvid")
+    ap.add_argument("--variants", nargs="+", help="searches to run (default: all of the dataset's)")
     ap.add_argument("--port", type=int, help="web UI port of the searches (default: 8080 or a free one)")
     ap.add_argument("--table", action="store_true", help="only print the table of results.json")
     args = ap.parse_args()
+    global SETUP, VARIANTS, RETRAIN
+    SETUP = SETUPS[args.dataset]
+    VARIANTS, RETRAIN = SETUP["variants"], SETUP["retrain"]
+    args.variants = args.variants or list(VARIANTS)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.table:
@@ -155,11 +189,9 @@ def main() -> int:
         return 0
     from nni_seg.arch import seed_arch, unet_arch
     from nni_seg.data import load_dataset
-    from nni_seg.settings import DataSettings
 
     searches = [search(v, s, out, args.port) for s in args.seeds for v in args.variants]
-    data = load_dataset(DataSettings(dataset="packed", data_root=str(ROOT / "data" / "camvid_360x480.npz"),
-                                     size=(96, 128)), native=True)
+    data = load_dataset(data_settings(), native=True)
     trainings = []
     for name, arch in (("unet", unet_arch()), ("seed", seed_arch())):
         for run in (0, 1):

@@ -111,15 +111,23 @@ def _export(args) -> int:
 
 def _build_report(p):
     p.add_argument("experiment", help="experiment id (or its folder)")
-    p.add_argument("--out", help="output folder (default: <experiment dir>/report)")
+    p.add_argument("--out", help="output folder (default: <experiment dir>/report, which a new report replaces)")
     p.add_argument("--exp-dir", action="append", help="experimentWorkingDirectory to search (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace report files already in --out")
 
 
 def _report(args) -> int:
     from .records import experiment_dir
-    from .report import make_report
+    from .report import REPORT_FILES, make_report
 
     d = experiment_dir(args.experiment, args.exp_dir)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder")
+        present = [f for f in REPORT_FILES if (out / f).exists()]
+        if present and not args.force:
+            raise UserError(f"{out} already holds a report ({', '.join(present)}); --force replaces it")
     res = make_report(d, Path(args.out) if args.out else None)
     _out(f"{res['trials']} trials, {res['succeeded']} succeeded, {len(res['pareto'])} on the Pareto front")
     for e in res["unreadable"]:
@@ -303,17 +311,23 @@ def _build_space(p):
     p.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
     p.add_argument("--out", help="file to write (default: print)")
+    p.add_argument("--force", action="store_true", help="replace an --out file whose content differs")
 
 
 def _space(args) -> int:
     from .arch import dumps_space
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_output
 
     text = dumps_space(args.kind)
-    if args.out:
-        _out(f"written: {atomic_write_text(args.out, text)}")
-    else:
+    if not args.out:
         print(text, end="")
+        return 0
+    out = Path(args.out)
+    if out.is_file() and out.read_text() == text:
+        _out(f"unchanged: {out}")
+        return 0
+    check_output(out, force=args.force, what="--out")
+    _out(f"written: {atomic_write_text(out, text)}")
     return 0
 
 

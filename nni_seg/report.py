@@ -18,6 +18,9 @@ from .files import atomic_write_bytes
 from .records import Loaded, db_records, trial_records
 
 
+REPORT_FILES = ("dice_vs_trial.png", "dice_vs_mmacs.png", "trials.csv", "pareto.csv", "pareto.md", "best_arch.png")
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point dominates, cheapest first.
 
