@@ -288,7 +288,7 @@ def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import save_png
+    from .plots import save_png
 
     grid = list(range(1, compute + 1))
     fig, ax = plt.subplots(figsize=(7.5, 4.6))

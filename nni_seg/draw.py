@@ -37,7 +37,7 @@ def draw(arch: Arch, path: str | Path, title: str | None = None, subtitle: str |
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    from .report import save_png
+    from .plots import save_png
 
     d = describe(arch)
     levels = arch["levels"]

@@ -123,14 +123,16 @@ def _server(path: Path) -> socket.socket | None:
     return None
 
 
-def run(argv: list[str], started: float) -> int | None:
-    """Run ``python -m nni_seg.trial argv`` in a forked copy of the server and return its exit code (or die
-    by its signal); None when no server can be used (the caller then runs the trial itself)."""
+def run(target: str, argv: list[str], started: float) -> int | None:
+    """Run ``target(argv)`` (``"module:function"``, e.g. ``nni_seg.trial:main``) in a forked copy of the
+    server and return its exit code (or die by its signal); None when no server can be used (the caller then
+    runs it itself)."""
     try:
         conn = _server(socket_dir() / f"{server_key()}.sock")
         if conn is None:
             return None
-        _send(conn, {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "started": started}, [0, 1, 2])
+        _send(conn, {"target": target, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(),
+                     "started": started}, [0, 1, 2])
         hello, _ = _recv(conn)
     except OSError:
         return None
@@ -262,12 +264,13 @@ def _become_trial(req: dict, fds: list[int], conn: socket.socket) -> None:
         signal.signal(s, signal.SIG_DFL)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    sys.argv = ["-m nni_seg.trial", *req["argv"]]
+    module, func = req["target"].split(":")
+    sys.argv = [module, *req["argv"]]
     code = 1
     try:
-        from nni_seg.trial import main
+        import importlib
 
-        code = main(req["argv"])
+        code = getattr(importlib.import_module(module), func)(req["argv"])
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -26,7 +26,8 @@ from . import schema
 from .arch import NAMED_ARCHS
 from .errors import UserError
 from .files import atomic_write_text
-from .report import make_report, save_png
+from .plots import save_png
+from .report import make_report
 from .schema import NetworkResult, RecipeResult
 from .settings import DataSettings, RecipeSettings, RunSettings, TrainSettings
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import RunFailed
 from .files import atomic_write_bytes
+from .plots import save_png
 from .records import Loaded, db_records, trial_records
 
 
@@ -60,17 +61,6 @@ def _csv(rows: list[dict], keys: list[str]) -> bytes:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue().encode()
-
-
-def save_png(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:

@@ -413,7 +413,7 @@ def launch(argv: list[str] | None = None) -> int:
     from . import forkserver
 
     if forkserver.enabled() and "-h" not in argv and "--help" not in argv:
-        code = forkserver.run(argv, process_start_time())
+        code = forkserver.run("nni_seg.trial:main", argv, process_start_time())
         if code is not None:
             return code
     return main(argv)
