@@ -363,6 +363,8 @@ def _build_bench(p):
     p.add_argument("--shard", default="0/1", help="camvid: K/N runs every N-th (strategy, seed) from the K-th, so "
                                                   "N processes share the cores and one cache")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--reuse", nargs="+", metavar="EXP_DIR", help="camvid: experiment folders whose trials (same trial "
+                                                                  "settings) fill the cache before anything trains")
     p.add_argument("--proxy-size", type=int, default=24, help="proxy: image size (default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=3, help="proxy: epochs (default %(default)s)")
     p.add_argument("--proxy-train", type=int, default=96, help="proxy: training images (default %(default)s)")
@@ -388,7 +390,7 @@ def _bench(args) -> int:
         out = Path(args.out if args.out != "runs/bench_strategies" else "runs/bench_strategies_camvid")
         cache = Path(args.cache or out / "proxy_cache.json")
         _out(compute_bench.bench(args.strategies or list(compute_bench.STRATEGIES), args.seeds, args.compute,
-                                 args.trial_config, cache, out, (k, n)))
+                                 args.trial_config, cache, out, (k, n), [Path(p) for p in args.reuse or []]))
         return 0
     from .strategies import STRATEGIES, run_bench
 

@@ -89,6 +89,41 @@ class ProxyCache:
             self.table[key] = entry
             atomic_write_json(self.path, {"settings": self.settings, "table": self.table})
 
+    def import_records(self, exp_dirs: list[Path]) -> int:
+        """Fill the cache from the trials of earlier searches that trained with the same settings (the data
+        file's location, threads and device aside); returns how many entries were added."""
+        from .records import trial_records
+        from .schema import Status
+
+        def same(rec) -> bool:
+            ignore_d, ignore_t = {"data_root"}, {"threads", "device"}
+            d, t = _plain(rec.data), _plain(rec.train)
+            return ({k: v for k, v in d.items() if k not in ignore_d} ==
+                    {k: v for k, v in self.settings["data"].items() if k not in ignore_d}
+                    and {k: v for k, v in t.items() if k not in ignore_t} ==
+                    {k: v for k, v in self.settings["train"].items() if k not in ignore_t}
+                    and _plain(rec.budget) == self.settings["budget"])
+
+        added = 0
+        for exp_dir in exp_dirs:
+            loaded, _ = trial_records(Path(exp_dir))
+            for x in loaded:
+                rec = x.record
+                if rec.status not in (Status.SUCCEEDED, Status.REJECTED) or not same(rec):
+                    continue
+                epochs = rec.train.epochs
+                key = json.dumps([canonical(validate_arch(rec.arch, fill_legacy=True)), epochs], sort_keys=True)
+                if key in self.table:
+                    continue
+                entry = ({"curve": [], "rejected": True, "mmacs": rec.mmacs} if rec.status == Status.REJECTED else
+                         {"curve": [h.dice for h in rec.history], "rejected": False, "mmacs": rec.mmacs,
+                          "seconds": rec.train_seconds, "from": x.path})
+                if not entry["rejected"] and len(entry["curve"]) != epochs:
+                    continue
+                self._write(key, entry)
+                added += 1
+        return added
+
     @property
     def full_epochs(self) -> int:
         return self.train_cfg.epochs
@@ -304,11 +339,14 @@ def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -
 
 
 def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: str, cache: Path, out: Path,
-          shard: tuple[int, int] = (0, 1)) -> str:
-    """Run every (strategy, seed) of this shard; with all shards done, write table.md, traces.json, curves.png."""
+          shard: tuple[int, int] = (0, 1), reuse: list[Path] | None = None) -> str:
+    """Run every (strategy, seed) of this shard; with all shards done, write table.md, traces.json, curves.png.
+    ``reuse``: experiment folders whose trials (same trial settings) fill the cache first."""
     from .files import atomic_write_json, atomic_write_text
 
     proxy = ProxyCache(cache, trial_config)
+    if reuse:
+        proxy.import_records(reuse)
     b = proxy.budget
     budget = {"size": list(proxy.data_cfg.size), "num_classes": proxy.data().num_classes,
               "in_channels": proxy.data().in_channels}

@@ -64,3 +64,19 @@ def test_cli_writes_table_and_curves(tmp_path, monkeypatch):
     assert (tmp_path / "b" / "curves.png").is_file() and "| default |" in (tmp_path / "b" / "table.md").read_text()
     points = json.loads((tmp_path / "b" / "traces.json").read_text())["default"][0]
     assert points[0][0] == 3  # the U-Net first: one full-fidelity trial of 3 epochs
+
+
+def test_cache_reuses_the_trials_of_earlier_searches(tmp_path):
+    """A search's records with the same trial settings fill the cache: nothing is trained twice."""
+    from nni_seg.cli import main
+
+    (tmp_path / "t.yml").write_text(TRIAL)
+    trial = ["--config", str(tmp_path / "t.yml"), "--arch", "unet"]
+    assert main(["trial", *trial, "--out", str(tmp_path / "exp" / "trials" / "a")]) == 0
+    proxy = compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")
+    assert proxy.import_records([tmp_path / "exp"]) == 1
+    rec = json.loads((tmp_path / "exp" / "trials" / "a" / "nni_seg_record.json").read_text())
+    assert proxy(unet_arch()).curve == [h["dice"] for h in rec["history"]] and proxy.trained == 0
+    other = tmp_path / "o.yml"
+    other.write_text(TRIAL.replace("epochs: 3", "epochs: 2"))
+    assert compute_bench.ProxyCache(tmp_path / "c2.json", other).import_records([tmp_path / "exp"]) == 0
