@@ -12,7 +12,7 @@ def _cell_text(arch: Arch, op: str, side: str) -> str:
     op2, join = arch[f"{side}_op2"], arch[f"{side}_join"]
     if op2 == "none":
         return op
-    sign = {"serial": "\u2192", "parallel_sum": "+", "parallel_concat": "\u2225"}[join]
+    sign = {"serial": "->", "parallel_sum": "+", "parallel_concat": "||"}[join]  # glyphs every font has
     return f"{op} {sign} {op2}"
 
 
@@ -85,6 +85,7 @@ def draw(arch: Arch, path: str | Path, title: str | None = None, subtitle: str |
     ax.text(5.0, 1.12, title or "architecture", ha="center", fontsize=11, weight="bold")
     import textwrap
 
-    note = subtitle or f"activation {d['act']}; active choices: {len(active_labels(arch))}"
+    note = (f"cells: a -> b serial, a + b parallel summed, a || b parallel concatenated (1x1); activation {d['act']}. "
+            + (subtitle or f"{len(active_labels(arch))} active choices"))
     ax.text(5.0, -levels - 0.85, textwrap.fill(note, 150), ha="center", va="top", fontsize=7.5, color="0.3")
     return save_png(fig, Path(path))
