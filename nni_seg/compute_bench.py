@@ -10,8 +10,10 @@ new. The incumbent is the best val Dice of an architecture trained at full proxy
 Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
 terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
 :class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search: TPE started from the
-U-Net, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` (guided TPE with
-NNI's Medianstop assessor deciding after each epoch from the cached curves), ``hyperband`` (Hyperband's
+U-Net, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` /
+``tpe_curvefitting`` (guided TPE with NNI's Medianstop / Curvefitting assessor deciding after each epoch
+from the cached curves; Curvefitting predicts the last epoch's score from the curve so far and stops a
+trial predicted below 95% of the best finished one), ``hyperband`` (Hyperband's
 brackets as NNI's advisor computes them, R = the proxy's epochs, eta 3, random architectures within
 the budget; budgets are trained from scratch, as the trial does with NNI's TRIAL_BUDGET).
 """
@@ -31,7 +33,7 @@ import numpy as np
 from .arch import CHOICES, canonical, decode_parameters, legacy_search_space, validate_arch
 from .errors import UserError
 
-STRATEGIES = ("random", "tpe", "default", "evolution", "tpe_medianstop", "hyperband")
+STRATEGIES = ("random", "tpe", "default", "evolution", "tpe_medianstop", "tpe_curvefitting", "hyperband")
 
 
 @dataclass
@@ -208,6 +210,7 @@ def _tuner(name: str, seed: int, budget: dict):
         return RandomTuner(seed=seed)
     inner, args, start = {"tpe": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_medianstop": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
+                          "tpe_curvefitting": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "default": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, ["unet"]),
                           "evolution": ("Evolution", {"population_size": 6}, [])}[name]
     return GuidedTuner(inner, args, start, budget=budget)
@@ -227,12 +230,16 @@ def run_tuner(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dic
         from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
 
         assessor = MedianstopAssessor("maximize", start_step=2)
+    elif name == "tpe_curvefitting":
+        from nni.algorithms.hpo.curvefitting_assessor import CurvefittingAssessor
+
+        assessor = CurvefittingAssessor(epoch_num=proxy.full_epochs, start_step=max(1, proxy.full_epochs - 1))
     trace, pid = Trace(), 0
     while trace.spent < compute and pid < 10000:
         params = tuner.generate_parameters(pid)
         ev = proxy(decode_parameters(params))
         if assessor is not None and not ev.rejected:
-            stopped = _medianstop(assessor, str(pid), ev.curve)
+            stopped = _assess(assessor, str(pid), ev.curve)
             if stopped:  # NNI tells the tuner nothing but that the trial ended
                 trace.add(stopped, None)
                 tuner.trial_end(pid, False)
@@ -246,8 +253,8 @@ def run_tuner(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dic
     return trace
 
 
-def _medianstop(assessor, tid: str, curve: list[float]) -> int:
-    """Epochs after which NNI's Medianstop stops this trial (0: it runs to the end)."""
+def _assess(assessor, tid: str, curve: list[float]) -> int:
+    """Epochs after which the NNI assessor stops this trial (0: it runs to the end)."""
     from nni.assessor import AssessResult
 
     for t in range(1, len(curve)):

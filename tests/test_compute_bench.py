@@ -39,8 +39,8 @@ def test_medianstop_stops_a_trial_below_the_median():
     from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
 
     a = MedianstopAssessor("maximize", start_step=1)
-    assert compute_bench._medianstop(a, "good", [0.5, 0.6, 0.7]) == 0
-    assert compute_bench._medianstop(a, "bad", [0.1, 0.2, 0.3]) == 1
+    assert compute_bench._assess(a, "good", [0.5, 0.6, 0.7]) == 0
+    assert compute_bench._assess(a, "bad", [0.1, 0.2, 0.3]) == 1
 
 
 def test_every_strategy_spends_its_compute_and_the_table_compares_with_random(proxy, tmp_path):
