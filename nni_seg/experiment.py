@@ -56,6 +56,8 @@ def check_config(path: Path) -> dict:
         v = raw.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{path}: {key}: must be a positive integer, got {v!r}")
+    from nni.experiment.config.utils import unset_base_path
+
     try:  # NNI's validate() is exactly this canonical_copy(); the canonical form is used below
         canonical = ExperimentConfig.load(str(path)).canonical_copy()
     except AssertionError as e:
@@ -63,6 +65,8 @@ def check_config(path: Path) -> dict:
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"{path}: {msg}") from None
+    finally:  # NNI's load() sets a module-wide base path and leaves it set when the config fails: every
+        unset_base_path()  # later load in this process would then fail ("_current_base_path is None")
     _check_algorithm_names(raw, path)
     _check_local_gpus(canonical, path)
     return raw

@@ -112,8 +112,9 @@ def _server(path: Path) -> socket.socket | None:
         if conn is not None:
             return conn
         path.unlink(missing_ok=True)  # a dead server's socket
-        subprocess.Popen([sys.executable, "-m", "nni_seg.forkserver", str(path)], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(path.with_suffix(".log"), "ab") as log:  # the server's own errors, if it has any
+            subprocess.Popen([sys.executable, "-m", "nni_seg.forkserver", str(path)], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.time() + START_TIMEOUT
         while time.time() < deadline:
             time.sleep(0.05)

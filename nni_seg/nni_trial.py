@@ -32,6 +32,14 @@ def light_channel_url() -> str | None:
         return None
 
 
+class ChannelClosed(KeyboardInterrupt):
+    """NNI's trial channel refused a report: the manager is stopping the experiment (NNI 3.0 closes the
+    channel a few seconds before it signals the trials). The trial is canceled, not failed."""
+
+    def __str__(self) -> str:
+        return "NNI's trial channel closed: the experiment is stopping"
+
+
 class HttpTrialChannel:
     """NNI 3.0's trial command channel over HTTP: PUT a command; GET the next one (408: none yet, ask
     again; 410: the channel is closed)."""
@@ -42,8 +50,17 @@ class HttpTrialChannel:
     def _send(self, command: dict) -> None:
         req = urllib.request.Request(self.url, data=json.dumps(command).encode(), method="PUT",
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            r.read()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 410:
+                raise ChannelClosed() from None
+            raise
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ConnectionRefusedError):
+                raise ChannelClosed() from None
+            raise
 
     def _receive(self) -> dict | None:
         deadline = time.time() + self.timeout

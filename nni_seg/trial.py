@@ -192,7 +192,10 @@ def run_trial(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out_
         _train_and_score(record, path, arch, data_cfg, train_cfg, budget, reporter, model, fault, clock)
         return record
     except KeyboardInterrupt as e:  # NNI stops trials with SIGINT (assessor, trial kill, nnictl stop); SIGTERM; Ctrl-C
-        record.status, record.error = Status.CANCELED, f"canceled ({str(e) or 'interrupted'})"
+        if record.status == Status.SUCCEEDED:  # trained and scored; only the final report did not reach NNI
+            record.error = f"final result not reported to NNI ({str(e) or 'interrupted'})"
+        else:
+            record.status, record.error = Status.CANCELED, f"canceled ({str(e) or 'interrupted'})"
         raise
     except BaseException as e:
         record.status, record.traceback = Status.FAILED, traceback.format_exc()
@@ -339,14 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     USER_CANCELED, any exit code as FAILED."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
+    from .nni_trial import ChannelClosed
+
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _main(argv)
-    except TrialSignal as e:
+    except (TrialSignal, ChannelClosed) as e:
+        # NNI closing the channel is the experiment stopping: the trial ends as NNI's SIGINT would end it
+        signum = e.args[1] if isinstance(e, TrialSignal) else signal.SIGINT
         print(f"error: trial canceled ({e})", file=sys.stderr, flush=True)
-        signal.signal(e.args[1], signal.SIG_DFL)
-        os.kill(os.getpid(), e.args[1])
-        return 128 + e.args[1]  # only if the default action did not end the process
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return 128 + signum  # only if the default action did not end the process
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -163,3 +163,14 @@ def test_stop_that_hangs_kills_the_manager_and_its_children(tmp_path, monkeypatc
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert f"nnictl stop exp1 did not return in 1s; killed its NNI manager (pid {manager.pid}, 3 processes" \
         in capsys.readouterr().err
+
+
+def test_a_rejected_config_does_not_spoil_the_next_check(tmp_path):
+    """NNI's ExperimentConfig.load leaves a module-wide base path set when a config fails inside it; every
+    later load in the process then failed with "_current_base_path is None" (seen in CI)."""
+    good = (ROOT / "config.yml").read_text().replace("experiments/", str(ROOT / "experiments") + "/")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(good.replace("maxExperimentDuration: 30m", "maxExperimentDuration: 0s"))
+    with pytest.raises(ConfigError, match="NNI's check failed"):
+        check_config(bad)
+    assert check_config(ROOT / "config.yml")["maxTrialNumber"] == 8
