@@ -33,10 +33,10 @@ run_nni() {  # $1 config, $2 port, $3 label
   $PY - "$id" <<'PYEOF'
 import sys
 from nni_seg.records import experiment_dir, trial_records
-recs = trial_records(experiment_dir(sys.argv[1]))
+recs = [x.record for x in trial_records(experiment_dir(sys.argv[1]))[0]]
 for r in recs:
-    print(r.get("trial_id"), r["status"], r.get("device"), "CUDA_VISIBLE_DEVICES=%s" % r.get("cuda_visible_devices"), r.get("metrics", {}).get("dice"), r.get("train_seconds"))
-print(f"{sum('cuda' in str(r.get('device')) for r in recs)}/{len(recs)} trials ran on CUDA")
+    print(r.trial_id, r.status.value, r.device, "CUDA_VISIBLE_DEVICES=%s" % r.cuda_visible_devices, (r.metrics or {}).get("dice"), r.train_seconds)
+print(f"{sum('cuda' in str(r.device) for r in recs)}/{len(recs)} trials ran on CUDA")
 PYEOF
   d=$($PY -c "from nni_seg.records import experiment_dir; print(experiment_dir('$id'))")
   tar czf "$OUT/nni_$3_logs.tgz" -C "$d" log $(cd "$d" && find environments -name 'trial.*' -o -name '*.json' | head -40) 2>/dev/null
@@ -48,7 +48,7 @@ timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_trainer.py --size ${BENCH_SIZE:-36
   --out "$OUT/bench_trainer.json" 2>&1 | tee "$OUT/bench_trainer.txt" | grep -v Warning
 
 step several trainers on one GPU, small net 64x64 batch 32
-printf '{"levels": 3, "act": "relu", "up": "bilinear", "enc1_op": "conv3x3", "enc1_width": 32, "enc1_depth": 1, "enc2_op": "conv3x3", "enc2_width": 64, "enc2_depth": 1, "enc3_op": "conv3x3", "enc3_width": 128, "enc3_depth": 1, "enc4_op": "conv3x3", "enc4_width": 128, "enc4_depth": 1, "dec1_op": "conv3x3", "dec1_skip": "concat", "dec2_op": "conv3x3", "dec2_skip": "concat", "dec3_op": "conv3x3", "dec3_skip": "none"}' > /tmp/small_arch.json
+printf '{"levels": 3, "act": "relu", "up": "bilinear", "enc1_op": "conv3x3", "enc1_width": 32, "enc1_depth": 1, "enc2_op": "conv3x3", "enc2_width": 64, "enc2_depth": 1, "enc3_op": "conv3x3", "enc3_width": 128, "enc3_depth": 1, "enc4_op": "conv3x3", "enc4_width": 128, "enc4_depth": 1, "dec1_op": "conv3x3", "dec1_skip": "concat", "dec2_op": "conv3x3", "dec2_skip": "concat", "dec3_op": "conv3x3", "dec3_skip": "none"}' > /tmp/small_arch.json  # an old-space file: the new choices take their defaults
 for k in 1 2 4; do
   for i in $(seq $k); do
     timeout 120 $PY bench/bench_trainer.py --arch /tmp/small_arch.json --size 64 64 --batch-size 32 --images ${SHARE_IMAGES:-2048} \

@@ -2,7 +2,7 @@
 # Pack nni 3.0 and the small dependencies the GPU image lacks, for Python 3.12, into
 # .whl/nni_site.tar.xz (about 42 MB, under the device tool's 64 MiB carry limit; the nni wheel
 # alone is 61 MB). Used by bench/gpu_check.sh when the GPU machine has no nni. filelock 3.11 is
-# included on purpose: the image's newer filelock makes `nnictl create` hang (see nni_seg/launch.py);
+# included on purpose: the image's newer filelock makes `nnictl create` hang (see nni_seg/experiment.py);
 # nvidia-ml-py (pynvml) is what NNI's GPU probe imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
