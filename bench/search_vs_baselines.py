@@ -7,7 +7,7 @@ that reproduce it). Each winner is retrained once with the CPU recipe's schedule
 soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
 noise). Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
 the same for ISBI 2012 membranes (the shipped search, ``experiments/isbi2012/search_cpu.yml``; retrain at
-256x256 for 20 epochs; native 512x512).
+128x128 for 30 epochs; native 512x512).
 
     python bench/search_vs_baselines.py --out runs/search_vs_baselines [--seeds 0 1 2]
     python bench/search_vs_baselines.py --dataset isbi2012 --seeds 0 --out runs/isbi_vs_baselines
@@ -39,8 +39,8 @@ SETUPS = {
     },
     "isbi2012": {
         "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", "new")},
-        "data": dict(dataset="isbi2012", data_root="../shared/data/isbi2012_membrane", size=(256, 256)),
-        "retrain": dict(epochs=20, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
+        "data": dict(dataset="isbi2012", data_root="../shared/data/isbi2012_membrane", size=(128, 128)),
+        "retrain": dict(epochs=30, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
     },
 }
 SETUP = SETUPS["camvid"]
