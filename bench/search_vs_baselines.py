@@ -192,14 +192,16 @@ def main() -> int:
 
     searches = [search(v, s, out, args.port) for s in args.seeds for v in args.variants]
     data = load_dataset(data_settings(), native=True)
+    # the order puts the comparisons the claim rests on first (U-Net, the default search, random search), so
+    # a run cut short still answers them: then the seed's net and the first model space
+    jobs = [("unet", "unet", unet_arch(), r) for r in (0, 1)]
+    for variant in args.variants:
+        jobs += [(variant, f"{variant}_seed{s['seed']}", s["arch"], 0) for s in searches if s["variant"] == variant]
+    jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
+    jobs.sort(key=lambda j: (j[0] in ("seed", "tpe_old"), j[0] == "tpe_old"))
     trainings = []
-    for name, arch in (("unet", unet_arch()), ("seed", seed_arch())):
-        for run in (0, 1):
-            trainings.append({"group": name, **train_and_score(name, arch, run, out, data)})
-            _save(out, searches, trainings)
-    for s in searches:
-        name = f"{s['variant']}_seed{s['seed']}"
-        trainings.append({"group": s["variant"], **train_and_score(name, s["arch"], 0, out, data)})
+    for group, name, arch, run in jobs:
+        trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})
         _save(out, searches, trainings)
     print(table(json.loads((out / "results.json").read_text())))
     return 0

@@ -261,6 +261,8 @@ def _manager_hint(exp_dir: Path | None) -> str:
 # NNI statuses in which nothing more will be started: the experiment is over once no trial is active
 FINISHED = ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED")
 ACTIVE_TRIALS = ("WAITING", "RUNNING", "UNKNOWN")
+# NNI's manager submits the trials a tuner sends on its next tick (every 5 s): three ticks of quiet
+TUNER_PAUSE_SECONDS = 15.0
 
 
 def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: float = 3,
@@ -271,7 +273,7 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
     logs an error, or no trial is created within ``stall`` seconds.
     """
     t0 = time.time()
-    last_ok, last_state, exp_dir = time.time(), None, None
+    last_ok, last_state, exp_dir, idle_since = time.time(), None, None, None
     while True:
         time.sleep(poll)
         elapsed = time.time() - t0
@@ -304,8 +306,16 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
             raise ExperimentDead(f"no trial started in {stall:.0f}s; experiment {exp_id} is stuck in "
                                  f"{status['status']}{_manager_hint(exp_dir)}")
         active = sum(counts.get(s, 0) for s in ACTIVE_TRIALS)
-        if status["status"] in FINISHED and trials and not active:
+        if not (status["status"] in FINISHED and trials and not active):
+            idle_since = None
+        elif status["status"] != "TUNER_NO_MORE_TRIAL":
             return status
+        else:
+            # a multi-fidelity tuner (BOHB, Hyperband) says "no more" while it waits for a rung's results and
+            # then sends the next rung, which NNI submits on its next tick: only a lasting pause is the end
+            idle_since = idle_since or time.time()
+            if time.time() - idle_since >= TUNER_PAUSE_SECONDS:
+                return status
         if elapsed > timeout:
             raise ExperimentDead(f"experiment {exp_id} still {status['status']} after {timeout:.0f}s (--timeout)")
 

@@ -137,7 +137,29 @@ def test_follow_gives_up_when_no_trial_starts_and_quotes_nni(tmp_path, monkeypat
     # the tuner has nothing more to give (a one-point space) and every trial has ended: done, not a timeout
     answers.update({"/check-status": {"status": "TUNER_NO_MORE_TRIAL"},
                     "/trial-jobs": [{"trialJobId": "a", "status": "SUCCEEDED"}]})
+    monkeypatch.setattr(launch, "TUNER_PAUSE_SECONDS", 0.05)
     assert follow("exp", 1, timeout=60, stall=60, poll=0.01, log=lambda msg: None)["status"] == "TUNER_NO_MORE_TRIAL"
+
+
+def test_follow_waits_out_a_multi_fidelity_tuners_pause(monkeypatch):
+    """BOHB says "no more trials" while a rung's results are pending, then sends the next rung: a short quiet
+    spell with nothing active is not the end (CI once stopped a BOHB search there and canceled its next trial)."""
+    monkeypatch.setattr(launch, "experiment_dir", lambda exp_id: None)
+    monkeypatch.setattr(launch, "TUNER_PAUSE_SECONDS", 0.3)
+    done = [{"trialJobId": "a", "status": "SUCCEEDED"}]
+    script = ([("TUNER_NO_MORE_TRIAL", done)] * 3 + [("RUNNING", done + [{"trialJobId": "b", "status": "RUNNING"}])] * 3
+              + [("TUNER_NO_MORE_TRIAL", done + [{"trialJobId": "b", "status": "SUCCEEDED"}])] * 1000)
+    polls = []
+
+    def rest(port, path):
+        if path == "/check-status":
+            polls.append(None)
+        status, trials = script[len(polls) - 1]
+        return {"status": status} if path == "/check-status" else trials
+
+    monkeypatch.setattr(launch, "rest", rest)
+    assert follow("exp", 1, timeout=60, stall=60, poll=0.02, log=lambda msg: None)["status"] == "TUNER_NO_MORE_TRIAL"
+    assert len(polls) > 6  # not ended during the first pause, before trial b
 
 
 def test_stop_that_hangs_kills_the_manager_and_its_children(tmp_path, monkeypatch, capsys):
