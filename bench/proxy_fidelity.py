@@ -164,24 +164,25 @@ def measure(args) -> None:
 
 
 def import_retrains(out: Path, results: Path) -> list[tuple[str, dict]]:
-    """The retrains of ``bench/search_vs_baselines.py`` (the same full setting: 96x128, 12 epochs, the recipe's
-    optimiser and loss; 2 threads) as full runs: each search winner becomes an architecture of the table; the
-    seed's and the U-Net's retrains become extra repeats (``repeat`` 10 + run). Their score is the kept (best)
+    """The retrains in ``results`` (the --out folder of ``bench/search_vs_baselines.py``; the same full
+    setting: 96x128, 12 epochs, the recipe's optimiser and loss; 2 threads) as full runs: each search winner
+    becomes an architecture of the table; the seed's and the U-Net's retrains become extra repeats (``repeat`` 10 + run). Their score is the kept (best)
     epoch's val mIoU at 96x128. Returns the winners, whose proxies are then measured like the sampled ones'."""
+    from nni_seg import schema
     from nni_seg.arch import arch_summary
+    from nni_seg.schema import TopArch
 
-    res = json.loads(results.read_text())
-    arch_of = {f"{s['variant']}_seed{s['seed']}": s["arch"] for s in res["searches"]}
-    winners = []
+    winners = [(p.stem[len("search_"):], schema.load(TopArch, p.with_name("top_" + p.name[len("search_"):])).arch)
+               for p in sorted(results.glob("search_*_seed*.json"))]
+    res = json.loads((results / "results.json").read_text()) if (results / "results.json").is_file() else {}
     with locked(out):
         table = load_table(out)
+        for aid, arch in winners:
+            table["archs"][aid] = {"arch": arch, "summary": arch_summary(arch)}
         done = {(r["arch_id"], r["setting"], r["repeat"]) for r in table["runs"]}
-        for t in res["trainings"]:
+        for t in res.get("trainings", []):  # those finished so far: run again to import the rest
             aid = t["network"]
             repeat = 10 + t["run"] if aid in ("unet", "seed") else t["run"]
-            if aid not in ("unet", "seed"):
-                winners.append((aid, arch_of[aid]))
-                table["archs"][aid] = {"arch": arch_of[aid], "summary": arch_summary(arch_of[aid])}
             if (aid, "full", repeat) in done:
                 continue
             score = t.get("at_train_size") or t["at_96x128"]
@@ -264,7 +265,7 @@ def main() -> int:
     ap.add_argument("--shard", default="0/1", help="K/N: run every N-th job from the K-th")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--analyse", action="store_true")
-    ap.add_argument("--retrains", help="results.json of bench/search_vs_baselines.py: its winners join the table "
+    ap.add_argument("--retrains", help="--out folder of bench/search_vs_baselines.py: its winners join the table "
                                        "with their retrains as the full runs, and get the proxies of --settings")
     ap.add_argument("--settings", nargs="+", default=["s48e3", "s36e4"], choices=[s for s in SETTINGS if s != "full"])
     args = ap.parse_args()
