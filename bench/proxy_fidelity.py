@@ -17,7 +17,6 @@ data/camvid_360x480.npz --quality 85``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from nni_seg.files import locked  # noqa: E402 (after the path)
 
 # name -> (H, W), epochs, training images (None: all 367)
 SETTINGS = {
@@ -117,19 +118,6 @@ def save_table(path: Path, table: dict) -> None:
     from nni_seg.files import atomic_write_json
 
     atomic_write_json(path, table)
-
-
-@contextlib.contextmanager
-def locked(path: Path):
-    """An exclusive lock on ``<path>.lock`` (shards append to one table)."""
-    import fcntl
-
-    with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def measure(args) -> None:

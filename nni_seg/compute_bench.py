@@ -19,7 +19,6 @@ the budget; budgets are trained from scratch, as the trial does with NNI's TRIAL
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -32,6 +31,7 @@ import numpy as np
 
 from .arch import CHOICES, canonical, decode_parameters, legacy_search_space, validate_arch
 from .errors import UserError
+from .files import locked
 
 STRATEGIES = ("random", "tpe", "default", "evolution", "tpe_medianstop", "tpe_curvefitting", "hyperband")
 
@@ -42,19 +42,6 @@ class Evaluation:
     curve: list[float]  # val Dice after each epoch
     epochs: int  # compute spent: epochs trained
     rejected: bool = False
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class ProxyCache:
@@ -86,7 +73,7 @@ class ProxyCache:
     def _write(self, key: str, entry: dict) -> None:
         from .files import atomic_write_json
 
-        with _locked(self.path):
+        with locked(self.path):
             self.table = self._read()
             self.table[key] = entry
             atomic_write_json(self.path, {"settings": self.settings, "table": self.table})

@@ -87,3 +87,19 @@ def check_output(path: str | os.PathLike, *, force: bool = False, what: str = "o
     if p.parent.exists() and not p.parent.is_dir():
         raise UserError(f"{what} {p}: {p.parent} is not a folder")
     return p
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (processes that append to one file, or start one server)."""
+    import fcntl
+
+    lock = Path(path).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+

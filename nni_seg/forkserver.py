@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from .files import locked
+
 IDLE_SECONDS = 120.0
 START_TIMEOUT = 90.0
 PRELOAD = ("torch", "numpy", "nni_seg.data", "nni_seg.net", "nni_seg.train", "nni_seg.cost", "nni_seg.trial",
@@ -89,25 +91,13 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    import fcntl
-
-    with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _server(path: Path) -> socket.socket | None:
     """A connection to the server of ``path``, starting one if none answers."""
     conn = _connect(path)
     if conn is not None:
         return conn
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _lock(path):
+    with locked(path):
         conn = _connect(path)  # another trial started it meanwhile
         if conn is not None:
             return conn
