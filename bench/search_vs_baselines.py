@@ -193,12 +193,12 @@ def main() -> int:
     searches = [search(v, s, out, args.port) for s in args.seeds for v in args.variants]
     data = load_dataset(data_settings(), native=True)
     # the order puts the comparisons the claim rests on first (U-Net, the default search, random search), so
-    # a run cut short still answers them: then the seed's net and the first model space
+    # a run cut short still answers them: then the first model space, then the seed's net
     jobs = [("unet", "unet", unet_arch(), r) for r in (0, 1)]
     for variant in args.variants:
         jobs += [(variant, f"{variant}_seed{s['seed']}", s["arch"], 0) for s in searches if s["variant"] == variant]
     jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
-    jobs.sort(key=lambda j: (j[0] in ("seed", "tpe_old"), j[0] == "tpe_old"))
+    jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})
