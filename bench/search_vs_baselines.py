@@ -161,11 +161,31 @@ def table(results: dict) -> str:
         lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
                      f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_train_size']['miou'] for r in rs])} | "
                      f"{mmacs} | {params} |")
+    lines += ["", per_class(rows, results.get("class_names"))]
     lines += ["", "| search | seed | trials | trained | rejected (over budget) | proxy Dice of the winner | wall s | "
               "winner |", "|---|---|---|---|---|---|---|---|"]
     for s in results["searches"]:
         lines.append(f"| {s['variant']} | {s['seed']} | {s['trials']} | {s['trained']} | {s['rejected']} | "
                      f"{s['proxy_dice']:.4f} | {s['wall_seconds']:.0f} | `{s['summary']}` |")
+    return "\n".join(lines)
+
+
+def per_class(rows: list[dict], names: list[str] | None) -> str:
+    """Per-class val IoU (native resolution) of the best single network and of each group's mean."""
+    if not rows:
+        return ""
+    best = max(rows, key=lambda r: r["native"]["miou"])
+    k = len(best["native"]["iou_per_class"])
+    names = names or [f"class {i}" for i in range(k)]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    lines = ["| val IoU per class, native | " + " | ".join(names) + " |", "|---|" + "---|" * k,
+             f"| best single network ({best['network']} run {best['run']}: {100 * best['native']['miou']:.1f} mIoU) | "
+             + " | ".join(f"{100 * v:.1f}" for v in best["native"]["iou_per_class"]) + " |"]
+    for g, rs in groups.items():
+        mean = [statistics.mean(r["native"]["iou_per_class"][i] for r in rs) for i in range(k)]
+        lines.append(f"| {g} (mean of {len(rs)}) | " + " | ".join(f"{100 * v:.1f}" for v in mean) + " |")
     return "\n".join(lines)
 
 
@@ -202,15 +222,15 @@ def main() -> int:
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})
-        _save(out, searches, trainings)
+        _save(out, searches, trainings, data.class_names)
     print(table(json.loads((out / "results.json").read_text())))
     return 0
 
 
-def _save(out: Path, searches: list[dict], trainings: list[dict]) -> None:
+def _save(out: Path, searches: list[dict], trainings: list[dict], class_names: list[str]) -> None:
     from nni_seg.files import atomic_write_json
 
-    atomic_write_json(out / "results.json", {"retrain": RETRAIN, "searches": [
+    atomic_write_json(out / "results.json", {"retrain": RETRAIN, "class_names": class_names, "searches": [
         {k: v for k, v in s.items() if k != "arch"} | {"arch": s["arch"]} for s in searches], "trainings": trainings})
 
 
