@@ -161,13 +161,20 @@ def table(results: dict) -> str:
         lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
                      f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_train_size']['miou'] for r in rs])} | "
                      f"{mmacs} | {params} |")
-    lines += ["", per_class(rows, results.get("class_names"))]
+    lines += ["", per_class(rows, results.get("class_names") or _class_names())]
     lines += ["", "| search | seed | trials | trained | rejected (over budget) | proxy Dice of the winner | wall s | "
               "winner |", "|---|---|---|---|---|---|---|---|"]
     for s in results["searches"]:
         lines.append(f"| {s['variant']} | {s['seed']} | {s['trials']} | {s['trained']} | {s['rejected']} | "
                      f"{s['proxy_dice']:.4f} | {s['wall_seconds']:.0f} | `{s['summary']}` |")
     return "\n".join(lines)
+
+
+def _class_names() -> list[str] | None:
+    """For a results.json written without them: the dataset's class names."""
+    from nni_seg.data import CAMVID_CLASSES
+
+    return CAMVID_CLASSES if SETUP is SETUPS["camvid"] else None
 
 
 def per_class(rows: list[dict], names: list[str] | None) -> str:
