@@ -1,9 +1,9 @@
 """Does the search beat what a user would pick by hand? Several search seeds, one schedule for all.
 
-For each search seed: (a) the default CamVid search (``experiments/camvid/search_cpu.yml``: TPE started from
-the U-Net, the new model space), (b) random search in the new space with the same trial budget, (c) TPE in
-the first model space (single-op cells, max-pools, no context block; the new labels pinned to the values
-that reproduce it). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
+For each search seed: (a) TPE started from the U-Net in the new model space
+(``experiments/camvid/tpe_unet_cpu.yml``, the default CamVid search when this was measured), (b) random
+search in the new space with the same trial budget, (c) TPE in the first model space (single-op cells,
+max-pools, no context block; the new labels pinned to the values that reproduce it). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
 noise). Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
 the same for ISBI 2012 membranes (the shipped search, ``experiments/isbi2012/search_cpu.yml``; retrain at
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 # per dataset: the searches (name -> config, search space "new" or "old"), the data and the retrain schedule
 SETUPS = {
     "camvid": {
-        "variants": {"tpe_new": ("experiments/camvid/search_cpu.yml", "new"),
+        "variants": {"tpe_new": ("experiments/camvid/tpe_unet_cpu.yml", "new"),
                      "random_new": ("experiments/camvid/random_cpu.yml", "new"),
                      "tpe_old": ("experiments/camvid/tpe_cpu.yml", "old")},
         "data": dict(dataset="packed", data_root="data/camvid_360x480.npz", size=(96, 128)),
