@@ -46,8 +46,13 @@ def cross_check(loaded: list[Loaded], db: dict[str, dict]) -> CrossCheck:
 
 def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
     scored = [x for x in loaded if x.record.score(metric) is not None]
-    # ties (tiny trials can score alike) go to the earliest trial, whatever order the records came in
-    return max(scored, key=lambda x: (x.record.score(metric), -(x.record.sequence_id or 0))) if scored else None
+    # ties (tiny trials can score alike) go to the cheaper network, then to the earliest trial, whatever
+    # order the records came in: the report's Pareto front makes the same choice
+    def rank(x: Loaded):
+        mmacs = x.record.mmacs if x.record.mmacs is not None else math.inf
+        return x.record.score(metric), -mmacs, -(x.record.sequence_id or 0)
+
+    return max(scored, key=rank) if scored else None
 
 
 def _states(loaded: list[Loaded]) -> dict[str, int]:

@@ -39,7 +39,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def _rows(loaded: list[Loaded]) -> list[dict]:
     rows = []
-    for r in sorted((x.record for x in loaded), key=lambda r: (r.started or "", r.sequence_id or 0, r.trial_id or "")):
+    # in NNI's order of trials (the export's "earliest" among equals; start times of parallel trials interleave)
+    for r in sorted((x.record for x in loaded), key=lambda r: (r.sequence_id or 0, r.started or "", r.trial_id or "")):
         m = r.metrics or {}
         rows.append({
             "trial_id": r.trial_id, "sequence_id": r.sequence_id, "status": r.status.value,

@@ -127,3 +127,17 @@ def test_export_out_is_not_silently_replaced(tmp_path):
     top, path = export("e", str(tmp_path / "top.json"), [str(tmp_path / "exps")])
     assert export("e", str(path), [str(tmp_path / "exps")])[1] == path  # this experiment's own export: updated
     assert json.loads(path.read_text())["format_version"] == 1
+
+
+def test_equal_scores_go_to_the_cheaper_network_then_the_earliest_trial(tmp_path):
+    """Tiny trials can tie; the export and the report's Pareto front must name the same trial."""
+    from nni_seg.report import pareto_front
+
+    for tid, seq, mmacs, width in (("A", 0, 300.0, 64), ("B", 1, 100.0, 16), ("C", 2, 100.0, 32), ("D", 3, 50.0, 8)):
+        rec = _record(tmp_path, tid, seq, 0.8 if tid != "D" else 0.4, enc1_width=width)
+        rec.update(sequence_id=seq, mmacs=mmacs)
+        (tmp_path / "environments" / "local-env" / "trials" / tid / RECORD_NAME).write_text(json.dumps(rec))
+    top = top_architecture(tmp_path)
+    assert top.trial_id == "B"  # 0.8 at 100 MMACs, before C
+    points = [(300.0, 0.8), (100.0, 0.8), (100.0, 0.8), (50.0, 0.4)]  # in trial order, as the report lists them
+    assert pareto_front(points) == [3, 1]
