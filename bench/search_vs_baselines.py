@@ -221,11 +221,11 @@ def main() -> int:
     data = load_dataset(data_settings(), native=True)
     # the order puts the comparisons the claim rests on first (U-Net, the default search, random search), so
     # a run cut short still answers them: then the first model space, then the seed's net
+    # (search seed by search seed, so that every variant has as many winners retrained as any other)
     jobs = [("unet", "unet", unet_arch(), r) for r in (0, 1)]
-    for variant in args.variants:
-        jobs += [(variant, f"{variant}_seed{s['seed']}", s["arch"], 0) for s in searches if s["variant"] == variant]
+    jobs += [(s["variant"], f"{s['variant']}_seed{s['seed']}", s["arch"], 0) for s in searches]
     jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
-    jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))
+    jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))  # stable: the searches' seed order stays
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})
