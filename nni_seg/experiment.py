@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError, RunFailed, UserError
+from .errors import ConfigError, RecordError, RunFailed, UserError
 from .records import experiment_dir, registered_experiments
 from .schema import TopArch
 from .settings import RunSettings, read_yaml
@@ -347,6 +347,21 @@ def interrupt_on_signal(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _settle_records(exp_id: str, log: Callable[[str], None]) -> None:
+    """Records of trials killed before they could write their end (a trial run in-process that NNI killed)
+    take the end NNI saw; said, never silent."""
+    from .records import settle_experiment
+
+    try:
+        settled = settle_experiment(experiment_dir(exp_id))
+    except (UserError, RecordError) as e:
+        log(f"warning: trial records not checked for unfinished ends: {e}")
+        return
+    if settled:
+        log(f"{len(settled)} trial record(s) left RUNNING by a killed trial now say how NNI ended them: "
+            f"{', '.join(settled)}")
+
+
 def run_experiment(config: str | Path | None, settings: RunSettings = RunSettings(), *, resume_id: str | None = None,
                    log: Callable[[str], None] = print) -> TopArch:
     """Create (or resume) an nnictl experiment, follow it to the end, export its top architecture and
@@ -383,5 +398,6 @@ def run_experiment(config: str | Path | None, settings: RunSettings = RunSetting
         signal.signal(signal.SIGTERM, previous)
         if not settings.keep_running:
             stop(exp_id)
+            _settle_records(exp_id, log)
             log(f"stopped {exp_id} (finished trials and records are kept; "
                 f"`python -m nni_seg export {exp_id}` works after stop)")

@@ -11,7 +11,9 @@ after ``IDLE_SECONDS`` without a trial.
 
 NNI keeps seeing the process it started: it waits for the trial, forwards SIGINT / SIGTERM to it (how NNI
 stops trials), exits with the trial's exit code or dies by the trial's signal; if it is killed, the trial is
-killed too. Anything that goes wrong before the trial starts falls back to running it in-process.
+killed too. A trial killed before it could write the end of its record (SIGKILL: NNI's answer to a stop
+that takes too long; a crash) gets that end from its supervisor, so no record says RUNNING for a dead trial.
+Anything that goes wrong before the trial starts falls back to running it in-process.
 """
 from __future__ import annotations
 
@@ -144,7 +146,8 @@ def run(target: str, argv: list[str], started: float) -> int | None:
         return 1
     if "signal" in status:  # die as the trial died: NNI reads a signal death as EARLY_STOPPED / USER_CANCELED
         sys.stdout.flush()
-        signal.signal(status["signal"], signal.SIG_DFL)
+        if status["signal"] not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be handled (nor reset)
+            signal.signal(status["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), status["signal"])
         return 128 + status["signal"]
     return int(status["exit"])
@@ -230,6 +233,7 @@ def _supervise(conn: socket.socket) -> None:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             if os.WIFSIGNALED(status):
+                _settle(req, os.WTERMSIG(status))  # before NNI hears of the end, so the record is final by then
                 _send(conn, {"signal": os.WTERMSIG(status)})
             else:
                 _send(conn, {"exit": os.WEXITSTATUS(status)})
@@ -239,7 +243,41 @@ def _supervise(conn: socket.socket) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            _settle(req, signal.SIGKILL)
             return
+
+
+def _record_path(req: dict) -> Path | None:
+    """Where the trial writes its record: ``--out`` on its command line, else ``$NNI_OUTPUT_DIR``."""
+    from .schema import RECORD_NAME
+
+    argv, out = req["argv"], None
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+    out = out or req["env"].get("NNI_OUTPUT_DIR")
+    return Path(req["cwd"], out) / RECORD_NAME if out else None
+
+
+def _settle(req: dict, signum: int) -> None:
+    """A trial killed by a signal it could not handle (SIGKILL: NNI escalates a stop that is slow to
+    finish; a crash) has left its record RUNNING: give it its end, so no record claims a dead trial runs."""
+    from .records import settle_unfinished
+    from .schema import Status
+
+    path = _record_path(req)
+    if path is None or not path.is_file():
+        return
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+    stopped = signum in (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
+    reason = (f"canceled: killed by {name} before it could write its own end (NNI kills a trial that does not "
+              f"exit soon after being told to stop)" if stopped else f"the trial process died by {name}")
+    try:
+        settle_unfinished(path, Status.CANCELED if stopped else Status.FAILED, reason)
+    except Exception as e:  # the supervisor must still report the end to its client
+        print(f"nni_seg fork server: could not settle {path}: {e}", file=sys.stderr)
 
 
 def _become_trial(req: dict, fds: list[int], conn: socket.socket) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,40 @@ def db_records(exp_dir: Path) -> list[Loaded]:
                           mmacs=metrics.get("mmacs"), source="nni-db")
         out.append(Loaded(rec, db_path))
     return out
+
+
+def settle_unfinished(path: str | Path, status: Status, reason: str) -> bool:
+    """Mark a record that still says RUNNING although its trial process has ended (killed before it could
+    write its own end: NNI escalates a slow stop to SIGKILL; the kernel's OOM killer) as ``status``.
+    A record that already has an end keeps it. Returns whether the record was changed."""
+    try:
+        record = schema.load(TrialRecord, path)
+    except (RecordError, OSError):
+        return False  # an unreadable record is reported as such by export; nothing to settle
+    if record.status != Status.RUNNING:
+        return False
+    record.status, record.error = status, reason
+    record.finished = record.finished or time.strftime("%Y-%m-%dT%H:%M:%S")
+    schema.save(record, path)
+    return True
+
+
+def settle_experiment(exp_dir: Path) -> list[str]:
+    """After an experiment has ended: records still RUNNING whose trial NNI saw end are given NNI's end
+    (CANCELED for a stopped trial, FAILED for one that died). Returns the settled trial ids."""
+    db = nni_db(exp_dir)
+    settled = []
+    for x in trial_records(exp_dir)[0]:
+        if x.record.status != Status.RUNNING:
+            continue
+        tid = x.record.trial_id or Path(x.path).parent.name
+        nni_status = (db.get(tid) or {}).get("status")
+        status = _NNI_STATUS.get(nni_status)
+        if status not in (Status.CANCELED, Status.FAILED):  # still running, or an end the record contradicts
+            continue
+        reason = (f"the trial process ended before writing its own end (NNI: {nni_status}; "
+                  + ("stopped, then killed when it did not exit in time)" if status == Status.CANCELED
+                     else "killed, e.g. out of memory?)"))
+        if settle_unfinished(x.path, status, reason):
+            settled.append(tid)
+    return settled

@@ -94,10 +94,9 @@ def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     exp_id = experiment_id(proc.stdout)
     records = records_of(tmp_path / "exps" / exp_id)
     statuses = sorted(r["status"] for r in records)
-    if "assessor" in ship:  # Medianstop may stop a trial below the finished ones' median: CANCELED, not failed;
-        # a stop that NNI escalates to SIGKILL (seen once under load in CI) leaves the record RUNNING: a known
-        # defect (session note 2026-11-29), never SUCCEEDED or FAILED
-        allowed = {"SUCCEEDED", "CANCELED", "RUNNING"}
+    if "assessor" in ship:  # Medianstop may stop a trial below the finished ones' median: CANCELED, not failed
+        # (also when NNI escalates the stop to SIGKILL, as seen once under load: the fork server settles the record)
+        allowed = {"SUCCEEDED", "CANCELED"}
         assert len(records) == 3 and "SUCCEEDED" in statuses and set(statuses) <= allowed, statuses
     else:
         assert len(records) == 3 and set(statuses) == {"SUCCEEDED"}, statuses

@@ -141,3 +141,26 @@ def test_equal_scores_go_to_the_cheaper_network_then_the_earliest_trial(tmp_path
     assert top.trial_id == "B"  # 0.8 at 100 MMACs, before C
     points = [(300.0, 0.8), (100.0, 0.8), (100.0, 0.8), (50.0, 0.4)]  # in trial order, as the report lists them
     assert pareto_front(points) == [3, 1]
+
+
+def test_records_left_running_by_killed_trials_take_the_end_nni_saw(tmp_path):
+    """A trial SIGKILLed before it could write its end (NNI escalates a slow stop) must not stay RUNNING."""
+    from nni_seg.records import settle_experiment
+
+    for tid, status in (("S", "RUNNING"), ("K", "RUNNING"), ("F", "RUNNING"), ("L", "RUNNING"), ("C", "CANCELED")):
+        _record(tmp_path, tid, 0, 0.5, status=status)
+    (tmp_path / "db").mkdir()
+    con = sqlite3.connect(tmp_path / "db" / "nni.sqlite")
+    con.execute("CREATE TABLE TrialJobEvent (timestamp, trialJobId, event, data, logPath, sequenceId, message)")
+    con.execute("CREATE TABLE MetricData (timestamp, trialJobId, parameterId, type, sequence, data)")
+    for i, (tid, event) in enumerate([("S", "EARLY_STOPPED"), ("K", "USER_CANCELED"), ("F", "FAILED"),
+                                      ("L", "RUNNING"), ("C", "USER_CANCELED")]):
+        con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i, tid, event, None, "", i, ""))
+    con.commit()
+    con.close()
+    assert sorted(settle_experiment(tmp_path)) == ["F", "K", "S"]
+    got = {x.record.trial_id: x.record for x in trial_records(tmp_path)[0]}
+    assert {t: r.status.value for t, r in got.items()} == {"S": "CANCELED", "K": "CANCELED", "F": "FAILED",
+                                                           "L": "RUNNING", "C": "CANCELED"}
+    assert "EARLY_STOPPED" in got["S"].error and got["S"].finished and got["C"].error is None
+    assert settle_experiment(tmp_path) == []  # an end once written is kept

@@ -86,6 +86,29 @@ def test_killing_the_process_nni_started_kills_its_trial(env, tmp_path):
                                         for p in trial_pids):
         time.sleep(0.2)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in trial_pids)
+    _wait_status(tmp_path / "t" / RECORD_NAME, "CANCELED", "SIGKILL")  # not left RUNNING
+
+
+def _wait_status(path, status, reason):
+    t0 = time.time()
+    while time.time() - t0 < 10 and json.loads(path.read_text())["status"] == "RUNNING":
+        time.sleep(0.2)
+    record = json.loads(path.read_text())
+    assert record["status"] == status and reason in record["error"], record["status"]
+
+
+@pytest.mark.parametrize("sig,status", [("SIGKILL", "CANCELED"), ("SIGSEGV", "FAILED")])
+def test_a_trial_killed_before_writing_its_end_gets_one(env, tmp_path, sig, status):
+    """SIGKILL (NNI's escalation of a slow stop) or a crash leaves no chance to write the record: the
+    supervisor writes its end, and the process NNI started dies by the same signal."""
+    proc = _trial(env, "--arch", "seed", "--epochs", "500", "--out", str(tmp_path / "t"), *TINY)
+    _wait_training(tmp_path / "t" / RECORD_NAME, proc)
+    server = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "fs") in " ".join(p.info["cmdline"] or []))
+    (trial,) = [g for c in server.children() for g in c.children()]
+    signum = getattr(signal, sig)
+    trial.send_signal(signum)
+    assert proc.wait(60) == -signum
+    _wait_status(tmp_path / "t" / RECORD_NAME, status, sig)
 
 
 def test_off_by_default_outside_nni_and_on_under_it(monkeypatch):

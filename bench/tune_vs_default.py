@@ -1,0 +1,135 @@
+"""Does tuning the winner's training pay? Default vs tuned settings, same epochs, several runs each.
+
+Runs ``python -m nni_seg tune`` (the library call behind it) on a searched architecture with a tune YAML
+(default: ``experiments/camvid/tune_cpu.yml``: 12 TPE trials of 6 epochs at 48x64), then retrains the
+architecture with the YAML's ``train`` settings (the CPU recipe's: 96x128, 12 epochs, CE + soft Dice,
+median-frequency weights) and with the tuned settings (the same epochs), ``--runs`` times each (training
+seeds 0..runs-1), and scores every run on val at the labels' native resolution and at the training size.
+
+    python bench/tune_vs_default.py --arch runs/search/top_arch.json --out runs/tune_vs_default
+    python bench/tune_vs_default.py --out runs/tune_vs_default --table      # markdown from results.json
+
+Resumable: the tune is not rerun when its ``tune_result.json`` exists, nor a finished training.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def tune(arch: str, config: Path, out: Path, port: int | None) -> dict:
+    """The tune experiment's result (run once; read back afterwards)."""
+    from nni_seg.settings import TuneSettings
+    from nni_seg.tune import load_tune_config, run_tune
+
+    result_path = out / "tune" / "tune_result.json"
+    if not result_path.is_file():
+        t0 = time.time()
+        t_cfg, _, _, _ = load_tune_config(config)
+        changes = {"out": str(out / "tune")} | ({"port": port} if port else {})
+        run_tune(arch, config, tune=dataclasses.replace(t_cfg, **changes))
+        (out / "tune" / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    info = json.loads(result_path.read_text())
+    info["wall_seconds"] = float((out / "tune" / "seconds.txt").read_text())
+    return info
+
+
+def train_and_score(name: str, arch: dict, train, run: int, out: Path, data_cfg, data) -> dict:
+    from nni_seg import schema
+    from nni_seg.deploy import evaluate, retrain
+    from nni_seg.schema import CheckpointMeta
+
+    folder = out / "ckpt" / f"{name}_run{run}"
+    if not (folder / "seconds.txt").is_file():  # written when a training has finished
+        t0 = time.time()
+        retrain(arch, data_cfg, dataclasses.replace(train, seed=run, threads=2), folder, data=data, force=True,
+                progress=False)
+        (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    meta = schema.load(CheckpointMeta, folder / "meta.json")
+    native = evaluate(folder, device="cpu", native=True, data=data)
+    small = evaluate(folder, device="cpu", native=False, data=data)
+    return {"settings": name, "run": run, "mmacs": meta.mmacs, "best_epoch": meta.epoch,
+            "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
+            "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
+            "retrain_seconds": float((folder / "seconds.txt").read_text())}
+
+
+def spread(values: list[float]) -> str:
+    vals = [100 * v for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
+
+
+def table(results: dict) -> str:
+    rows = results["trainings"]
+    size = "x".join(map(str, rows[0]["train_size"])) if rows else "?"
+    native = rows[0]["resolution"] if rows else "?"
+    lines = [f"| training settings | runs | val mIoU, {native} | val mean Dice, native | val mIoU at {size} | "
+             "retrain s |", "|---|---|---|---|---|---|"]
+    for name in ("default", "tuned"):
+        rs = [r for r in rows if r["settings"] == name]
+        if rs:
+            lines.append(f"| {name} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
+                         f"{spread([r['native']['dice'] for r in rs])} | "
+                         f"{spread([r['at_train_size']['miou'] for r in rs])} | "
+                         f"{statistics.mean(r['retrain_seconds'] for r in rs):.0f} |")
+    t = results["tune"]
+    lines += ["", f"Tuned values (tune experiment {t['experiment_id']}, best trial {t['trial_id']}, its val Dice "
+                  f"{t['score']:.4f} at the tune trials' size and epochs; tune wall time {t['wall_seconds']:.0f} s): "
+                  + ", ".join(f"{k}={v}" for k, v in t["tuned"].items()),
+              "Default values: " + ", ".join(f"{k}={results['default'][k]}" for k in t["tuned"])]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", help="the searched architecture (top_arch.json, an arch JSON, seed or unet)")
+    ap.add_argument("--config", default=str(ROOT / "experiments" / "camvid" / "tune_cpu.yml"), help="tune YAML")
+    ap.add_argument("--size", type=int, nargs=2, default=[96, 128], help="retrain size (the tune trials' is the "
+                                                                         "YAML's)")
+    ap.add_argument("--runs", type=int, default=2, help="retrains per settings (training seeds 0..runs-1)")
+    ap.add_argument("--out", default="runs/tune_vs_default")
+    ap.add_argument("--port", type=int, help="web UI port of the tune experiment (default: the YAML's)")
+    ap.add_argument("--table", action="store_true", help="only print the table of results.json")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    if args.table:
+        print(table(json.loads((out / "results.json").read_text())))
+        return 0
+    if not args.arch:
+        ap.error("--arch is required (unless --table)")
+    out.mkdir(parents=True, exist_ok=True)
+    from nni_seg._typed import to_json
+    from nni_seg.data import load_dataset
+    from nni_seg.files import atomic_write_json
+    from nni_seg.trial import load_arch_file
+    from nni_seg.tune import load_tune_config
+
+    arch = load_arch_file(args.arch)
+    _, data_cfg, default, _ = load_tune_config(args.config)
+    data_cfg = dataclasses.replace(data_cfg, size=tuple(args.size))
+    info = tune(args.arch, Path(args.config), out, args.port)
+    tuned = dataclasses.replace(default, **info["tuned"])  # the retrain's epochs: tuned_train.yml keeps them too
+    data = load_dataset(data_cfg, native=True)
+    trainings = []
+    for run in range(args.runs):  # alternate, so a drift in machine load touches both alike
+        for name, settings in (("default", default), ("tuned", tuned)):
+            trainings.append(train_and_score(name, arch, settings, run, out, data_cfg, data))
+            atomic_write_json(out / "results.json", {"arch_source": args.arch, "arch": arch, "data": to_json(data_cfg),
+                                                     "default": to_json(default), "tuned": to_json(tuned),
+                                                     "tune": info, "trainings": trainings})
+    print(table(json.loads((out / "results.json").read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
