@@ -6,8 +6,9 @@ search in the new space with the same trial budget, (c) TPE in the first model s
 max-pools, no context block; the new labels pinned to the values that reproduce it). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
 noise). Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
-the same for ISBI 2012 membranes (the shipped search, ``experiments/isbi2012/search_cpu.yml``; retrain at
-128x128 for 30 epochs; native 512x512).
+the same for ISBI 2012 membranes: (a) the shipped search, ``experiments/isbi2012/search_cpu.yml`` (TPE from
+the U-Net), (b) random search and (c) TPE in the first space, both that config with another tuner; retrain
+at 128x128 for 30 epochs; scored at the native 512x512 and at 128x128.
 
     python bench/search_vs_baselines.py --out runs/search_vs_baselines [--seeds 0 1 2]
     python bench/search_vs_baselines.py --dataset isbi2012 --seeds 0 --out runs/isbi_vs_baselines
@@ -37,8 +38,11 @@ SETUPS = {
         "data": dict(dataset="packed", data_root="data/camvid_360x480.npz", size=(96, 128)),
         "retrain": dict(epochs=12, batch_size=8, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
     },
-    "isbi2012": {
-        "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", "new")},
+    "isbi2012": {  # one shipped config; the other searches change its tuner (same trials, trial, budget)
+        "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", "new"),
+                     "random_new": ("experiments/isbi2012/search_cpu.yml", "new",
+                                    {"tuner": "Random", "tuner_args": {}, "start_with": []}),
+                     "tpe_old": ("experiments/isbi2012/search_cpu.yml", "old", {"start_with": []})},
         "data": dict(dataset="isbi2012", data_root="../shared/data/isbi2012_membrane", size=(128, 128)),
         "retrain": dict(epochs=30, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
     },
@@ -59,9 +63,11 @@ def write_config(variant: str, seed: int, out: Path) -> Path:
     """The variant's shipped config with its tuner seed set and its experiments kept under ``out``."""
     import yaml
 
-    src, space = VARIANTS[variant]
+    src, space, *changes = VARIANTS[variant]
     cfg = yaml.safe_load((ROOT / src).read_text())
     tuner = cfg["tuner"]
+    if changes:  # another tuner or starting points in the shipped config (classArgs of our GuidedTuner)
+        tuner["classArgs"].update(changes[0])
     if "className" in tuner:
         tuner["classArgs"]["tuner_args"]["seed"] = seed
         tuner["codeDirectory"] = str(ROOT)
@@ -74,7 +80,7 @@ def write_config(variant: str, seed: int, out: Path) -> Path:
         cfg["searchSpaceFile"] = str(ROOT / "experiments" / "search_space.json")
     cfg["trialCodeDirectory"] = str(ROOT)
     cfg["experimentWorkingDirectory"] = str(out / "exps")
-    cfg["experimentName"] = f"camvid-{variant}-seed{seed}"
+    cfg["experimentName"] = f"{cfg['experimentName']}-{variant}-seed{seed}"
     path = out / f"{variant}_seed{seed}.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

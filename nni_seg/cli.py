@@ -276,7 +276,6 @@ def _tune(args) -> int:
     tune, data, train, _ = load_tune_config(args.config)
     res = run_tune(args.arch, args.config, tune=from_flags(TuneSettings, args, tune),
                    data=from_flags(DataSettings, args, data), train=from_flags(TrainSettings, args, train), log=_out)
-    _out("tuned: " + ", ".join(f"{k}={v}" for k, v in res.tuned.items()))
     _out(f"written: {res.config} (python -m nni_seg retrain ARCH --config {res.config})")
     return 0
 

@@ -3,7 +3,9 @@
 :func:`run_tune` writes an nnictl experiment into ``out`` (config, search space over training settings,
 trial settings) whose trials train the fixed architecture with the tuner's settings (the same trial entry
 point, ``--hpo``), runs it to the end with :func:`nni_seg.experiment.run_experiment`, and exports the best
-trial's settings as a training config (``tuned_train.yml``) that ``retrain --config`` takes.
+trial's settings as a training config (``tuned_train.yml``) that ``retrain --config`` takes. The first trial
+trains the base settings (:class:`nni_seg.tuners.StartedTuner`), so the tuned settings are never below them
+at the tune trials' size and epochs, and ``tune_result.json`` says what both scored there.
 
 What is tuned (:data:`TUNE_SPACE`): peak learning rate and weight decay (log-uniform), the loss, the class
 weights, the random-scale range of the augmentation and the batch size. The number of epochs is not
@@ -42,6 +44,7 @@ class TuneResult:
     experiment_id: str
     trial_id: str | None
     score: float | None  # the best tune trial's val Dice (at the tune trials' size and epochs)
+    base_score: float | None  # the base settings' val Dice there (the tune's first trial; None if not run)
     tuned: dict  # the tuned settings' values
     train: TrainSettings  # the base training settings with the tuned values (epochs: the base's)
     config: Path  # tuned_train.yml
@@ -81,9 +84,8 @@ def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: 
     atomic_write_text(out / "search_space.json", json.dumps(space, indent=2) + "\n")
     atomic_write_text(out / "trial.yml", yaml.safe_dump({"data": to_json(data), "train": to_json(trial_train)},
                                                         sort_keys=False))
-    tuner_args = {"optimize_mode": "maximize"} if tune.tuner in ("TPE", "Evolution", "Anneal") else {}
-    if tune.tuner != "Evolution":
-        tuner_args["seed"] = tune.tuner_seed
+    tuner_args = {} if tune.tuner == "Evolution" else {"seed": tune.tuner_seed}
+    start = start_point(train, space)
     config = {
         "experimentName": "nni_seg-tune",
         "searchSpaceFile": str((out / "search_space.json").resolve()),
@@ -93,10 +95,45 @@ def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: 
         "trialConcurrency": tune.concurrency,
         "maxTrialNumber": tune.trials,
         "experimentWorkingDirectory": str(working_dir.resolve()),
-        "tuner": {"name": tune.tuner, "classArgs": tuner_args},
+        # the base settings are the first trial: the tuned ones are never below them at the tune's trials
+        "tuner": {"className": "nni_seg.tuners.StartedTuner", "codeDirectory": str(code_dir),
+                  "classArgs": {"tuner": tune.tuner, "tuner_args": tuner_args, "start_with": [start] if start else []}},
         "trainingService": {"platform": "local"},
     }
     return atomic_write_text(out / "config.yml", yaml.safe_dump(config, sort_keys=False))
+
+
+def start_point(train: TrainSettings, space: dict) -> dict | None:
+    """The base training settings as a point of ``space`` (None when one lies outside it: then the tune
+    starts from the tuner's own draws)."""
+    point = {k: getattr(train, k) for k in space}
+    for key, spec in space.items():
+        kind, values = spec["_type"], spec["_value"]
+        if kind == "choice" and point[key] not in values:
+            return None
+        if kind in ("uniform", "loguniform", "quniform", "qloguniform") and not values[0] <= point[key] <= values[1]:
+            return None
+        if kind not in ("choice", "uniform", "loguniform", "quniform", "qloguniform", "randint"):
+            return None
+    return point
+
+
+def base_score(exp_id: str, working_dir: Path, start: dict | None) -> float | None:
+    """The val Dice of the tune trial that trained the base settings (``start``), from the trials' records."""
+    from .records import experiment_dir, trial_records
+    from .schema import Status
+
+    if not start or not exp_id:
+        return None
+    for x in trial_records(experiment_dir(exp_id, [working_dir]))[0]:
+        r = x.record
+        if r.status == Status.SUCCEEDED and r.train and all(getattr(r.train, k) == v for k, v in start.items()):
+            return (r.metrics or {}).get("dice")
+    return None
+
+
+def _fmt(score: float | None) -> str:
+    return "not run" if score is None else f"{score:.4f}"
 
 
 def _prepare_out(tune: TuneSettings) -> Path:
@@ -154,8 +191,11 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
                              f"{top.trial_id}: val Dice {(top.metrics or {}).get('dice', float('nan')):.4f} at the tune "
                              f"trials' settings); use: retrain --config this file\n"
                              + yaml.safe_dump({"train": to_json(final)}, sort_keys=False))
+    base = base_score(top.experiment_id or "", out_dir / "experiments", start_point(train, space))
     result = TuneResult(experiment_id=top.experiment_id or "", trial_id=top.trial_id,
-                        score=(top.metrics or {}).get("dice"), tuned=tuned, train=final, config=path)
+                        score=(top.metrics or {}).get("dice"), base_score=base, tuned=tuned, train=final, config=path)
+    log(f"tuned: {', '.join(f'{k}={v}' for k, v in tuned.items())}; val Dice at the tune trials' settings "
+        f"{_fmt(result.score)} (the base settings: {_fmt(base)})")
     atomic_write_text(out_dir / "tune_result.json", json.dumps(to_json(dataclasses.asdict(result)) | {
         "config": str(path)}, indent=2, default=str) + "\n")
     return result

@@ -176,3 +176,26 @@ class GuidedTuner(Tuner):
         done = [d.get("parameter") for d in data if isinstance(d, dict)]
         self.pending = [p for p in self.pending if p not in done]
         self.inner.import_data(data)
+
+
+class StartedTuner(GuidedTuner):
+    """Any search space (e.g. ``tune``'s training settings): ``tuner`` whose first trials are the given
+    ``start_with`` points (plain parameter dicts, e.g. the training settings being tuned), so the best trial
+    is never below them and the tuner learns from them. No architecture checks, no budget."""
+
+    def __init__(self, tuner: str = "TPE", tuner_args: dict | None = None, start_with: list | None = None,
+                 optimize_mode: str = "maximize"):
+        super().__init__(tuner, tuner_args, None, None, optimize_mode)
+        self.by_population = False  # Evolution learns of the start points through import_data like the others
+        self.points = [dict(p) for p in (start_with or [])]
+
+    def update_search_space(self, search_space: dict) -> None:
+        for point in self.points:
+            missing = sorted(set(search_space) - set(point))
+            if missing:
+                raise ValueError(f"start_with: a point lacks {', '.join(missing)} of the search space")
+            for key, spec in search_space.items():
+                if spec.get("_type") == "choice" and point[key] not in spec["_value"]:
+                    raise ValueError(f"start_with: {key}={point[key]!r} is not one of {spec['_value']}")
+        self.inner.update_search_space(search_space)
+        self.pending = [{k: p[k] for k in search_space} for p in self.points]

@@ -54,9 +54,34 @@ def test_tune_runs_an_hpo_experiment_and_exports_a_training_config(tmp_path):
     assert set(result["tuned"]) == set(TUNE_SPACE) and result["tuned"]["lr"] == tuned["lr"]
     records = [json.loads(p.read_text()) for p in out.rglob("nni_seg_record.json")]
     assert len(records) == 3 and len({r["train"]["lr"] for r in records}) == 3  # the tuner's settings, trained
+    base = [r for r in records if r["train"]["lr"] == 2e-3 and r["train"]["batch_size"] == 8
+            and r["train"]["loss"] == "ce" and r["train"]["scale_min"] == 0.75]
+    assert len(base) == 1 and result["base_score"] == base[0]["metrics"]["dice"]  # the base settings ran first
+    assert result["score"] >= result["base_score"]
     assert all(r["train"]["epochs"] == 1 and r["summary"].startswith("levels=4") for r in records)
     retrain = run_cli(["retrain", "unet", "--config", str(out / "tuned_train.yml"), "--epochs", "1", "--size", "16",
                        "16", "--num-train", "16", "--num-val", "8", "--out", str(tmp_path / "ck")], tmp_path)
     assert retrain.returncode == 0, retrain.stderr
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
     assert meta["train"]["lr"] == tuned["lr"] and meta["train"]["loss"] == tuned["loss"]
+
+
+def test_the_base_settings_start_the_tune_and_must_lie_in_its_space():
+    from nni_seg.tune import start_point
+    from nni_seg.tuners import StartedTuner
+
+    base = TrainSettings()
+    point = start_point(base, TUNE_SPACE)
+    assert point == {k: getattr(base, k) for k in TUNE_SPACE}
+    assert start_point(TrainSettings(lr=0.5), TUNE_SPACE) is None  # outside the lr range: no start point
+    assert start_point(TrainSettings(batch_size=32), TUNE_SPACE) is None
+    tuner = StartedTuner("TPE", {"seed": 0}, [point])
+    tuner.update_search_space(TUNE_SPACE)
+    assert tuner.generate_parameters(0) == point
+    tuner.receive_trial_result(0, point, 0.5)
+    nxt = tuner.generate_parameters(1)
+    assert set(nxt) == set(TUNE_SPACE) and nxt != point
+    with pytest.raises(ValueError, match="batch_size=32 is not one of"):
+        StartedTuner("TPE", {}, [dict(point, batch_size=32)]).update_search_space(TUNE_SPACE)
+    with pytest.raises(ValueError, match="lacks lr"):
+        StartedTuner("TPE", {}, [{k: v for k, v in point.items() if k != "lr"}]).update_search_space(TUNE_SPACE)
