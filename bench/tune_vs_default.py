@@ -8,6 +8,7 @@ seeds 0..runs-1), and scores every run on val at the labels' native resolution a
 
     python bench/tune_vs_default.py --arch runs/search/top_arch.json --out runs/tune_vs_default
     python bench/tune_vs_default.py --out runs/tune_vs_default --table      # markdown from results.json
+    python bench/tune_vs_default.py --arch ... --tune-result runs/tune/tune_result.json --out ...  # no new tune
 
 Resumable: the tune is not rerun when its ``tune_result.json`` exists, nor a finished training.
 """
@@ -25,11 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def tune(arch: str, config: Path, out: Path, port: int | None) -> dict:
-    """The tune experiment's result (run once; read back afterwards)."""
-    from nni_seg.settings import TuneSettings
+def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
+    """The tune experiment's result (run once; read back afterwards), or that of an earlier tune (``given``)."""
     from nni_seg.tune import load_tune_config, run_tune
 
+    if given is not None:
+        info = json.loads(given.read_text())
+        seconds = given.parent / "seconds.txt"
+        return info | {"wall_seconds": float(seconds.read_text()) if seconds.is_file() else None, "from": str(given)}
     result_path = out / "tune" / "tune_result.json"
     if not result_path.is_file():
         t0 = time.time()
@@ -83,9 +87,11 @@ def table(results: dict) -> str:
                          f"{spread([r['at_train_size']['miou'] for r in rs])} | "
                          f"{statistics.mean(r['retrain_seconds'] for r in rs):.0f} |")
     t = results["tune"]
+    base = f"{t['base_score']:.4f}" if t.get("base_score") is not None else "not run in that tune"
+    wall = f"{t['wall_seconds']:.0f} s" if t.get("wall_seconds") else "?"
     lines += ["", f"Tuned values (tune experiment {t['experiment_id']}, best trial {t['trial_id']}, its val Dice "
-                  f"{t['score']:.4f} at the tune trials' size and epochs; tune wall time {t['wall_seconds']:.0f} s): "
-                  + ", ".join(f"{k}={v}" for k, v in t["tuned"].items()),
+                  f"{t['score']:.4f} at the tune trials' size and epochs, the base settings' {base}; tune wall time "
+                  f"{wall}): " + ", ".join(f"{k}={v}" for k, v in t["tuned"].items()),
               "Default values: " + ", ".join(f"{k}={results['default'][k]}" for k in t["tuned"])]
     return "\n".join(lines)
 
@@ -99,6 +105,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="retrains per settings (training seeds 0..runs-1)")
     ap.add_argument("--out", default="runs/tune_vs_default")
     ap.add_argument("--port", type=int, help="web UI port of the tune experiment (default: the YAML's)")
+    ap.add_argument("--tune-result", help="the tune_result.json of an earlier tune: retrain its settings, run no tune")
     ap.add_argument("--table", action="store_true", help="only print the table of results.json")
     args = ap.parse_args()
     out = Path(args.out).resolve()
@@ -117,8 +124,11 @@ def main() -> int:
     arch = load_arch_file(args.arch)
     _, data_cfg, default, _ = load_tune_config(args.config)
     data_cfg = dataclasses.replace(data_cfg, size=tuple(args.size))
-    info = tune(args.arch, Path(args.config), out, args.port)
+    info = tune(args.arch, Path(args.config), out, args.port, Path(args.tune_result) if args.tune_result else None)
     tuned = dataclasses.replace(default, **info["tuned"])  # the retrain's epochs: tuned_train.yml keeps them too
+    if tuned == default:  # the tune kept the base settings: nothing to compare
+        print(f"the tune kept the base settings (best trial {info['trial_id']}); no retrain needed")
+        return 0
     data = load_dataset(data_cfg, native=True)
     trainings = []
     for run in range(args.runs):  # alternate, so a drift in machine load touches both alike
