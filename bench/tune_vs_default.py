@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from search_vs_baselines import spread  # noqa: E402 (after the path): mean (min-max) in points
 
 
 def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
@@ -64,13 +66,6 @@ def train_and_score(name: str, arch: dict, train, run: int, out: Path, data_cfg,
             "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
             "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
             "retrain_seconds": float((folder / "seconds.txt").read_text())}
-
-
-def spread(values: list[float]) -> str:
-    vals = [100 * v for v in values]
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
 
 
 def table(results: dict) -> str:
