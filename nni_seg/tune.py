@@ -85,6 +85,8 @@ def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: 
     atomic_write_text(out / "trial.yml", yaml.safe_dump({"data": to_json(data), "train": to_json(trial_train)},
                                                         sort_keys=False))
     tuner_args = {} if tune.tuner == "Evolution" else {"seed": tune.tuner_seed}
+    if tune.tuner == "TPE":  # NNI's TPE draws its first 20 at random: a 12-trial tune would never use its model
+        tuner_args["tpe_args"] = {"n_startup_jobs": max(4, tune.trials // 3)}
     start = start_point(train, space)
     config = {
         "experimentName": "nni_seg-tune",

@@ -85,3 +85,15 @@ def test_the_base_settings_start_the_tune_and_must_lie_in_its_space():
         StartedTuner("TPE", {}, [dict(point, batch_size=32)]).update_search_space(TUNE_SPACE)
     with pytest.raises(ValueError, match="lacks lr"):
         StartedTuner("TPE", {}, [{k: v for k, v in point.items() if k != "lr"}]).update_search_space(TUNE_SPACE)
+
+
+def test_a_tpe_tune_uses_its_model_within_its_trials(tmp_path):
+    """NNI's TPE samples its first 20 trials at random: a 16-trial tune must start modelling earlier."""
+    from nni_seg.settings import DataSettings, TuneSettings
+    from nni_seg.tune import write_experiment
+
+    cfg = yaml.safe_load(write_experiment({"levels": 3}, TuneSettings(trials=16), DataSettings(), TrainSettings(),
+                                          TUNE_SPACE, tmp_path, tmp_path).read_text())
+    args = cfg["tuner"]["classArgs"]
+    assert args["tuner"] == "TPE" and args["tuner_args"]["tpe_args"]["n_startup_jobs"] == 5
+    assert args["start_with"] == [{k: getattr(TrainSettings(), k) for k in TUNE_SPACE}]
