@@ -198,14 +198,32 @@ def _start(args: list[str], timeout: float) -> str:
 def stop(exp_id: str, timeout: float = 120) -> None:
     """``nnictl stop``. A manager too busy to answer can keep nnictl waiting for minutes (NNI 3.0's
     GPU-wait loop did, before ``patch-nni``); then kill the manager and every process under it."""
+    pid = registered_experiments().get(exp_id, {}).get("pid")
     try:
         subprocess.run([*_nnictl(), "stop", exp_id], capture_output=True, text=True, env=trial_env(),
                        timeout=timeout)
     except subprocess.TimeoutExpired:
-        pid = registered_experiments().get(exp_id, {}).get("pid")
         n = kill_tree(pid) if pid else 0
         print(f"warning: nnictl stop {exp_id} did not return in {timeout:.0f}s; killed its NNI manager "
               f"(pid {pid}, {n} processes in all); its trials' records are kept", file=sys.stderr)
+        return
+    _wait_gone(pid, STOP_GRACE)
+
+
+STOP_GRACE = 30.0  # seconds a stopped manager may take to exit (and free its port) before stop returns anyway
+
+
+def _wait_gone(pid: int | None, seconds: float) -> None:
+    """nnictl stop returns while the manager still shuts down and holds its web port: the next experiment
+    on that port (a script running searches one after another) would be refused. Wait for it to exit."""
+    import psutil
+
+    if not pid:
+        return
+    try:
+        psutil.Process(pid).wait(seconds)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
 
 
 def kill_tree(pid: int) -> int:

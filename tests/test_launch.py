@@ -196,3 +196,19 @@ def test_a_rejected_config_does_not_spoil_the_next_check(tmp_path):
     with pytest.raises(ConfigError, match="NNI's check failed"):
         check_config(bad)
     assert check_config(ROOT / "config.yml")["maxTrialNumber"] == 8
+
+
+def test_stop_waits_for_the_manager_to_exit_so_its_port_is_free_again():
+    """A script running searches one after another on one --port was refused: nnictl stop returns first."""
+    import subprocess
+    import sys
+    import time
+
+    from nni_seg.experiment import _wait_gone
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    t0 = time.time()
+    _wait_gone(proc.pid, 30)
+    assert proc.poll() is not None or proc.wait(1) == 0  # gone (a child: reaped by the wait above or here)
+    assert 1.0 < time.time() - t0 < 20
+    _wait_gone(None, 30)  # no manager known: nothing to wait for
