@@ -38,7 +38,8 @@ def test_nnictl_search_trials_report_dice_and_export_is_the_best_trials(tmp_path
         assert sum(m["type"] == "PERIODICAL" for m in metrics) == 8
 
         # export: the best trial's own architecture, also from the printed JSON
-        best = max(records, key=lambda r: r["metrics"]["dice"])
+        # ties (16x16 trials of 2 epochs can score alike) go to the cheaper network, then the earliest trial
+        best = max(records, key=lambda r: (r["metrics"]["dice"], -r["mmacs"], -(r["sequence_id"] or 0)))
         top = json.loads((exp_dir / "top_arch.json").read_text())
         assert top["trial_id"] == best["trial_id"] and top["arch"] == best["arch"]
         assert top["metrics"]["dice"] == best["metrics"]["dice"]
