@@ -113,23 +113,28 @@ def search(variant: str, seed: int, out: Path, port: int) -> dict:
 
 def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
     """Retrain with the recipe's schedule (seed ``run``) unless done; val scores at native size and 96x128."""
+    from nni_seg.settings import TrainSettings
+
+    return {"network": name, "run": run, **retrain_scored(out / "ckpt" / f"{name}_run{run}", arch, data_settings(),
+                                                          TrainSettings(seed=run, threads=2, **RETRAIN), data)}
+
+
+def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
+    """Train ``arch`` into ``folder`` with ``train`` unless a finished training is there (``seconds.txt``),
+    then score it on val at the labels' native size and at the training size (also for tune_vs_default.py)."""
     from nni_seg import schema
     from nni_seg.deploy import evaluate, retrain
     from nni_seg.schema import CheckpointMeta
-    from nni_seg.settings import DataSettings, TrainSettings
 
-    folder = out / "ckpt" / f"{name}_run{run}"
-    data_cfg = data_settings()
     if not (folder / "seconds.txt").is_file():  # written when a training has finished
         t0 = time.time()
-        retrain(arch, data_cfg, TrainSettings(seed=run, threads=2, **RETRAIN), folder, data=data, force=True,
-                progress=False)
+        retrain(arch, data_cfg, train, folder, data=data, force=True, progress=False)
         (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
     meta = schema.load(CheckpointMeta, folder / "meta.json")
     native = evaluate(folder, device="cpu", native=True, data=data)
     small = evaluate(folder, device="cpu", native=False, data=data)
-    return {"network": name, "run": run, "mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary,
-            "best_epoch": meta.epoch, "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
+    return {"mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary, "best_epoch": meta.epoch,
+            "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
             "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
             "retrain_seconds": float((folder / "seconds.txt").read_text())}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from search_vs_baselines import spread  # noqa: E402 (after the path): mean (min-max) in points
+from search_vs_baselines import retrain_scored, spread  # noqa: E402 (after the path)
 
 
 def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
@@ -49,23 +49,8 @@ def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | Non
 
 
 def train_and_score(name: str, arch: dict, train, run: int, out: Path, data_cfg, data) -> dict:
-    from nni_seg import schema
-    from nni_seg.deploy import evaluate, retrain
-    from nni_seg.schema import CheckpointMeta
-
-    folder = out / "ckpt" / f"{name}_run{run}"
-    if not (folder / "seconds.txt").is_file():  # written when a training has finished
-        t0 = time.time()
-        retrain(arch, data_cfg, dataclasses.replace(train, seed=run, threads=2), folder, data=data, force=True,
-                progress=False)
-        (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-    meta = schema.load(CheckpointMeta, folder / "meta.json")
-    native = evaluate(folder, device="cpu", native=True, data=data)
-    small = evaluate(folder, device="cpu", native=False, data=data)
-    return {"settings": name, "run": run, "mmacs": meta.mmacs, "best_epoch": meta.epoch,
-            "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
-            "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
-            "retrain_seconds": float((folder / "seconds.txt").read_text())}
+    return {"settings": name, "run": run, **retrain_scored(out / "ckpt" / f"{name}_run{run}", arch, data_cfg,
+                                                           dataclasses.replace(train, seed=run, threads=2), data)}
 
 
 def table(results: dict) -> str:
