@@ -30,10 +30,15 @@ from search_vs_baselines import retrain_scored, spread  # noqa: E402 (after the 
 
 def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
     """The tune experiment's result (run once; read back afterwards), or that of an earlier tune (``given``)."""
+    from nni_seg import schema
+    from nni_seg._typed import to_json
     from nni_seg.tune import load_tune_config, run_tune
 
+    def read(path: Path) -> dict:  # a typed record (older files without a format version load too)
+        return to_json(schema.load(schema.TuneResult, path))
+
     if given is not None:
-        info = json.loads(given.read_text())
+        info = read(given)
         seconds = given.parent / "seconds.txt"
         return info | {"wall_seconds": float(seconds.read_text()) if seconds.is_file() else None, "from": str(given)}
     result_path = out / "tune" / "tune_result.json"
@@ -43,7 +48,7 @@ def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | Non
         changes = {"out": str(out / "tune")} | ({"port": port} if port else {})
         run_tune(arch, config, tune=dataclasses.replace(t_cfg, **changes))
         (out / "tune" / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-    info = json.loads(result_path.read_text())
+    info = read(result_path)
     info["wall_seconds"] = float((out / "tune" / "seconds.txt").read_text())
     return info
 

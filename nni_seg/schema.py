@@ -1,5 +1,5 @@
 """The files we write, as typed records with a format version: a trial's record, an exported top
-architecture, a checkpoint's meta. Loading is strict: a file that is not valid JSON, or a field of the
+architecture, a checkpoint's meta, a recipe's and a tune's results. Loading is strict: a file that is not valid JSON, or a field of the
 wrong type, fails with one line naming the file and the field. Files written before the format version
 existed (version 0: ``mflops`` for multiply-accumulates, ``nni_cross_check``) still load.
 """
@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 RECORD_NAME = "nni_seg_record.json"
 TOP_NAME = "top_arch.json"
 META_NAME = "meta.json"
+TUNE_RESULT_NAME = "tune_result.json"
 
 
 class Status(str, enum.Enum):
@@ -300,3 +301,19 @@ class RecipeResult(Checked):
     class_names: list[str] = _f([])
     device: str = _f("cpu")
     format_version: int = _f(FORMAT_VERSION)
+
+
+@dataclasses.dataclass
+class TuneResult(Checked):
+    """``tune_result.json`` of ``python -m nni_seg tune``: the tuned training settings and what they scored."""
+    experiment_id: str = _f("")
+    trial_id: str | None = _f(None)
+    score: float | None = _f(None)  # the best tune trial's val Dice (at the tune trials' size and epochs)
+    base_score: float | None = _f(None)  # the base settings' val Dice there (the tune's first trial; None: not run)
+    tuned: dict[str, Any] = _f({})  # the tuned settings' values
+    train: TrainSettings = _f(TrainSettings())  # the base training settings with the tuned values
+    config: str = _f("")  # tuned_train.yml
+    format_version: int = _f(FORMAT_VERSION)
+
+    def overrides(self) -> dict:
+        return dict(self.tuned)

@@ -23,7 +23,7 @@ from . import schema
 from ._typed import to_json
 from .errors import ConfigError, UserError
 from .files import atomic_write_text
-from .schema import TopArch
+from .schema import TopArch, TuneResult
 from .settings import DataSettings, RunSettings, TrainSettings, TuneSettings, load_sections, read_yaml
 
 TUNE_SPACE = {
@@ -37,20 +37,6 @@ TUNE_SPACE = {
 }
 SECTIONS = {"tune": TuneSettings, "data": DataSettings, "train": TrainSettings}
 OUTPUTS = ("config.yml", "search_space.json", "trial.yml", "arch.json", "tuned_train.yml", "tune_result.json")
-
-
-@dataclasses.dataclass
-class TuneResult:
-    experiment_id: str
-    trial_id: str | None
-    score: float | None  # the best tune trial's val Dice (at the tune trials' size and epochs)
-    base_score: float | None  # the base settings' val Dice there (the tune's first trial; None if not run)
-    tuned: dict  # the tuned settings' values
-    train: TrainSettings  # the base training settings with the tuned values (epochs: the base's)
-    config: Path  # tuned_train.yml
-
-    def overrides(self) -> dict:
-        return dict(self.tuned)
 
 
 def check_space(space: dict, where: str) -> dict:
@@ -74,8 +60,9 @@ def load_tune_config(path: str | Path | None) -> tuple[TuneSettings, DataSetting
 
 
 def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: TrainSettings, space: dict,
-                     out: Path, working_dir: Path) -> Path:
-    """The nnictl config (and its search space, trial settings, architecture) in ``out``; returns the config."""
+                     out: Path, working_dir: Path, start: dict | None = None) -> Path:
+    """The nnictl config (and its search space, trial settings, architecture) in ``out``; returns the config.
+    ``start``: the first trial's point (the base settings, :func:`start_point`); None: the tuner's own draws."""
     import yaml
 
     code_dir = Path(__file__).resolve().parents[1]
@@ -87,7 +74,6 @@ def write_experiment(arch: dict, tune: TuneSettings, data: DataSettings, train: 
     tuner_args = {} if tune.tuner == "Evolution" else {"seed": tune.tuner_seed}
     if tune.tuner == "TPE":  # NNI's TPE draws its first 20 at random: a 12-trial tune would never use its model
         tuner_args["tpe_args"] = {"n_startup_jobs": max(4, tune.trials // 3)}
-    start = start_point(train, space)
     config = {
         "experimentName": "nni_seg-tune",
         "searchSpaceFile": str((out / "search_space.json").resolve()),
@@ -180,7 +166,8 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
     if tune.trial_epochs is None and any(k == "epochs" for k in space):
         raise ConfigError("epochs is tuned: leave tune.trial_epochs unset")
     out_dir = _prepare_out(tune)
-    cfg_path = write_experiment(arch, tune, data, train, space, out_dir, out_dir / "experiments")
+    start = start_point(train, space)  # None: the base lies outside the space, the tuner draws from the start
+    cfg_path = write_experiment(arch, tune, data, train, space, out_dir, out_dir / "experiments", start)
     from .experiment import run_experiment
 
     top = run_experiment(cfg_path, RunSettings(port=tune.port, timeout=tune.timeout,
@@ -193,11 +180,11 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
                              f"{top.trial_id}: val Dice {(top.metrics or {}).get('dice', float('nan')):.4f} at the tune "
                              f"trials' settings); use: retrain --config this file\n"
                              + yaml.safe_dump({"train": to_json(final)}, sort_keys=False))
-    base = base_score(top.experiment_id or "", out_dir / "experiments", start_point(train, space))
+    base = base_score(top.experiment_id or "", out_dir / "experiments", start)
     result = TuneResult(experiment_id=top.experiment_id or "", trial_id=top.trial_id,
-                        score=(top.metrics or {}).get("dice"), base_score=base, tuned=tuned, train=final, config=path)
+                        score=(top.metrics or {}).get("dice"), base_score=base, tuned=tuned, train=final,
+                        config=str(path))
     log(f"tuned: {', '.join(f'{k}={v}' for k, v in tuned.items())}; val Dice at the tune trials' settings "
         f"{_fmt(result.score)} (the base settings: {_fmt(base)})")
-    atomic_write_text(out_dir / "tune_result.json", json.dumps(to_json(dataclasses.asdict(result)) | {
-        "config": str(path)}, indent=2, default=str) + "\n")
+    schema.save(result, out_dir / schema.TUNE_RESULT_NAME)
     return result

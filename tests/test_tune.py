@@ -3,7 +3,8 @@ import json
 import pytest
 import yaml
 
-from nni_seg.errors import ConfigError
+from nni_seg import schema
+from nni_seg.errors import ConfigError, RecordError
 from nni_seg.schema import TopArch
 from nni_seg.settings import TrainSettings
 from nni_seg.tune import TUNE_SPACE, load_tune_config, tuned_settings
@@ -51,6 +52,8 @@ def test_tune_runs_an_hpo_experiment_and_exports_a_training_config(tmp_path):
     tuned = yaml.safe_load((out / "tuned_train.yml").read_text())["train"]
     assert tuned["epochs"] == 5  # the retrain's epochs, not the tune trials' 1
     result = json.loads((out / "tune_result.json").read_text())
+    assert result["format_version"] == schema.FORMAT_VERSION
+    assert schema.load(schema.TuneResult, out / "tune_result.json").tuned == result["tuned"]
     assert set(result["tuned"]) == set(TUNE_SPACE) and result["tuned"]["lr"] == tuned["lr"]
     records = [json.loads(p.read_text()) for p in out.rglob("nni_seg_record.json")]
     assert len(records) == 3 and len({r["train"]["lr"] for r in records}) == 3  # the tuner's settings, trained
@@ -90,10 +93,27 @@ def test_the_base_settings_start_the_tune_and_must_lie_in_its_space():
 def test_a_tpe_tune_uses_its_model_within_its_trials(tmp_path):
     """NNI's TPE samples its first 20 trials at random: a 16-trial tune must start modelling earlier."""
     from nni_seg.settings import DataSettings, TuneSettings
-    from nni_seg.tune import write_experiment
+    from nni_seg.tune import start_point, write_experiment
 
     cfg = yaml.safe_load(write_experiment({"levels": 3}, TuneSettings(trials=16), DataSettings(), TrainSettings(),
-                                          TUNE_SPACE, tmp_path, tmp_path).read_text())
+                                          TUNE_SPACE, tmp_path, tmp_path,
+                                          start_point(TrainSettings(), TUNE_SPACE)).read_text())
     args = cfg["tuner"]["classArgs"]
     assert args["tuner"] == "TPE" and args["tuner_args"]["tpe_args"]["n_startup_jobs"] == 5
     assert args["start_with"] == [{k: getattr(TrainSettings(), k) for k in TUNE_SPACE}]
+
+
+def test_tune_result_is_a_versioned_record(tmp_path):
+    result = schema.TuneResult(experiment_id="abc", trial_id="t1", score=0.5, base_score=0.4,
+                               tuned={"lr": 0.004, "loss": "ce+dice"}, train=TrainSettings(lr=0.004, loss="ce+dice"),
+                               config=str(tmp_path / "tuned_train.yml"))
+    path = schema.save(result, tmp_path / schema.TUNE_RESULT_NAME)
+    back = schema.load(schema.TuneResult, path)
+    assert back == result and back.overrides() == {"lr": 0.004, "loss": "ce+dice"}
+    obj = json.loads(path.read_text())
+    obj.pop("format_version")  # written before the record had a version: still loads
+    path.write_text(json.dumps(obj))
+    assert schema.load(schema.TuneResult, path).train.lr == 0.004
+    path.write_text(json.dumps(obj | {"score": "high"}))
+    with pytest.raises(RecordError, match="tune_result.json: score"):
+        schema.load(schema.TuneResult, path)
