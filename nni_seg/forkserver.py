@@ -33,6 +33,7 @@ from .files import locked
 
 IDLE_SECONDS = 120.0
 START_TIMEOUT = 90.0
+_RECORD_FD: int | None = None  # in a forked trial: the pipe on which it tells its supervisor where its record is
 PRELOAD = ("torch", "numpy", "nni_seg.data", "nni_seg.net", "nni_seg.train", "nni_seg.cost", "nni_seg.trial",
            "nni_seg.metrics", "nni_seg.losses")
 
@@ -223,9 +224,12 @@ def _supervise(conn: socket.socket) -> None:
     """Fork the trial with the client's streams, folder and environment; report how it ended; kill it if
     the client goes away."""
     req, fds = _recv(conn, with_fds=3)
+    told_r, told_w = os.pipe()  # the trial writes its record's path here (tell_record); kept by the kernel if it dies
     pid = os.fork()
     if pid == 0:
-        _become_trial(req, fds, conn)
+        os.close(told_r)
+        _become_trial(req, fds, conn, told_w)
+    os.close(told_w)
     for fd in fds:
         os.close(fd)
     _send(conn, {"pid": pid})
@@ -233,7 +237,8 @@ def _supervise(conn: socket.socket) -> None:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             if os.WIFSIGNALED(status):
-                _settle(req, os.WTERMSIG(status))  # before NNI hears of the end, so the record is final by then
+                # before NNI hears of the end, so the record is final by then
+                _settle(req, os.WTERMSIG(status), _told(told_r))
                 _send(conn, {"signal": os.WTERMSIG(status)})
             else:
                 _send(conn, {"exit": os.WEXITSTATUS(status)})
@@ -243,12 +248,34 @@ def _supervise(conn: socket.socket) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            _settle(req, signal.SIGKILL)
+            _settle(req, signal.SIGKILL, _told(told_r))
             return
 
 
+def tell_record(path: Path) -> None:
+    """Called by a forked trial once its record exists: its supervisor settles that file if the trial is killed."""
+    if _RECORD_FD is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(_RECORD_FD, (str(Path(path).resolve()) + "\n").encode())
+
+
+def _told(fd: int) -> Path | None:
+    """The last record path the trial wrote to its pipe (None if it wrote none)."""
+    os.set_blocking(fd, False)  # a worker the trial forked may still hold the write end open
+    data = b""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    os.close(fd)
+    lines = data.decode(errors="replace").split("\n")
+    complete = [line for line in lines[:-1] if line]  # a line cut by the kill is not a path
+    return Path(complete[-1]) if complete else None
+
+
 def _record_path(req: dict) -> Path | None:
-    """Where the trial writes its record: ``--out`` on its command line, else ``$NNI_OUTPUT_DIR``."""
+    """Where a trial that told nothing writes its record: ``--out`` on its command line, else
+    ``$NNI_OUTPUT_DIR`` (a trial killed before it wrote its record leaves nothing to settle anyway)."""
     from .schema import RECORD_NAME
 
     argv, out = req["argv"], None
@@ -261,13 +288,13 @@ def _record_path(req: dict) -> Path | None:
     return Path(req["cwd"], out) / RECORD_NAME if out else None
 
 
-def _settle(req: dict, signum: int) -> None:
+def _settle(req: dict, signum: int, told: Path | None = None) -> None:
     """A trial killed by a signal it could not handle (SIGKILL: NNI escalates a stop that is slow to
     finish; a crash) has left its record RUNNING: give it its end, so no record claims a dead trial runs."""
     from .records import settle_unfinished
     from .schema import Status
 
-    path = _record_path(req)
+    path = told or _record_path(req)
     if path is None or not path.is_file():
         return
     name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
@@ -280,7 +307,9 @@ def _settle(req: dict, signum: int) -> None:
         print(f"nni_seg fork server: could not settle {path}: {e}", file=sys.stderr)
 
 
-def _become_trial(req: dict, fds: list[int], conn: socket.socket) -> None:
+def _become_trial(req: dict, fds: list[int], conn: socket.socket, told_w: int) -> None:
+    global _RECORD_FD
+    _RECORD_FD = told_w  # not inheritable: a program the trial runs cannot write to it
     conn.close()
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
@@ -307,4 +336,7 @@ def _become_trial(req: dict, fds: list[int], conn: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    # run as the package's module, not __main__: a trial's tell_record must see the _RECORD_FD its fork set
+    from nni_seg import forkserver as _package_module
+
+    _package_module.serve(Path(sys.argv[1]))

@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import schema
+from . import forkserver, schema
 from .arch import NAMED_ARCHS, arch_summary, decode_parameters, validate_arch
 from .errors import RecordError, UserError, one_line
 from .schema import RECORD_NAME, DatasetInfo, Status, TrialRecord
@@ -188,6 +188,7 @@ def run_trial(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out_
                          host=socket.gethostname(), cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     path = out_dir / RECORD_NAME
     schema.save(record, path)
+    forkserver.tell_record(path)  # under the fork server: who settles this record if the trial is killed
     try:
         _train_and_score(record, path, arch, data_cfg, train_cfg, budget, reporter, model, fault, clock)
         return record
@@ -417,7 +418,6 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
 def launch(argv: list[str] | None = None) -> int:
     """``python -m nni_seg.trial``: under NNI in a copy of the fork server (torch already imported), else here."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from . import forkserver
 
     if forkserver.enabled() and "-h" not in argv and "--help" not in argv:
         code = forkserver.run("nni_seg.trial:main", argv, process_start_time())

@@ -111,6 +111,21 @@ def test_a_trial_killed_before_writing_its_end_gets_one(env, tmp_path, sig, stat
     _wait_status(tmp_path / "t" / RECORD_NAME, status, sig)
 
 
+def test_the_trial_tells_its_supervisor_where_its_record_is(env, tmp_path):
+    """A record folder from the trial's YAML (not on its command line, no $NNI_OUTPUT_DIR) is settled too."""
+    out = tmp_path / "from_yaml"
+    cfg = tmp_path / "trial.yml"
+    cfg.write_text(json.dumps({"trial": {"out": str(out)}}))  # JSON is YAML
+    env = {k: v for k, v in env.items() if k != "NNI_OUTPUT_DIR"}
+    proc = _trial(env, "--config", str(cfg), "--arch", "seed", "--epochs", "500", *TINY)
+    _wait_training(out / RECORD_NAME, proc)
+    server = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "fs") in " ".join(p.info["cmdline"] or []))
+    (trial,) = [g for c in server.children() for g in c.children()]
+    trial.send_signal(signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL
+    _wait_status(out / RECORD_NAME, "CANCELED", "SIGKILL")
+
+
 def test_off_by_default_outside_nni_and_on_under_it(monkeypatch):
     from nni_seg import forkserver
 
