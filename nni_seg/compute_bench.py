@@ -9,8 +9,8 @@ new. The incumbent is the best val Dice of an architecture trained at full proxy
 
 Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
 terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
-:class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search: TPE started from the
-U-Net, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` /
+:class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search, read from
+``experiments/camvid/search_cpu.yml``: its tuner and starting points, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` /
 ``tpe_curvefitting`` (guided TPE with NNI's Medianstop / Curvefitting assessor deciding after each epoch
 from the cached curves; Curvefitting predicts the last epoch's score from the curve so far and stops a
 trial predicted below 95% of the best finished one), ``hyperband`` (Hyperband's
@@ -188,9 +188,30 @@ class Trace:
         return best
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "camvid" / "search_cpu.yml"
+
+
+def shipped_default(seed: int) -> tuple[str, dict, list]:
+    """(tuner, tuner_args, start_with) of the shipped CamVid search, its tuner seed set to ``seed``: the
+    ``default`` strategy follows the config a user runs, whatever it is changed to."""
+    import yaml
+
+    tuner = yaml.safe_load(DEFAULT_CONFIG.read_text())["tuner"]
+    if tuner.get("className") != "nni_seg.tuners.GuidedTuner":
+        raise UserError(f"{DEFAULT_CONFIG}: tuner: the bench knows nni_seg.tuners.GuidedTuner, got "
+                        f"{tuner.get('className') or tuner.get('name')}")
+    args = tuner.get("classArgs") or {}
+    name, tuner_args = args.get("tuner", "TPE"), dict(args.get("tuner_args") or {})
+    if name != "Evolution":  # NNI's Evolution takes no seed (it draws from the global RNGs, seeded per run)
+        tuner_args["seed"] = seed
+    return name, tuner_args, list(args.get("start_with") or [])
+
+
 def _tuner(name: str, seed: int, budget: dict):
     from .tuners import GuidedTuner
 
+    if name == "default":
+        return GuidedTuner(*shipped_default(seed), budget=budget)
     if name == "random":
         from nni.algorithms.hpo.random_tuner import RandomTuner
 
@@ -198,7 +219,6 @@ def _tuner(name: str, seed: int, budget: dict):
     inner, args, start = {"tpe": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_medianstop": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_curvefitting": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
-                          "default": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, ["unet"]),
                           "evolution": ("Evolution", {"population_size": 6}, [])}[name]
     return GuidedTuner(inner, args, start, budget=budget)
 

@@ -66,6 +66,14 @@ def test_cli_writes_table_and_curves(tmp_path, monkeypatch):
     assert points[0][0] == 3  # the U-Net first: one full-fidelity trial of 3 epochs
 
 
+def test_the_default_strategy_is_the_shipped_search():
+    import yaml
+
+    tuner = yaml.safe_load(compute_bench.DEFAULT_CONFIG.read_text())["tuner"]["classArgs"]
+    name, args, start = compute_bench.shipped_default(7)
+    assert name == tuner["tuner"] and start == tuner["start_with"] and args["seed"] == 7
+
+
 def test_cache_reuses_the_trials_of_earlier_searches(tmp_path):
     """A search's records with the same trial settings fill the cache: nothing is trained twice."""
     from nni_seg.cli import main
