@@ -214,6 +214,9 @@ def main() -> int:
     ap.add_argument("--dataset", choices=list(SETUPS), default="camvid")
     ap.add_argument("--variants", nargs="+", help="searches to run (default: all of the dataset's)")
     ap.add_argument("--port", type=int, help="web UI port of the searches (default: 8080 or a free one)")
+    ap.add_argument("--train-only", nargs="+", metavar="GROUP",
+                    help="train only these networks (unet, seed, or a variant); the others' finished trainings are "
+                         "still scored, unfinished ones left for a later run")
     ap.add_argument("--table", action="store_true", help="only print the table of results.json")
     args = ap.parse_args()
     global SETUP, VARIANTS, RETRAIN
@@ -237,6 +240,8 @@ def main() -> int:
     jobs += [(s["variant"], f"{s['variant']}_seed{s['seed']}", s["arch"], 0) for s in searches]
     jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
     jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))  # stable: the searches' seed order stays
+    if args.train_only:
+        jobs = [j for j in jobs if j[0] in args.train_only or (out / "ckpt" / f"{j[1]}_run{j[3]}" / "seconds.txt").is_file()]
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})
