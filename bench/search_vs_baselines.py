@@ -172,7 +172,10 @@ def table(results: dict) -> str:
         lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
                      f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_train_size']['miou'] for r in rs])} | "
                      f"{mmacs} | {params} |")
-    lines += ["", per_class(rows, results.get("class_names") or _class_names())]
+    names = results.get("class_names") or _class_names()
+    lines += ["", per_class(rows, names)]
+    if rows and len(rows[0]["native"]["dice_per_class"]) <= 3:  # few classes (ISBI: membrane, cell): their Dice too
+        lines += ["", per_class(rows, names, "Dice")]
     lines += ["", "| search | seed | trials | trained | rejected (over budget) | proxy Dice of the winner | wall s | "
               "winner |", "|---|---|---|---|---|---|---|---|"]
     for s in results["searches"]:
@@ -188,22 +191,28 @@ def _class_names() -> list[str] | None:
     return CAMVID_CLASSES if SETUP is SETUPS["camvid"] else None
 
 
-def per_class(rows: list[dict], names: list[str] | None) -> str:
-    """Per-class val IoU (native resolution) of the best single network and of each group's mean."""
+def per_class(rows: list[dict], names: list[str] | None, kind: str = "IoU") -> str:
+    """Per-class val IoU or Dice (native resolution) of the best single network and of each group's mean."""
     if not rows:
         return ""
+    key = {"IoU": "iou_per_class", "Dice": "dice_per_class"}[kind]
     best = max(rows, key=lambda r: r["native"]["miou"])
-    k = len(best["native"]["iou_per_class"])
+    k = len(best["native"][key])
     names = names or [f"class {i}" for i in range(k)]
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
-    lines = ["| val IoU per class, native | " + " | ".join(names) + " |", "|---|" + "---|" * k,
+
+    def cell(values: list) -> str:  # None: the class is absent from val and never predicted
+        values = [v for v in values if v is not None]
+        return f"{100 * statistics.mean(values):.1f}" if values else "-"
+
+    lines = [f"| val {kind} per class, native | " + " | ".join(names) + " |", "|---|" + "---|" * k,
              f"| best single network ({best['network']} run {best['run']}: {100 * best['native']['miou']:.1f} mIoU) | "
-             + " | ".join(f"{100 * v:.1f}" for v in best["native"]["iou_per_class"]) + " |"]
+             + " | ".join(cell([v]) for v in best["native"][key]) + " |"]
     for g, rs in groups.items():
-        mean = [statistics.mean(r["native"]["iou_per_class"][i] for r in rs) for i in range(k)]
-        lines.append(f"| {g} (mean of {len(rs)}) | " + " | ".join(f"{100 * v:.1f}" for v in mean) + " |")
+        lines.append(f"| {g} (mean of {len(rs)}) | " + " | ".join(cell([r["native"][key][i] for r in rs])
+                                                              for i in range(k)) + " |")
     return "\n".join(lines)
 
 

@@ -60,3 +60,22 @@ def test_gpu_scripts_only_use_shipped_configs():
     text = (ROOT / "bench" / "gpu_check.sh").read_text() + (ROOT / "experiments" / "camvid" / "run_gpu.sh").read_text()
     for cfg in ("experiments/gpu.yml", "experiments/gpu_unscheduled.yml", "experiments/camvid/search_gpu.yml"):
         assert cfg in text and (ROOT / cfg).is_file()
+
+
+def test_search_vs_baselines_table_gives_few_classes_their_dice(tmp_path):
+    """ISBI (membrane, cell): the table adds each class's Dice; a class never seen nor predicted shows '-'."""
+    def row(group, run, miou, dice):
+        scores = {"miou": miou, "dice": dice[0], "iou_per_class": [miou, miou], "dice_per_class": dice}
+        return {"group": group, "network": group, "run": run, "mmacs": 100.0, "params": 1e5, "native": scores,
+                "at_train_size": scores, "resolution": "native labels (512x512)", "train_size": [128, 128]}
+
+    results = {"class_names": ["membrane", "cell"], "searches": [], "trainings": [
+        row("unet", 0, 0.70, [0.80, 0.90]), row("unet", 1, 0.72, [0.82, None]), row("tpe_new", 0, 0.74, [0.84, 0.94])]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    proc = subprocess.run([sys.executable, "bench/search_vs_baselines.py", "--out", str(tmp_path), "--table"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| unet | 2 | 71.0 (70.0-72.0) |" in proc.stdout
+    assert "| val Dice per class, native | membrane | cell |" in proc.stdout
+    assert "| unet (mean of 2) | 81.0 | 90.0 |" in proc.stdout  # the None is left out of the mean
+    assert "| best single network (tpe_new run 0: 74.0 mIoU) | 84.0 | 94.0 |" in proc.stdout
