@@ -82,9 +82,12 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
     best_score = best.record.score(metric) if best else None
     readable = {x.record.trial_id for x in loaded}
     bad = {u.trial_id: u for u in unreadable}
+    silent: dict[str, list[str]] = {}  # NNI's end -> trials that ended with no record (died before the trial ran)
     for tid, row in db.items():
         if tid in readable:
             continue
+        if tid not in bad and db_score(row, metric) is None and row.get("status") not in ("WAITING", "RUNNING"):
+            silent.setdefault(str(row.get("status", "?")), []).append(tid)
         score = db_score(row, metric)
         why = bad[tid].error if tid in bad else "no record found for it"
         if score is not None and (best_score is None or score > best_score):
@@ -104,6 +107,12 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
     for tid, u in bad.items():
         if tid not in db:
             warnings.append(f"trial {tid} left out: {u.error} (not in NNI's database either)")
+    if silent:  # e.g. the interpreter or the code was gone: the best is then only among the trials that ran
+        n = sum(len(v) for v in silent.values())
+        states = ", ".join(f"{len(v)} {k}" for k, v in sorted(silent.items()))
+        first = next(iter(silent.values()))[0]
+        warnings.append(f"{n} of {len(db)} trials left no record and no result ({states}; e.g. trial {first}: see "
+                        f"its trial.log): the best is among the {len(loaded)} recorded only")
     return _top(best, loaded, metric, "trial records", cross_check(loaded, db), warnings, exp_dir)
 
 

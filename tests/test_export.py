@@ -102,6 +102,20 @@ def test_unreadable_worse_record_is_a_warning_not_a_silence(tmp_path):
     assert top.trial_id == "B" and "trial A left out" in top.warnings[0] and "status" in top.warnings[0]
 
 
+def test_trials_that_never_wrote_a_record_are_said(tmp_path):
+    """Trials NNI ran that died before writing a record (e.g. the venv was gone) are not a silent 'best of 2'."""
+    a = _record(tmp_path, "A", 0, 0.5)
+    _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.5)])
+    con = sqlite3.connect(tmp_path / "db" / "nni.sqlite")
+    for i, tid in enumerate(("X", "Y")):
+        con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (200 + i, tid, "FAILED", None, "", 5 + i, ""))
+    con.commit()
+    con.close()
+    top = top_architecture(tmp_path)
+    assert top.trial_id == "A" and len(top.warnings) == 1
+    assert "2 of 3 trials left no record and no result (2 FAILED; e.g. trial X" in top.warnings[0]
+
+
 def test_corrupt_nni_database_is_one_line(tmp_path):
     _record(tmp_path, "A", 0, 0.5)
     (tmp_path / "db").mkdir()
