@@ -126,17 +126,23 @@ def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
     from nni_seg.deploy import evaluate, retrain
     from nni_seg.schema import CheckpointMeta
 
+    scored = folder / "scores.json"  # a rerun (resume, --table of another selection) does not score again
     if not (folder / "seconds.txt").is_file():  # written when a training has finished
+        scored.unlink(missing_ok=True)
         t0 = time.time()
         retrain(arch, data_cfg, train, folder, data=data, force=True, progress=False)
         (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    if scored.is_file():
+        return json.loads(scored.read_text())
     meta = schema.load(CheckpointMeta, folder / "meta.json")
     native = evaluate(folder, device="cpu", native=True, data=data)
     small = evaluate(folder, device="cpu", native=False, data=data)
-    return {"mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary, "best_epoch": meta.epoch,
-            "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
-            "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
-            "retrain_seconds": float((folder / "seconds.txt").read_text())}
+    result = {"mmacs": meta.mmacs, "params": meta.params, "summary": meta.summary, "best_epoch": meta.epoch,
+              "native": dataclasses.asdict(native.scores), "resolution": native.resolution,
+              "at_train_size": dataclasses.asdict(small.scores), "train_size": list(meta.size),
+              "retrain_seconds": float((folder / "seconds.txt").read_text())}
+    scored.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def data_settings():
