@@ -115,8 +115,18 @@ def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
     """Retrain with the recipe's schedule (seed ``run``) unless done; val scores at native size and 96x128."""
     from nni_seg.settings import TrainSettings
 
-    return {"network": name, "run": run, **retrain_scored(out / "ckpt" / f"{name}_run{run}", arch, data_settings(),
+    return {"network": name, "run": run, **retrain_scored(ckpt_folder(out, name, run), arch, data_settings(),
                                                           TrainSettings(seed=run, threads=2, **RETRAIN), data)}
+
+
+def ckpt_folder(out: Path, name: str, run: int) -> Path:
+    """Where the training ``run`` of network ``name`` is kept (also for tune_vs_default.py)."""
+    return out / "ckpt" / f"{name}_run{run}"
+
+
+def finished(folder: Path) -> bool:
+    """A training has finished there (``seconds.txt`` is written after its last epoch)."""
+    return (folder / "seconds.txt").is_file()
 
 
 def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
@@ -127,7 +137,7 @@ def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
     from nni_seg.schema import CheckpointMeta
 
     scored = folder / "scores.json"  # a rerun (resume, --table of another selection) does not score again
-    if not (folder / "seconds.txt").is_file():  # written when a training has finished
+    if not finished(folder):
         scored.unlink(missing_ok=True)
         t0 = time.time()
         retrain(arch, data_cfg, train, folder, data=data, force=True, progress=False)
@@ -256,7 +266,7 @@ def main() -> int:
     jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
     jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))  # stable: the searches' seed order stays
     if args.train_only:
-        jobs = [j for j in jobs if j[0] in args.train_only or (out / "ckpt" / f"{j[1]}_run{j[3]}" / "seconds.txt").is_file()]
+        jobs = [j for j in jobs if j[0] in args.train_only or finished(ckpt_folder(out, j[1], j[3]))]
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})

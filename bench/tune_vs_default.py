@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from search_vs_baselines import retrain_scored, spread  # noqa: E402 (after the path)
+from search_vs_baselines import ckpt_folder, retrain_scored, spread  # noqa: E402 (after the path)
 
 
 def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
@@ -54,7 +54,7 @@ def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | Non
 
 
 def train_and_score(name: str, arch: dict, train, run: int, out: Path, data_cfg, data) -> dict:
-    return {"settings": name, "run": run, **retrain_scored(out / "ckpt" / f"{name}_run{run}", arch, data_cfg,
+    return {"settings": name, "run": run, **retrain_scored(ckpt_folder(out, name, run), arch, data_cfg,
                                                            dataclasses.replace(train, seed=run, threads=2), data)}
 
 

@@ -86,9 +86,9 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
     for tid, row in db.items():
         if tid in readable:
             continue
-        if tid not in bad and db_score(row, metric) is None and row.get("status") not in ("WAITING", "RUNNING"):
-            silent.setdefault(str(row.get("status", "?")), []).append(tid)
         score = db_score(row, metric)
+        if tid not in bad and score is None and row.get("status") not in ("WAITING", "RUNNING"):
+            silent.setdefault(str(row.get("status", "?")), []).append(tid)
         why = bad[tid].error if tid in bad else "no record found for it"
         if score is not None and (best_score is None or score > best_score):
             if not trust_db:

@@ -97,14 +97,20 @@ def _wait_status(path, status, reason):
     assert record["status"] == status and reason in record["error"], record["status"]
 
 
+def _forked_trial(tmp_path):
+    """The one trial process of this test's server (server -> supervisor -> trial)."""
+    server = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "fs") in " ".join(p.info["cmdline"] or []))
+    (trial,) = [g for c in server.children() for g in c.children()]
+    return trial
+
+
 @pytest.mark.parametrize("sig,status", [("SIGKILL", "CANCELED"), ("SIGSEGV", "FAILED")])
 def test_a_trial_killed_before_writing_its_end_gets_one(env, tmp_path, sig, status):
     """SIGKILL (NNI's escalation of a slow stop) or a crash leaves no chance to write the record: the
     supervisor writes its end, and the process NNI started dies by the same signal."""
     proc = _trial(env, "--arch", "seed", "--epochs", "500", "--out", str(tmp_path / "t"), *TINY)
     _wait_training(tmp_path / "t" / RECORD_NAME, proc)
-    server = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "fs") in " ".join(p.info["cmdline"] or []))
-    (trial,) = [g for c in server.children() for g in c.children()]
+    trial = _forked_trial(tmp_path)
     signum = getattr(signal, sig)
     trial.send_signal(signum)
     assert proc.wait(60) == -signum
@@ -119,8 +125,7 @@ def test_the_trial_tells_its_supervisor_where_its_record_is(env, tmp_path):
     env = {k: v for k, v in env.items() if k != "NNI_OUTPUT_DIR"}
     proc = _trial(env, "--config", str(cfg), "--arch", "seed", "--epochs", "500", *TINY)
     _wait_training(out / RECORD_NAME, proc)
-    server = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "fs") in " ".join(p.info["cmdline"] or []))
-    (trial,) = [g for c in server.children() for g in c.children()]
+    trial = _forked_trial(tmp_path)
     trial.send_signal(signal.SIGKILL)
     assert proc.wait(60) == -signal.SIGKILL
     _wait_status(out / RECORD_NAME, "CANCELED", "SIGKILL")
