@@ -84,12 +84,23 @@ def _build_export(p):
                    help="take a trial whose record is unreadable from NNI's database when it is the best there")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-draw", action="store_true", help="do not draw the architecture next to the export")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="train the top K trials again at the search's own settings (other seeds; run from the "
+                        "folder the trials ran in) and export the best mean: a choice less driven by the short "
+                        "trials' noise, for K x --repeats trainings (default 0: off)")
+    p.add_argument("--repeats", type=int, default=1, help="with --confirm: extra trainings of each (default 1)")
 
 
 def _export(args) -> int:
     from .export import export, one_line
 
-    top, path = export(args.experiment_id, args.out, args.exp_dir, args.metric, args.trust_db, args.force)
+    top, path = export(args.experiment_id, args.out, args.exp_dir, args.metric, args.trust_db, args.force,
+                       confirm=args.confirm, repeats=args.repeats, log=_out)
+    if top.confirmation is not None:
+        for c in top.confirmation.candidates:
+            _out(f"confirm: trial {c.trial_id}: mean {c.mean:.4f} of {', '.join(f'{v:.4f}' for v in c.scores)} "
+                 f"({c.mmacs} MMACs)")
+        _out(f"confirm: {top.note}")
     bad = top.cross_check.mismatches
     if bad:
         print(f"warning: NNI's records disagree with {len(bad)} trial record(s) (exported from the trials' "
@@ -364,6 +375,8 @@ def _build_bench(p):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--reuse", nargs="+", metavar="EXP_DIR", help="camvid: experiment folders whose trials (same trial "
                                                                   "settings) fill the cache before anything trains")
+    p.add_argument("--table-only", action="store_true", help="camvid: table and curves of the runs done so far "
+                                                              "(strategies with every seed done); trains nothing")
     p.add_argument("--proxy-size", type=int, default=24, help="proxy: image size (default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=3, help="proxy: epochs (default %(default)s)")
     p.add_argument("--proxy-train", type=int, default=96, help="proxy: training images (default %(default)s)")
@@ -389,7 +402,8 @@ def _bench(args) -> int:
         out = Path(args.out if args.out != "runs/bench_strategies" else "runs/bench_strategies_camvid")
         cache = Path(args.cache or out / "proxy_cache.json")
         _out(compute_bench.bench(args.strategies or list(compute_bench.STRATEGIES), args.seeds, args.compute,
-                                 args.trial_config, cache, out, (k, n), [Path(p) for p in args.reuse or []]))
+                                 args.trial_config, cache, out, (k, n), [Path(p) for p in args.reuse or []],
+                                 table_only=args.table_only))
         return 0
     from .strategies import STRATEGIES, run_bench
 

@@ -10,12 +10,17 @@ new. The incumbent is the best val Dice of an architecture trained at full proxy
 Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
 terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
 :class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search, read from
-``experiments/camvid/search_cpu.yml``: its tuner and starting points, guided by the budget), ``evolution`` (NNI's Evolution, guided), ``tpe_medianstop`` /
+``experiments/camvid/search_cpu.yml``: its tuner and starting points, guided by the budget), ``evolution`` (NNI's
+Evolution, guided), ``regularized_evolution`` (NNI's RegularizedEvolutionTuner, aging evolution, over the
+``layer_choice`` form of the space, guided), ``rl`` (our REINFORCE tuner, :mod:`nni_seg.rl_tuner`; over-budget
+draws rejected at no compute, told 0), ``tpe_medianstop`` /
 ``tpe_curvefitting`` (guided TPE with NNI's Medianstop / Curvefitting assessor deciding after each epoch
 from the cached curves; Curvefitting predicts the last epoch's score from the curve so far and stops a
 trial predicted below 95% of the best finished one), ``hyperband`` (Hyperband's
 brackets as NNI's advisor computes them, R = the proxy's epochs, eta 3, random architectures within
-the budget; budgets are trained from scratch, as the trial does with NNI's TRIAL_BUDGET).
+the budget; budgets are trained from scratch, as the trial does with NNI's TRIAL_BUDGET), ``enas`` (NNI's
+one-shot ENAS given the *wall time* the compute costs the other strategies: the cache's mean seconds per
+trial-epoch x the compute; its exported architecture is then scored by the proxy like any incumbent).
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from .arch import CHOICES, canonical, decode_parameters, legacy_search_space, va
 from .errors import UserError
 from .files import locked
 
-STRATEGIES = ("random", "tpe", "default", "evolution", "tpe_medianstop", "tpe_curvefitting", "hyperband")
+STRATEGIES = ("random", "tpe", "default", "evolution", "regularized_evolution", "rl", "tpe_medianstop",
+              "tpe_curvefitting", "hyperband", "enas")
+LAYER_CHOICE = ("regularized_evolution",)  # tuners that accept only the layer_choice form of the space
 
 
 @dataclass
@@ -101,7 +108,7 @@ class ProxyCache:
                 if rec.status not in (Status.SUCCEEDED, Status.REJECTED) or not same(rec):
                     continue
                 epochs = rec.train.epochs
-                key = json.dumps([canonical(validate_arch(rec.arch, fill_legacy=True)), epochs], sort_keys=True)
+                key = self.key(rec.arch, epochs)
                 if key in self.table:
                     continue
                 entry = ({"curve": [], "rejected": True, "mmacs": rec.mmacs} if rec.status == Status.REJECTED else
@@ -117,6 +124,16 @@ class ProxyCache:
     def full_epochs(self) -> int:
         return self.train_cfg.epochs
 
+    def key(self, arch: dict, epochs: int | None = None) -> str:
+        return json.dumps([canonical(validate_arch(arch, fill_legacy=True)), epochs or self.full_epochs], sort_keys=True)
+
+    def seconds_per_epoch(self) -> float | None:
+        """Mean training seconds per trial-epoch of the proxy trainings cached so far: what a unit of
+        compute costs in wall time (None before any)."""
+        done = [e for e in self.table.values() if not e["rejected"] and e.get("seconds")]
+        epochs = sum(len(e["curve"]) for e in done)
+        return sum(e["seconds"] for e in done) / epochs if epochs else None
+
     def data(self):
         if self._data is None:
             from .data import load_dataset
@@ -129,7 +146,7 @@ class ProxyCache:
 
         epochs = epochs or self.full_epochs
         arch = canonical(validate_arch(arch, fill_legacy=True))
-        key = json.dumps([arch, epochs], sort_keys=True)
+        key = self.key(arch, epochs)
         if key not in self.table:
             self.table = self._read()  # another process may have trained it meanwhile
         if key not in self.table:
@@ -171,6 +188,7 @@ class Trace:
     points: list[tuple[int, float]] = field(default_factory=list)
     spent: int = 0
     best: float = 0.0
+    about: dict = field(default_factory=dict)  # what else the run file keeps (ENAS: its time and export)
 
     def add(self, cost: int, score: float | None) -> None:
         self.spent += cost
@@ -216,10 +234,17 @@ def _tuner(name: str, seed: int, budget: dict):
         from nni.algorithms.hpo.random_tuner import RandomTuner
 
         return RandomTuner(seed=seed)
+    if name == "rl":  # ours, not a built-in: an over-budget draw is rejected at no compute, like random's
+        from .rl_tuner import ReinforceTuner
+
+        return ReinforceTuner(seed=seed)
     inner, args, start = {"tpe": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_medianstop": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_curvefitting": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
-                          "evolution": ("Evolution", {"population_size": 6}, [])}[name]
+                          "evolution": ("Evolution", {"population_size": 6}, []),
+                          # as experiments/regularized_evolution.yml; draws from the global RNG, seeded per run
+                          "regularized_evolution": ("RegularizedEvolutionTuner",
+                                                    {"population_size": 6, "sample_size": 3}, [])}[name]
     return GuidedTuner(inner, args, start, budget=budget)
 
 
@@ -231,7 +256,7 @@ def run_tuner(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dic
     random.seed(seed)
     np.random.seed(seed)  # NNI's evolution tuners draw from the global RNGs
     tuner = _tuner(name, seed, budget)
-    tuner.update_search_space(legacy_search_space())
+    tuner.update_search_space(legacy_search_space("layer_choice" if name in LAYER_CHOICE else "choice"))
     assessor = None
     if name == "tpe_medianstop":
         from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
@@ -306,28 +331,80 @@ def hyperband(proxy: ProxyCache, compute: int, seed: int, budget: dict, eta: int
     return trace
 
 
+def enas(proxy: ProxyCache, compute: int, seed: int) -> Trace:
+    """NNI's ENAS with the wall time ``compute`` costs the other strategies (the cache's seconds per
+    trial-epoch x ``compute``, on the proxy's data, threads and optimiser settings), over the cell ops and
+    depths with the budget's reference network's macro choices pinned (its widths, levels and skips) and one
+    op per cell; the controller's export is scored by the proxy, 0 if it is over the budget (ENAS knows no
+    cost). Its whole compute is spent before its one result, so its curve is a single step at the end."""
+    import socket
+    import tempfile
+
+    import torch
+
+    from .arch import MACRO_LABELS, NAMED_ARCHS, arch_summary
+    from .search import enas as run_enas
+    from .settings import SearchSettings
+
+    per_epoch = proxy.seconds_per_epoch()
+    if per_epoch is None:
+        raise UserError("enas: the cache holds no training yet to turn compute into wall time; run another "
+                        "strategy first (--strategies random enas)")
+    ref = NAMED_ARCHS[proxy.budget.max_mmacs_of or "unet"]()
+    # single-op cells: with the U-Net's two-op cells only 11% of ENAS's choices fit the U-Net's MACs, with
+    # one op per cell 66% (sampled at 48x64), and ENAS itself never looks at a cost
+    fixed = {k: v for k, v in ref.items() if k in MACRO_LABELS} | {"enc_op2": "none", "dec_op2": "none"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(proxy.train_cfg.threads)
+    seconds = round(compute * per_epoch, 1)
+    try:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as wd:
+            top = run_enas(proxy.data_cfg, proxy.train_cfg, SearchSettings(
+                strategy="enas", enas_epochs=10000, enas_seconds=seconds, fixed=fixed, port=port, working_dir=wd))
+    finally:
+        torch.set_num_threads(threads)
+    ev = proxy(top.arch)
+    trace = Trace(about={"seconds_given": seconds, "seconds_per_trial_epoch": round(per_epoch, 2),
+                         "arch": arch_summary(top.arch), "rejected": ev.rejected,
+                         "mmacs": proxy.table[proxy.key(top.arch)]["mmacs"]})
+    trace.add(compute, None if ev.rejected else ev.dice)
+    return trace
+
+
 def run(name: str, proxy: ProxyCache, compute: int, seed: int, budget: dict) -> Trace:
     if name not in STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    if name == "enas":
+        return enas(proxy, compute, seed)
     if name == "hyperband":
         return hyperband(proxy, compute, seed, budget)
     return run_tuner(name, proxy, compute, seed, budget)
 
 
 def summarize(traces: dict[str, list[Trace]], compute: int) -> str:
-    """Markdown: per strategy the incumbent at the full compute (mean, min, max over seeds) and the compute
-    at which its mean curve reaches random's final mean."""
+    """Markdown: per strategy the incumbent at the full compute (mean, min, max over seeds), the compute at
+    which its mean curve reaches random's final mean, and the share of the budget over which its mean curve
+    is at or above random's (the two halves of the bar a default strategy must clear)."""
     grid = list(range(1, compute + 1))
     mean_curve = {n: [statistics.mean(t.at(c) for t in ts) for c in grid] for n, ts in traces.items()}
-    target = mean_curve["random"][-1] if "random" in mean_curve else None
+    rand = mean_curve.get("random")
+    target = rand[-1] if rand is not None else None
     lines = ["| strategy | seeds | incumbent at full compute, mean | min | max | compute to reach random's final "
-             "mean (trial-epochs) | share of random's compute |", "|---|---|---|---|---|---|---|"]
+             "mean (trial-epochs) | share of random's compute | mean curve >= random's, share of the budget |",
+             "|---|---|---|---|---|---|---|---|"]
     for n, ts in traces.items():
         finals = [t.at(compute) for t in ts]
         reach = next((c for c, v in zip(grid, mean_curve[n]) if target is not None and v >= target), None)
         share = f"{reach / compute:.0%}" if reach is not None else "never"
+        above = f"{sum(v >= r for v, r in zip(mean_curve[n], rand)) / len(grid):.0%}" if rand is not None else "-"
         lines.append(f"| {n} | {len(ts)} | {statistics.mean(finals):.4f} | {min(finals):.4f} | {max(finals):.4f} | "
-                     f"{reach if reach is not None else 'never'} | {share} |")
+                     f"{reach if reach is not None else 'never'} | {share} | {above} |")
     return "\n".join(lines)
 
 
@@ -353,9 +430,10 @@ def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -
 
 
 def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: str, cache: Path, out: Path,
-          shard: tuple[int, int] = (0, 1), reuse: list[Path] | None = None) -> str:
-    """Run every (strategy, seed) of this shard; with all shards done, write table.md, traces.json, curves.png.
-    ``reuse``: experiment folders whose trials (same trial settings) fill the cache first."""
+          shard: tuple[int, int] = (0, 1), reuse: list[Path] | None = None, table_only: bool = False) -> str:
+    """Run every (strategy, seed) of this shard, then write table.md, traces.json, curves.png over the
+    strategies with every seed done. ``reuse``: experiment folders whose trials (same trial settings) fill
+    the cache first; ``table_only``: run nothing, only the table of what is done."""
     from .files import atomic_write_json, atomic_write_text
 
     proxy = ProxyCache(cache, trial_config)
@@ -372,24 +450,29 @@ def bench(strategies: list[str], seeds: list[int], compute: int, trial_config: s
 
     runs = [(n, s) for n in strategies for s in seeds]
     k, n_shards = shard
-    mine = runs[k::n_shards]
+    mine = [] if table_only else runs[k::n_shards]
     with Progress(len(mine), "bench-strategies", "run") as bar:
         for name, seed in mine:
             path = out / "runs" / f"{name}_seed{seed}.json"
             if not path.is_file():
                 trace = run(name, proxy, compute, seed, budget)
-                atomic_write_json(path, {"points": trace.points})
+                atomic_write_json(path, {"points": trace.points, **trace.about})
                 bar.note(f"{name} seed {seed}: incumbent {trace.at(compute):.4f} after {trace.spent} trial-epochs "
                          f"({proxy.trained} trainings in this process)")
             bar.update()
     done = {(n, s): out / "runs" / f"{n}_seed{s}.json" for n, s in runs}
-    if not all(p.is_file() for p in done.values()):
-        return f"shard {k}/{n_shards} done; the others still run"
+    # the table covers the strategies whose every seed is done (random first: the others are read against it)
+    complete = [n for n in strategies if all(done[(n, s)].is_file() for s in seeds)]
+    missing = [n for n in strategies if n not in complete]
+    if not complete:
+        return f"shard {k}/{n_shards} done; no strategy has all its seeds yet"
     traces: dict[str, list[Trace]] = {}
-    for (n, s), p in done.items():
-        traces.setdefault(n, []).append(Trace(points=[tuple(x) for x in json.loads(p.read_text())["points"]]))
+    for n in sorted(complete, key=lambda n: n != "random"):
+        traces[n] = [Trace(points=[tuple(x) for x in json.loads(done[(n, s)].read_text())["points"]]) for s in seeds]
     title = f"CamVid proxy ({proxy.data_cfg.size[0]}x{proxy.data_cfg.size[1]}, {proxy.full_epochs} epochs); {len(seeds)} seeds"
     table = summarize(traces, compute)
+    if missing:
+        table += f"\n\nNot all seeds done yet (left out): {', '.join(missing)}"
     atomic_write_text(out / "table.md", f"{title}; compute per run {compute} trial-epochs\n\n{table}\n")
     atomic_write_json(out / "traces.json", {f"{n}": [t.points for t in ts] for n, ts in traces.items()})
     plot(traces, compute, out / "curves.png", title)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 from . import schema
 from .errors import RecordError, RunFailed, UserError
@@ -44,15 +45,20 @@ def cross_check(loaded: list[Loaded], db: dict[str, dict]) -> CrossCheck:
     return CrossCheck(trials_checked=checked, mismatches=mismatches)
 
 
-def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
-    scored = [x for x in loaded if x.record.score(metric) is not None]
-    # ties (tiny trials can score alike) go to the cheaper network, then to the earliest trial, whatever
-    # order the records came in: the report's Pareto front makes the same choice
-    def rank(x: Loaded):
+def rank(metric: str) -> Callable[[Loaded], tuple]:
+    """Export's order of trials, best last: the score; ties (tiny trials can score alike) go to the cheaper
+    network, then to the earliest trial, whatever order the records came in (the report's Pareto front
+    makes the same choice)."""
+    def key(x: Loaded) -> tuple:
         mmacs = x.record.mmacs if x.record.mmacs is not None else math.inf
         return x.record.score(metric), -mmacs, -(x.record.sequence_id or 0)
 
-    return max(scored, key=rank) if scored else None
+    return key
+
+
+def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
+    scored = [x for x in loaded if x.record.score(metric) is not None]
+    return max(scored, key=rank(metric)) if scored else None
 
 
 def _states(loaded: list[Loaded]) -> dict[str, int]:
@@ -147,13 +153,22 @@ def output_path(exp_dir: Path, out: str | None, force: bool, exp_id: str) -> Pat
 
 
 def export(exp_id: str, out: str | None = None, exp_dirs: list[str] | None = None, metric: str = "default",
-           trust_db: bool = False, force: bool = False) -> tuple[TopArch, Path]:
-    """Export the top architecture of experiment ``exp_id``; returns it and the file written."""
+           trust_db: bool = False, force: bool = False, confirm: int = 0, repeats: int = 1,
+           log: Callable[[str], None] = print) -> tuple[TopArch, Path]:
+    """Export the top architecture of experiment ``exp_id``; returns it and the file written. ``confirm``
+    > 0: the top ``confirm`` trials are trained ``repeats`` more times first and the best mean is exported
+    (:mod:`nni_seg.confirm`)."""
     if not metric:
         raise UserError("--metric: must name a final-result key (default: default = Dice)")
+    if confirm < 0 or repeats < 1:
+        raise UserError(f"--confirm must be >= 0 and --repeats >= 1, got {confirm} and {repeats}")
     d = experiment_dir(exp_id, exp_dirs)
     path = output_path(d, out, force, d.name)
     top = top_architecture(d, metric, trust_db)
+    if confirm:
+        from .confirm import confirm_top
+
+        top = confirm_top(d, top, confirm, repeats, metric, log)
     return top, schema.save(top, path)
 
 

@@ -92,7 +92,11 @@ class SegModule(LightningModule):
 
 
 def lightning_evaluator(data: SegData, *, epochs: int, batch_size: int, lr: float, loss: str = "ce",
-                        accelerator: str = "auto") -> Lightning:
+                        accelerator: str = "auto", max_seconds: float | None = None) -> Lightning:
+    """NNI's Lightning evaluator of the supernet; ``max_seconds``: Lightning stops fitting after that long
+    (checked between steps), whatever ``epochs`` says."""
+    import datetime
+
     norm = Normalizer.from_images(data.train_images)
     module = SegModule(data.num_classes, data.ignore_index, data.background,
                        norm.mean.flatten().tolist(), norm.std.flatten().tolist(), lr=lr, loss=loss)
@@ -100,5 +104,6 @@ def lightning_evaluator(data: SegData, *, epochs: int, batch_size: int, lr: floa
                        drop_last=True, collate_fn=TaggedCollate(0))
     val = DataLoader(_Split(data.val_images, data.val_masks), batch_size=batch_size, collate_fn=TaggedCollate(1))
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+                      enable_progress_bar=False, enable_model_summary=False,
+                      max_time=None if max_seconds is None else datetime.timedelta(seconds=max_seconds))
     return Lightning(module, trainer, train_dataloaders=train, val_dataloaders=val)

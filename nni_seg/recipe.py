@@ -151,6 +151,14 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     top = run_experiment(rc.search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
                                                        out=str(out / "top_arch.json")), log=log)
     phase("search", t)
+    if rc.confirm:
+        from .export import export
+
+        t = time.perf_counter()
+        top, _ = export(str(experiment_dir(top.experiment_id)), str(out / "top_arch.json"), confirm=rc.confirm,
+                        log=log)
+        log(f"confirm: {top.note}")
+        phase("confirm", t)
     t = time.perf_counter()
     search = make_report(experiment_dir(top.experiment_id), out / "search", title=f"search {top.experiment_id}")
     phase("search_report", t)
@@ -191,7 +199,8 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     times["total"] = round(time.perf_counter() - t_all, 1)
     result = RecipeResult(experiment_id=top.experiment_id or "", search_config=rc.search_config,
                           search_trials=search["trials"], search_succeeded=search["succeeded"],
-                          winner_search_dice=(top.metrics or {}).get("dice"), data=data_cfg, train=train_cfg,
+                          winner_search_dice=(top.metrics or {}).get("dice"),
+                          winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
                           tuned_train=searched_train if rc.tune_config else None, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
@@ -229,7 +238,8 @@ def markdown(s: RecipeResult) -> str:
              f"{'x'.join(map(str, s.data.size)) if s.data.size else 'its own size'}."
              + (f" The searched net's training was tuned first (see tune/): lr {s.tuned_train.lr}, "
                 f"weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, batch "
-                f"{s.tuned_train.batch_size}." if s.tuned_train else ""), "",
+                f"{s.tuned_train.batch_size}." if s.tuned_train else "")
+             + (f" The searched net was {s.winner_chosen_by}." if s.winner_chosen_by else ""), "",
              f"All scores: **{s.split}** split, scored at {s.resolution}.", "",
              "## Wall time (s)", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in s.seconds.items()]

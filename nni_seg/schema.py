@@ -135,6 +135,27 @@ class TrialRecord(Checked):
 
 
 @dataclasses.dataclass
+class Candidate(Checked):
+    """One of the search's top trials, trained again at the search's own settings (other training seeds)."""
+    trial_id: str | None = _f(None)
+    summary: str = _f("")
+    mmacs: float | None = _f(None)
+    scores: list[float] = _f([])  # the search trial's own first, then each repeat's
+    mean: float = _f(0.0)
+    records: list[str] = _f([])  # the repeats' trial records
+
+
+@dataclasses.dataclass
+class Confirmation(Checked):
+    """How ``export --confirm`` chose among the top trials: the best mean over 1 + ``repeats`` trainings."""
+    metric: str = _f("default")
+    repeats: int = _f(0)
+    candidates: list[Candidate] = _f([])
+    best_single: str | None = _f(None)  # the trial the plain export would have taken
+    seconds: float = _f(0.0)
+
+
+@dataclasses.dataclass
 class TopArch(Checked):
     """``top_arch.json``: an experiment's best architecture, from its trials' own records."""
     arch: dict[str, Any] = _f({})
@@ -156,6 +177,7 @@ class TopArch(Checked):
     strategy: str | None = _f(None)
     note: str | None = _f(None)
     warnings: list[str] = _f([])
+    confirmation: Confirmation | None = _f(None)  # set when chosen by ``export --confirm``
     format_version: int = _f(FORMAT_VERSION)
 
 
@@ -291,6 +313,7 @@ class RecipeResult(Checked):
     search_trials: int = _f(0)
     search_succeeded: int = _f(0)
     winner_search_dice: float | None = _f(None)
+    winner_chosen_by: str | None = _f(None)  # --confirm: how the winner was chosen among the top trials
     data: DataSettings = _f(DataSettings())
     train: TrainSettings = _f(TrainSettings())
     tuned_train: TrainSettings | None = _f(None)

@@ -100,6 +100,8 @@ class SearchSettings(Checked):
     sample_size: int = setting(4, "evolution: tournament size", min=1)
     mutation_prob: float = setting(0.05, "evolution: mutation probability", min=0, max=1)
     enas_epochs: int = setting(3, "enas: supernet epochs", min=1)
+    enas_seconds: float | None = setting(None, "enas: stop training the supernet after this many seconds, "
+                                               "even before enas_epochs (an equal-time budget)", gt=0)
     fixed: dict[str, Any] = setting(None, "enas: macro choices to pin (default: the seed's)", flag=False,
                                     default_factory=dict)
 
@@ -166,6 +168,8 @@ class RecipeSettings(Checked):
     search_timeout: float = setting(3600, "seconds the search may take", gt=0)
     port: int | None = setting(None, "web UI port of the search (default: 8080 or a free one)", min=1, max=65535)
     tune_config: str | None = setting(None, "also tune the winner's training (a tune YAML) before retraining it")
+    confirm: int = setting(0, "train the search's top K trials once more at the search's settings and take the "
+                              "best mean as the winner (export --confirm; 0: the single best trial)", min=0, max=20)
     force: bool = setting(False, "replace the results of an earlier recipe in --out")
 
     @property

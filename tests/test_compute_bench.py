@@ -1,5 +1,6 @@
 """The equal-compute strategy benchmark's mechanics on a tiny trial (the CamVid numbers are in docs/)."""
 import json
+import time
 
 import pytest
 
@@ -43,17 +44,34 @@ def test_medianstop_stops_a_trial_below_the_median():
     assert compute_bench._assess(a, "bad", [0.1, 0.2, 0.3]) == 1
 
 
+MULTI_TRIAL = [n for n in compute_bench.STRATEGIES if n != "enas"]  # ENAS: its own (slow) test below
+
+
 def test_every_strategy_spends_its_compute_and_the_table_compares_with_random(proxy, tmp_path):
     budget = {"size": [16, 16], "num_classes": 5, "max_mmacs_of": "unet"}
-    traces = {n: [compute_bench.run(n, proxy, 6, seed, budget) for seed in (0, 1)] for n in compute_bench.STRATEGIES}
+    traces = {n: [compute_bench.run(n, proxy, 6, seed, budget) for seed in (0, 1)] for n in MULTI_TRIAL}
     for n, ts in traces.items():
         assert all(t.spent >= 6 for t in ts), n
         assert all(0 <= t.at(6) <= 1 for t in ts)
     table = compute_bench.summarize(traces, 6)
-    assert table.count("\n") == len(compute_bench.STRATEGIES) + 1 and "| random | 2 |" in table
+    assert table.count("\n") == len(MULTI_TRIAL) + 1 and "| random | 2 |" in table
 
 
-def test_cli_writes_table_and_curves(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_enas_gets_the_wall_time_of_the_compute_and_its_export_is_scored(proxy, tmp_path):
+    with pytest.raises(compute_bench.UserError, match="no training yet"):
+        compute_bench.run("enas", proxy, 3, 0, {})
+    proxy(unet_arch())  # one cached training: seconds per trial-epoch
+    t0 = time.monotonic()
+    trace = compute_bench.run("enas", proxy, 3, 0, {})
+    assert trace.about["seconds_given"] == pytest.approx(3 * proxy.seconds_per_epoch(), abs=0.1)
+    # the supernet stops at its time, long before its 10000 epochs (NNI's start and stop add their own)
+    assert time.monotonic() - t0 < trace.about["seconds_given"] + 120
+    assert trace.spent == 3 and len(trace.points) == 1 and 0 <= trace.at(3) <= 1
+    assert "levels=4" in trace.about["arch"]  # the U-Net's macro choices, pinned
+
+
+def test_cli_writes_table_and_curves(tmp_path, monkeypatch, capsys):
     from nni_seg.cli import main
 
     (tmp_path / "t.yml").write_text(TRIAL)
@@ -64,6 +82,17 @@ def test_cli_writes_table_and_curves(tmp_path, monkeypatch):
     assert (tmp_path / "b" / "curves.png").is_file() and "| default |" in (tmp_path / "b" / "table.md").read_text()
     points = json.loads((tmp_path / "b" / "traces.json").read_text())["default"][0]
     assert points[0][0] == 3  # the U-Net first: one full-fidelity trial of 3 epochs
+    # a strategy whose seeds are not all done is left out of the table, and said so; --table-only trains nothing
+    (tmp_path / "b" / "table.md").unlink()
+    assert main([*args[:7], "--seeds", "0", "1", "--strategies", "random", "default", "--out", "b",
+                 "--table-only"]) == 0
+    assert not (tmp_path / "b" / "runs" / "random_seed1.json").exists()
+    assert "no strategy has all its seeds yet" in capsys.readouterr().out
+    (tmp_path / "b" / "runs" / "random_seed1.json").write_text((tmp_path / "b" / "runs" / "random_seed0.json").read_text())
+    assert main([*args[:7], "--seeds", "0", "1", "--strategies", "random", "default", "--out", "b",
+                 "--table-only"]) == 0
+    table = (tmp_path / "b" / "table.md").read_text()
+    assert "| random | 2 |" in table and "| default |" not in table and "(left out): default" in table
 
 
 def test_the_default_strategy_is_the_shipped_search():
@@ -88,3 +117,19 @@ def test_cache_reuses_the_trials_of_earlier_searches(tmp_path):
     other = tmp_path / "o.yml"
     other.write_text(TRIAL.replace("epochs: 3", "epochs: 2"))
     assert compute_bench.ProxyCache(tmp_path / "c2.json", other).import_records([tmp_path / "exp"]) == 0
+
+
+def test_table_says_where_a_curve_falls_below_random():
+    """Random reaches 0.5 at 3 trial-epochs; `late` only at 6 (below random over half the budget, reaching
+    its final mean at 100% of its compute); `early` is ahead from the start."""
+    def trace(*points):
+        t = compute_bench.Trace()
+        for cost, score in points:
+            t.add(cost, score)
+        return t
+
+    table = compute_bench.summarize({"random": [trace((3, 0.5), (3, 0.5))], "late": [trace((3, 0.1), (3, 0.5))],
+                                     "early": [trace((1, 0.6), (5, 0.6))]}, 6)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert rows["late"].endswith("| 6 | 100% | 50% |")
+    assert rows["early"].endswith("| 1 | 17% | 100% |") and rows["random"].endswith("| 3 | 50% | 100% |")

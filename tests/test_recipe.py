@@ -59,7 +59,7 @@ def test_recipe_end_to_end_on_tiny_data(tmp_path):
     out = tmp_path / "out"
     args = ["recipe", "--search-config", str(config), "--port", str(free_port()), "--size", "16", "16",
             "--num-train", "16", "--num-val", "8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
-            "--baselines", "seed,unet", "--repeats", "2", "--out", str(out)]
+            "--baselines", "seed,unet", "--repeats", "2", "--confirm", "2", "--out", str(out)]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
@@ -68,6 +68,11 @@ def test_recipe_end_to_end_on_tiny_data(tmp_path):
     assert set(res["seconds"]) >= {"search", "retrain_searched", "retrain_seed", "retrain_unet", "eval_searched", "total"}
     assert res["split"] == "val" and res["resolution"].startswith("native labels (16x16)")
     top = json.loads((out / "top_arch.json").read_text())
+    # --confirm 2: the top two trials trained once more at the search's settings, the best mean retrained
+    cands = top["confirmation"]["candidates"]
+    assert 1 <= len(cands) <= 2 and all(len(c["scores"]) == 2 for c in cands) and "confirm" in res["seconds"]
+    assert max(c["mean"] for c in cands) == next(c["mean"] for c in cands if c["trial_id"] == top["trial_id"])
+    assert res["winner_chosen_by"] == top["note"] and "chosen by the mean default of 2 trainings" in top["note"]
     meta = json.loads((out / "searched" / "run0" / "meta.json").read_text())
     assert meta["arch"] == top["arch"] and meta["train"]["epochs"] == 2 and meta["train"]["seed"] == 0
     assert json.loads((out / "searched" / "run1" / "meta.json").read_text())["train"]["seed"] == 1
@@ -78,7 +83,7 @@ def test_recipe_end_to_end_on_tiny_data(tmp_path):
               "searched/run1/best.pt"):
         assert (out / f).is_file(), f
     report = (out / "report.md").read_text()
-    assert "| unet | 2 |" in report and "predictions_val.png" in report
+    assert "| unet | 2 |" in report and "predictions_val.png" in report and "chosen by the mean" in report
     # an earlier recipe's results are not replaced without --force
     again = run_cli(args, tmp_path)
     assert again.returncode == 2 and "holds an earlier recipe's results" in again.stderr
