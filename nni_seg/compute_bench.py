@@ -418,10 +418,15 @@ def plot(traces: dict[str, list[Trace]], compute: int, path: Path, title: str) -
 
     grid = list(range(1, compute + 1))
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for n, ts in traces.items():
+    styles = ["-", "--", "-.", ":"]  # strategies that draw alike overlap: the line style tells them apart
+    lowest = []
+    for i, (n, ts) in enumerate(traces.items()):
         a = np.array([[t.at(c) for c in grid] for t in ts])
-        ax.plot(grid, a.mean(0), label=n)
-        ax.fill_between(grid, a.min(0), a.max(0), alpha=0.12)
+        ax.plot(grid, a.mean(0), styles[i % len(styles)], label=n, lw=1.6)
+        ax.fill_between(grid, a.min(0), a.max(0), alpha=0.10)
+        lowest += [v for v in a.min(0) if v > 0]
+    if lowest:  # before its first full-fidelity result a strategy's incumbent is 0: not worth the axis
+        ax.set_ylim(bottom=max(0.0, min(lowest) - 0.03))
     ax.set(xlabel="compute spent (trial-epochs at the proxy size)", ylabel="incumbent val Dice (full proxy)",
            title=title)
     ax.grid(alpha=0.3)
