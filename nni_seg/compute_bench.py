@@ -63,7 +63,8 @@ class ProxyCache:
         self.data_cfg, self.train_cfg, self.budget = s["data"], s["train"], s["budget"]
         self.path = Path(path)
         self.settings = {"trial_config": str(trial_config), "data": _plain(self.data_cfg),
-                         "train": _plain(self.train_cfg), "budget": _plain(self.budget)}
+                         "train": _plain(self.train_cfg), "budget": _plain(self.budget),
+                         "data_file_sha256": _file_sha256(self.data_cfg.data_root)}
         self.table = self._read()
         self._data = None
         self.trained = 0
@@ -72,8 +73,12 @@ class ProxyCache:
         if not self.path.is_file():
             return {}
         saved = json.loads(self.path.read_text())
-        if saved.get("settings") != self.settings:
-            raise UserError(f"proxy cache {self.path} was made with other trial settings ({saved.get('settings')}); "
+        theirs = saved.get("settings") or {}
+        if theirs.get("data_file_sha256") != self.settings["data_file_sha256"] and theirs.get("data") == self.settings["data"]:
+            raise UserError(f"proxy cache {self.path} was made on another data file than {self.data_cfg.data_root} "
+                            f"(same path, other contents: other images?); use another --cache")
+        if theirs != self.settings:
+            raise UserError(f"proxy cache {self.path} was made with other trial settings ({theirs}); "
                             f"use another --cache")
         return saved["table"]
 
@@ -174,6 +179,19 @@ class ProxyCache:
             return Evaluation(0.0, [], 0, rejected=True)
         curve = [0.0 if v is None or math.isnan(v) else v for v in e["curve"]]
         return Evaluation(curve[-1], curve, epochs)
+
+
+def _file_sha256(path: str | None) -> str | None:
+    """The data file's fingerprint: a cache of scores is only valid for the images it was trained on."""
+    import hashlib
+
+    if not path or not Path(path).is_file():
+        return None  # generated data (digits): its settings say it all
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _plain(obj) -> dict:

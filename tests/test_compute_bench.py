@@ -2,6 +2,7 @@
 import json
 import time
 
+import numpy as np
 import pytest
 
 from nni_seg import compute_bench
@@ -134,3 +135,15 @@ def test_table_says_where_a_curve_falls_below_random():
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert rows["late"].endswith("| 6 | 100% | 50% |")
     assert rows["early"].endswith("| 1 | 17% | 100% |") and rows["random"].endswith("| 3 | 50% | 100% |")
+
+
+def test_cache_of_other_images_in_the_same_file_is_refused(tmp_path):
+    """The same path and settings with other contents (another copy of the dataset) must not reuse scores."""
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros(3))
+    (tmp_path / "t.yml").write_text(TRIAL.replace("dataset: digits,", f"dataset: digits, data_root: {npz},"))
+    compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")._write("k", {"curve": [], "rejected": True})
+    assert compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml").table  # same file: read
+    np.savez(npz, x=np.ones(3))
+    with pytest.raises(compute_bench.UserError, match="another data file than .*d.npz"):
+        compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")
