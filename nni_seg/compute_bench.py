@@ -74,7 +74,8 @@ class ProxyCache:
             return {}
         saved = json.loads(self.path.read_text())
         theirs = saved.get("settings") or {}
-        if theirs.get("data_file_sha256") != self.settings["data_file_sha256"] and theirs.get("data") == self.settings["data"]:
+        if ("data_file_sha256" in theirs and theirs["data_file_sha256"] != self.settings["data_file_sha256"]
+                and theirs.get("data") == self.settings["data"]):
             raise UserError(f"proxy cache {self.path} was made on another data file than {self.data_cfg.data_root} "
                             f"(same path, other contents: other images?); use another --cache")
         if theirs != self.settings:
