@@ -356,12 +356,12 @@ def enas(proxy: ProxyCache, compute: int, seed: int) -> Trace:
     depths with the budget's reference network's macro choices pinned (its widths, levels and skips) and one
     op per cell; the controller's export is scored by the proxy, 0 if it is over the budget (ENAS knows no
     cost). Its whole compute is spent before its one result, so its curve is a single step at the end."""
-    import socket
     import tempfile
 
     import torch
 
     from .arch import MACRO_LABELS, NAMED_ARCHS, arch_summary
+    from .experiment import free_port
     from .search import enas as run_enas
     from .settings import SearchSettings
 
@@ -373,9 +373,6 @@ def enas(proxy: ProxyCache, compute: int, seed: int) -> Trace:
     # single-op cells: with the U-Net's two-op cells only 11% of ENAS's choices fit the U-Net's MACs, with
     # one op per cell 66% (sampled at 48x64), and ENAS itself never looks at a cost
     fixed = {k: v for k, v in ref.items() if k in MACRO_LABELS} | {"enc_op2": "none", "dec_op2": "none"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -385,7 +382,7 @@ def enas(proxy: ProxyCache, compute: int, seed: int) -> Trace:
     try:
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as wd:
             top = run_enas(proxy.data_cfg, proxy.train_cfg, SearchSettings(
-                strategy="enas", enas_epochs=10000, enas_seconds=seconds, fixed=fixed, port=port, working_dir=wd))
+                strategy="enas", enas_epochs=10000, enas_seconds=seconds, fixed=fixed, port=free_port(), working_dir=wd))
     finally:
         torch.set_num_threads(threads)
     ev = proxy(top.arch)

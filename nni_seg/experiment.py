@@ -353,8 +353,11 @@ def choose_port(port: int | None) -> int:
         if port_in_use(port):
             raise UserError(f"--port {port} is in use (another experiment or server); choose another port")
         return port
-    if not port_in_use(8080):
-        return 8080
+    return 8080 if not port_in_use(8080) else free_port()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the system's choice)."""
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
