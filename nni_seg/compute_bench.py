@@ -10,7 +10,7 @@ new. The incumbent is the best val Dice of an architecture trained at full proxy
 Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
 terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
 :class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search, read from
-``experiments/camvid/search_cpu.yml``: its tuner and starting points, guided by the budget), ``evolution`` (NNI's
+``experiments/camvid/search_cpu.yml``: its tuner, starting points and excluded choices, guided by the budget), ``evolution`` (NNI's
 Evolution, guided), ``regularized_evolution`` (NNI's RegularizedEvolutionTuner, aging evolution, over the
 ``layer_choice`` form of the space, guided), ``rl`` (our REINFORCE tuner, :mod:`nni_seg.rl_tuner`; over-budget
 draws rejected at no compute, told 0), ``tpe_medianstop`` /
@@ -228,9 +228,10 @@ class Trace:
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "camvid" / "search_cpu.yml"
 
 
-def shipped_default(seed: int) -> tuple[str, dict, list]:
-    """(tuner, tuner_args, start_with) of the shipped CamVid search, its tuner seed set to ``seed``: the
-    ``default`` strategy follows the config a user runs, whatever it is changed to."""
+def shipped_default(seed: int) -> dict:
+    """The ``GuidedTuner`` arguments of the shipped CamVid search (tuner, tuner_args, start_with, exclude), its
+    tuner seed set to ``seed``: the ``default`` strategy follows the config a user runs, whatever it is
+    changed to (the bench gives its own ``budget``, the trial's)."""
     import yaml
 
     tuner = yaml.safe_load(DEFAULT_CONFIG.read_text())["tuner"]
@@ -239,16 +240,16 @@ def shipped_default(seed: int) -> tuple[str, dict, list]:
                         f"{tuner.get('className') or tuner.get('name')}")
     args = tuner.get("classArgs") or {}
     name, tuner_args = args.get("tuner", "TPE"), dict(args.get("tuner_args") or {})
-    if name != "Evolution":  # NNI's Evolution takes no seed (it draws from the global RNGs, seeded per run)
-        tuner_args["seed"] = seed
-    return name, tuner_args, list(args.get("start_with") or [])
+    tuner_args["seed"] = seed  # GuidedTuner seeds NNI's Evolution too
+    return {"tuner": name, "tuner_args": tuner_args, "start_with": list(args.get("start_with") or []),
+            "exclude": dict(args.get("exclude") or {})}
 
 
 def _tuner(name: str, seed: int, budget: dict):
     from .tuners import GuidedTuner
 
     if name == "default":
-        return GuidedTuner(*shipped_default(seed), budget=budget)
+        return GuidedTuner(**shipped_default(seed), budget=budget)
     if name == "random":
         from nni.algorithms.hpo.random_tuner import RandomTuner
 
@@ -260,7 +261,7 @@ def _tuner(name: str, seed: int, budget: dict):
     inner, args, start = {"tpe": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_medianstop": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
                           "tpe_curvefitting": ("TPE", {"seed": seed, "tpe_args": {"n_startup_jobs": 4}}, []),
-                          "evolution": ("Evolution", {"population_size": 6}, []),
+                          "evolution": ("Evolution", {"population_size": 6, "seed": seed}, []),
                           # as experiments/regularized_evolution.yml; draws from the global RNG, seeded per run
                           "regularized_evolution": ("RegularizedEvolutionTuner",
                                                     {"population_size": 6, "sample_size": 3}, [])}[name]

@@ -68,8 +68,24 @@ def check_config(path: Path) -> dict:
     finally:  # NNI's load() sets a module-wide base path and leaves it set when the config fails: every
         unset_base_path()  # later load in this process would then fail ("_current_base_path is None")
     _check_algorithm_names(raw, path)
+    _check_guided_tuner(raw, canonical, path)
     _check_local_gpus(canonical, path)
     return raw
+
+
+def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
+    """Our GuidedTuner's classArgs (tuner, start_with, budget, exclude) meet the search space only in NNI's
+    dispatcher, whose error ends the experiment in its log; build it here against the config's space."""
+    tuner = raw.get("tuner")
+    if not isinstance(tuner, dict) or tuner.get("className") != "nni_seg.tuners.GuidedTuner":
+        return
+    from .tuners import GuidedTuner
+
+    space = canonical.search_space
+    try:
+        GuidedTuner(**(tuner.get("classArgs") or {})).update_search_space(space)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: tuner.classArgs: {e}") from None
 
 
 def probe_gpus() -> dict:

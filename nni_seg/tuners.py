@@ -10,6 +10,8 @@
   network, at ``size``) are not run at all: the tuner is told they score 0 (what a REJECTED trial would
   tell it) and asked again, so every trial of ``maxTrialNumber`` trains an architecture within the budget
   (MACs counted on PyTorch's meta device: shapes only, milliseconds). The trial still checks its budget.
+* ``exclude``: ``{label: [values]}`` left out of the inner tuner's search space (a prior: the choices that
+  lost on measured trainings, :mod:`nni_seg.prior`); a ``start_with`` network that uses one is an error.
 
 Use from nnictl::
 
@@ -21,6 +23,7 @@ Use from nnictl::
         tuner_args: {seed: 0}
         start_with: [unet]
         budget: {max_mmacs_of: unet, size: [48, 64], num_classes: 11}
+        exclude: {up: [deconv]}
 """
 from __future__ import annotations
 
@@ -93,10 +96,13 @@ class GuidedTuner(Tuner):
     """``tuner`` (a built-in name) started from ``start_with`` and kept within ``budget``; see the module doc."""
 
     def __init__(self, tuner: str = "TPE", tuner_args: dict | None = None, start_with: list | None = None,
-                 budget: dict | None = None, optimize_mode: str = "maximize"):
+                 budget: dict | None = None, optimize_mode: str = "maximize", exclude: dict | None = None):
         from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
 
         args = {"optimize_mode": optimize_mode, **(tuner_args or {})}
+        # NNI's Evolution takes no seed and draws its first population from an unseeded RandomState: a seed
+        # given here is applied after its update_search_space (see _reseed_evolution)
+        self.evolution_seed = args.pop("seed", None) if tuner == "Evolution" else None
         try:
             self.inner = create_builtin_class_instance(tuner, args, "tuners")
         except RuntimeError:
@@ -107,13 +113,19 @@ class GuidedTuner(Tuner):
         self.served: dict[int, dict] = {}
         self.by_population = type(self.inner).__name__ == "EvolutionTuner"
         self.skipped = 0  # proposals over the budget, never run
+        self.exclude = dict(exclude or {})
 
     def update_search_space(self, search_space: dict) -> None:
         unknown = [label for label in search_space if label not in CHOICES]
         if unknown:
             raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
+        from .prior import narrow
+
+        search_space = narrow(search_space, self.exclude)
         self.inner.update_search_space(search_space)
-        params = [encode(a, search_space) for a in self.known]
+        if self.evolution_seed is not None:
+            self._reseed_evolution()
+        params = [encode(self._within_space(a, search_space), search_space) for a in self.known]
         if self.by_population:
             self._seed_population(params, search_space)
         else:
@@ -122,6 +134,33 @@ class GuidedTuner(Tuner):
             over = [a for a in self.known if not self.budget.allows(a)]
             if over:
                 _logger.warning("start_with: %d known network(s) over the budget; the trials will reject them", len(over))
+
+    def _reseed_evolution(self) -> None:
+        """NNI's Evolution, reproducible: its RandomState seeded and its first population drawn again from it
+        (its mutations draw from Python's ``random``, seeded too: the tuner has the dispatcher's process)."""
+        import random
+
+        import numpy as np
+
+        random.seed(self.evolution_seed)
+        self.inner.random_state = np.random.RandomState(self.evolution_seed)
+        self.inner.population = []
+        for _ in range(self.inner.population_size):
+            self.inner._random_generate_individual()  # what its update_search_space does, NNI 3.0
+
+    def _within_space(self, arch: Arch, search_space: dict) -> Arch:
+        """A known network in the narrowed space: an inert label on an excluded value takes an allowed one
+        (same network); an active one is an error, since the tuner could not learn from it."""
+        from .arch import active_labels
+
+        active = set(active_labels(arch))
+        out = dict(arch)
+        for label, values in self.exclude.items():
+            if arch[label] in values:
+                if label in active:
+                    raise ValueError(f"start_with: a network with {label}={arch[label]!r}, which exclude leaves out")
+                out[label] = search_space[label]["_value"][0]
+        return out
 
     def _seed_population(self, params: list[dict], search_space: dict) -> None:
         """Evolution: the known architectures replace its first random (not yet run) individuals."""

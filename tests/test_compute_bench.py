@@ -101,8 +101,9 @@ def test_the_default_strategy_is_the_shipped_search():
     import yaml
 
     tuner = yaml.safe_load(compute_bench.DEFAULT_CONFIG.read_text())["tuner"]["classArgs"]
-    name, args, start = compute_bench.shipped_default(7)
-    assert name == tuner["tuner"] and start == tuner["start_with"] and args["seed"] == 7
+    args = compute_bench.shipped_default(7)
+    assert args["tuner"] == tuner["tuner"] and args["start_with"] == tuner.get("start_with", [])
+    assert args["exclude"] == tuner.get("exclude", {}) and args["tuner_args"]["seed"] == 7
 
 
 def test_cache_reuses_the_trials_of_earlier_searches(tmp_path):

@@ -212,3 +212,19 @@ def test_stop_waits_for_the_manager_to_exit_so_its_port_is_free_again():
     assert proc.poll() is not None or proc.wait(1) == 0  # gone (a child: reaped by the wait above or here)
     assert 1.0 < time.time() - t0 < 20
     _wait_gone(None, 30)  # no manager known: nothing to wait for
+
+
+def test_guided_tuner_arguments_are_checked_before_nnictl_starts(tmp_path):
+    """A wrong exclude / start_with / classArg would only fail in NNI's dispatcher, after nnictl returned 0."""
+    camvid = ROOT / "experiments" / "camvid"
+    good = (camvid / "search_cpu.yml").read_text().replace("../", f"{camvid}/../")
+    bad = tmp_path / "bad.yml"
+    for old, new, msg in (("exclude: {up: [deconv]", "exclude: {up: [transposed]",
+                           r"bad.yml: tuner.classArgs: exclude.up: 'transposed' is not one of \["),
+                          ("    exclude:", "    start_with: [unet]\n    exclude:",
+                           "bad.yml: tuner.classArgs: start_with: a network with enc_join='serial', which exclude"),
+                          ("    exclude:", "    excluded:", "bad.yml: tuner.classArgs: .*unexpected keyword argument 'excluded'")):
+        assert old in good
+        bad.write_text(good.replace(old, new))
+        with pytest.raises(ConfigError, match=msg):
+            check_config(bad)

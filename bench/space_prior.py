@@ -1,0 +1,55 @@
+"""The CamVid search's prior: which choices lost on the equal-compute bench's trainings.
+
+    python bench/space_prior.py bench/strategies_camvid/proxy_cache.json --out bench/strategies_camvid/prior
+
+Reads every architecture the bench trained at the proxy's full epochs (48x64, 3 epochs, CamVid val Dice;
+rejected draws left out), compares each label's values over the trainings where the label is active
+(:mod:`nni_seg.prior`: Welch's z against the label's other values, Bonferroni-corrected at alpha 0.05 over
+every value tested, >= 15 trainings each side), and
+writes ``samples.json`` (the (architecture, score) pairs used: the test that keeps
+``experiments/camvid/search_cpu.yml``'s ``exclude`` equal to this derivation reads it), ``prior.md`` (the
+evidence per value) and prints the ``exclude`` for the config. No training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nni_seg.prior import choice_evidence, derive_exclusions, evidence_table
+
+ALPHA, MIN_N = 0.05, 15
+
+
+def samples_of(cache: Path) -> list[tuple[dict, float]]:
+    saved = json.loads(cache.read_text())
+    full = saved["settings"]["train"]["epochs"]
+    out = []
+    for key, entry in sorted(saved["table"].items()):
+        arch, epochs = json.loads(key)
+        if epochs == full and not entry["rejected"]:
+            out.append((arch, entry["curve"][-1]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cache", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    samples = samples_of(a.cache)
+    exclude = derive_exclusions(samples, ALPHA, MIN_N)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "samples.json").write_text(json.dumps({"alpha": ALPHA, "min_n": MIN_N, "samples": samples}, indent=0) + "\n")
+    flow = json.dumps(exclude).replace('"', "")
+    (a.out / "prior.md").write_text(
+        f"Choices of the CamVid proxy's trainings ({len(samples)} architectures at 48x64, 3 epochs, val Dice; "
+        f"from {a.cache}), each value against the rest of its label over the trainings where the label is active. "
+        f"Excluded: worse than the rest of its label at alpha {ALPHA}, Bonferroni over every value tested, "
+        f">= {MIN_N} trainings each side.\n\nexclude: {flow}\n\n"
+        f"{evidence_table(choice_evidence(samples, ALPHA, MIN_N))}\n")
+    print(f"{len(samples)} trainings; exclude: {flow}")
+
+
+if __name__ == "__main__":
+    main()
