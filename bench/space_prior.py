@@ -1,6 +1,10 @@
 """The CamVid search's prior: which choices lost on the equal-compute bench's trainings.
 
-    python bench/space_prior.py bench/strategies_camvid/proxy_cache.json --out bench/strategies_camvid/prior
+    git show 2182c77:bench/strategies_camvid/proxy_cache.json > /tmp/cache413.json   # the cache it was read from
+    python bench/space_prior.py /tmp/cache413.json --out bench/strategies_camvid/prior
+
+(The shipped prior was read from the cache as it was before the narrowed search's own runs, 413 entries, 270
+of them full trainings; the cache has grown since, and the test compares the config with ``samples.json``.)
 
 Reads every architecture the bench trained at the proxy's full epochs (48x64, 3 epochs, CamVid val Dice;
 rejected draws left out), compares each label's values over the trainings where the label is active

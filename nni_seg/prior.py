@@ -7,7 +7,7 @@ For every label, only the trainings where the label changes the network count (a
 label's values (Welch's z of the gap between their mean scores; at least ``min_n`` trainings on each side),
 and excluded when it is significantly worse after a Bonferroni correction over every (label, value) tested:
 z above the normal quantile of 1 - ``alpha`` / tests. (Comparing with the label's *best* value instead
-excludes noise: picking the best of five inflates the gap; a synthetic test shows it.) Many noisy trainings
+excluded values on synthetic scores with no effect at all: picking the best of five inflates the gap.) Many noisy trainings
 of many architectures then say the choice costs score on average, so random draws that avoid it find good
 networks sooner. It is a statement about the data and proxy the trainings used (a CamVid prior at 48x64 x 3
 epochs is no rule for other images or a longer training), and the trainings need not be random draws (a
