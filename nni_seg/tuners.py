@@ -102,7 +102,7 @@ class GuidedTuner(Tuner):
         args = {"optimize_mode": optimize_mode, **(tuner_args or {})}
         # NNI's Evolution takes no seed and draws its first population from an unseeded RandomState: a seed
         # given here is applied after its update_search_space (see _reseed_evolution)
-        self.evolution_seed = args.pop("seed", None) if tuner == "Evolution" else None
+        self.evolution_seed = args.pop("seed", None) if str(tuner).lower() == "evolution" else None
         try:
             self.inner = create_builtin_class_instance(tuner, args, "tuners")
         except RuntimeError:
