@@ -66,14 +66,28 @@ def multi_trial(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSet
     try:
         top, path = export(exp.id, exp_dirs=[cfg.working_dir])
         nni_top = exp.export_top_models(top_k=1, formatter="dict")
-        agrees = bool(nni_top) and all(top.arch.get(k) == v for k, v in nni_top[0].items())
-        if not agrees:
+        if not (nni_top and _among_best(nni_top[0], top, exp_dir=path.parent)):
             top.warnings.append(f"NNI's own top model differs from the best trial's record: {nni_top[:1]}")
         top.strategy = cfg.strategy
         schema.save(top, path)
     finally:
         exp.stop()
     return top
+
+
+def _among_best(nni_arch: dict, top: TopArch, exp_dir: Path) -> bool:
+    """NNI's top model is our export, or a trial with the very same score (tiny trials tie; export then
+    takes the cheaper network, NNI whichever it met first: a tie is not a disagreement)."""
+    from .records import trial_records
+
+    def same(arch: dict) -> bool:
+        return all(arch.get(k) == v for k, v in nni_arch.items())
+
+    if same(top.arch):
+        return True
+    best = (top.metrics or {}).get(top.metric)
+    loaded, _ = trial_records(exp_dir)
+    return best is not None and any(x.record.score(top.metric) == best and same(x.record.arch) for x in loaded)
 
 
 def enas(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSettings) -> TopArch:

@@ -112,3 +112,23 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
     # export's rule: ties (tiny trials of 3 epochs can score alike) go to the cheaper network, then the earliest
     best = max(finished, key=lambda r: (r.metrics["dice"], -r.mmacs, -(r.sequence_id or 0)))
     assert json.loads((tmp_path / "top.json").read_text())["trial_id"] == best.trial_id
+
+
+def test_nni_top_model_tied_with_the_export_is_no_disagreement(tmp_path):
+    """Tiny trials tie: export takes the cheaper of two equal scores, NNI the one it met first (a CI run
+    warned on that); a tie is accepted, another trial with a lower score is not."""
+    from nni_seg import schema
+    from nni_seg.arch import seed_arch, unet_arch
+    from nni_seg.records import RECORD_NAME
+    from nni_seg.schema import Status, TopArch, TrialRecord
+    from nni_seg.search import _among_best
+
+    other = dict(unet_arch(), act="silu")
+    for name, arch, score in (("a", seed_arch(), 0.4), ("b", unet_arch(), 0.4), ("c", other, 0.1)):
+        (tmp_path / name).mkdir()
+        schema.save(TrialRecord(status=Status.SUCCEEDED, arch=arch,
+                                metrics={"default": score, "dice": score, "miou": score / 2}),
+                    tmp_path / name / RECORD_NAME)
+    top = TopArch(arch=seed_arch(), metrics={"default": 0.4})
+    assert _among_best(seed_arch(), top, tmp_path) and _among_best(unet_arch(), top, tmp_path)
+    assert not _among_best(other, top, tmp_path)
