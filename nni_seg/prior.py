@@ -7,8 +7,8 @@ For every label, only the trainings where the label changes the network count (a
 label's values (Welch's z of the gap between their mean scores; at least ``min_n`` trainings on each side),
 and excluded when it is significantly worse after a Bonferroni correction over every (label, value) tested:
 z above the normal quantile of 1 - ``alpha`` / tests. (Comparing with the label's *best* value instead
-excluded values on synthetic scores with no effect at all: picking the best of five inflates the gap.) Many noisy trainings
-of many architectures then say the choice costs score on average, so random draws that avoid it find good
+excluded values on synthetic scores with no effect at all: picking the best of five inflates the gap.)
+Many noisy trainings of many architectures then say the choice costs score on average, so random draws that avoid it find good
 networks sooner. It is a statement about the data and proxy the trainings used (a CamVid prior at 48x64 x 3
 epochs is no rule for other images or a longer training), and the trainings need not be random draws (a
 tuner's proposals are correlated), which the test does not model.
@@ -46,10 +46,11 @@ def choice_evidence(samples: list[tuple[Arch, float]], alpha: float = 0.05, min_
     from statistics import NormalDist
 
     out = []
+    scored = [(arch, score, set(active_labels(arch))) for arch, score in samples]  # once per architecture
     for label in CHOICES:
         groups: dict = {}
-        for arch, score in samples:
-            if label in active_labels(arch):
+        for arch, score, active in scored:
+            if label in active:
                 groups.setdefault(arch[label], []).append(score)
         for value, scores in groups.items():
             rest = [s for other, group in groups.items() if other != value for s in group]
@@ -80,7 +81,7 @@ def derive_exclusions(samples: list[tuple[Arch, float]], alpha: float = 0.05, mi
 
 
 def evidence_table(evidence: list[ChoiceEvidence]) -> str:
-    """Markdown: every value of every label with its count, mean, gap to the best and z."""
+    """Markdown: every value of every label with its count, mean, gap to the rest of its label and z."""
     lines = ["| label | value | trainings | mean score | the label's other values: trainings, mean | gap | z | excluded |",
              "|---|---|---|---|---|---|---|---|"]
     for e in evidence:
