@@ -1,7 +1,8 @@
 """The CamVid search's prior: which choices lost on the equal-compute bench's trainings.
 
     git show 2182c77:bench/strategies_camvid/proxy_cache.json > /tmp/cache413.json   # the cache it was read from
-    python bench/space_prior.py /tmp/cache413.json --out bench/strategies_camvid/prior
+    python bench/space_prior.py /tmp/cache413.json --out bench/strategies_camvid/prior \\
+        --source "bench/strategies_camvid/proxy_cache.json at 2182c77"
 
 (The shipped prior was read from the cache as it was before the narrowed search's own runs, 413 entries, 270
 of them full trainings; the cache has grown since, and the test compares the config with ``samples.json``.)
@@ -20,35 +21,35 @@ import argparse
 import json
 from pathlib import Path
 
+from nni_seg import schema
+from nni_seg.compute_bench import read_cache
 from nni_seg.prior import choice_evidence, derive_exclusions, evidence_table
+from nni_seg.schema import PriorSamples, ScoredArch
 
 ALPHA, MIN_N = 0.05, 15
 
 
 def samples_of(cache: Path) -> list[tuple[dict, float]]:
-    saved = json.loads(cache.read_text())
-    full = saved["settings"]["train"]["epochs"]
-    out = []
-    for key, entry in sorted(saved["table"].items()):
-        arch, epochs = json.loads(key)
-        if epochs == full and not entry["rejected"]:
-            out.append((arch, entry["curve"][-1]))
-    return out
+    full, entries = read_cache(cache)
+    return [(e.arch, e.curve[-1]) for e in entries if e.epochs == full and not e.rejected]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cache", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--source", help="where the cache came from, for samples.json (default: its path)")
     a = ap.parse_args()
     samples = samples_of(a.cache)
     exclude = derive_exclusions(samples, ALPHA, MIN_N)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "samples.json").write_text(json.dumps({"alpha": ALPHA, "min_n": MIN_N, "samples": samples}, indent=0) + "\n")
+    source = f"{a.source or a.cache}: CamVid val Dice at the proxy's full epochs"
+    schema.save(PriorSamples(source=source, alpha=ALPHA, min_n=MIN_N,
+                             samples=[ScoredArch(arch, score) for arch, score in samples]), a.out / "samples.json")
     flow = json.dumps(exclude).replace('"', "")
     (a.out / "prior.md").write_text(
         f"Choices of the CamVid proxy's trainings ({len(samples)} architectures at 48x64, 3 epochs, val Dice; "
-        f"from {a.cache}), each value against the rest of its label over the trainings where the label is active. "
+        f"from {a.source or a.cache}), each value against the rest of its label over the trainings where the label is active. "
         f"Excluded: worse than the rest of its label at alpha {ALPHA}, Bonferroni over every value tested, "
         f">= {MIN_N} trainings each side.\n\nexclude: {flow}\n\n"
         f"{evidence_table(choice_evidence(samples, ALPHA, MIN_N))}\n")

@@ -18,14 +18,14 @@ import sys
 
 from scipy.stats import kendalltau, spearmanr
 
+from nni_seg.compute_bench import read_cache
+
 
 def pools(path: str) -> tuple[list[tuple[float, float]], list[list[float]]]:
-    table = json.load(open(path))["table"]
     by: dict[str, dict[int, list[float]]] = {}
-    for key, entry in table.items():
-        arch, epochs = json.loads(key)
-        if not entry["rejected"]:
-            by.setdefault(json.dumps(arch, sort_keys=True), {})[epochs] = entry["curve"]
+    for e in read_cache(path)[1]:
+        if not e.rejected:
+            by.setdefault(json.dumps(e.arch, sort_keys=True), {})[e.epochs] = e.curve
     both = [(v[1][-1], v[3][-1]) for v in by.values() if 1 in v and 3 in v]
     curves = [v[3] for v in by.values() if 3 in v and len(v[3]) == 3]
     return both, curves

@@ -51,6 +51,32 @@ class Evaluation:
     rejected: bool = False
 
 
+@dataclass(frozen=True)
+class CachedTraining:
+    """One entry of a proxy cache: an architecture trained (or rejected) for ``epochs``."""
+    arch: dict
+    epochs: int
+    curve: list[float]  # val Dice after each epoch (empty when rejected)
+    rejected: bool
+
+
+def read_cache(path: str | Path) -> tuple[int, list[CachedTraining]]:
+    """A proxy cache file's full proxy epochs and its entries, for reading what was trained (the benches that
+    analyse the cache) without the trial config :class:`ProxyCache` checks it against. A missing or
+    malformed file is one line naming it."""
+    p = Path(path)
+    try:
+        saved = json.loads(p.read_text())
+        full = saved["settings"]["train"]["epochs"]
+        entries = [CachedTraining(*json.loads(key), list(e["curve"]), bool(e["rejected"]))
+                   for key, e in sorted(saved["table"].items())]
+    except FileNotFoundError:
+        raise UserError(f"{p}: not found") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{p}: not a proxy cache ({type(e).__name__}: {e})") from None
+    return full, entries
+
+
 class ProxyCache:
     """(canonical architecture, epochs) -> per-epoch val Dice of the trial's training, in a JSON file shared
     by concurrent processes (each writes under a lock; what another process trained is read, not redone)."""

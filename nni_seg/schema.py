@@ -1,7 +1,8 @@
 """The files we write, as typed records with a format version: a trial's record, an exported top
-architecture, a checkpoint's meta, a recipe's and a tune's results. Loading is strict: a file that is not valid JSON, or a field of the
-wrong type, fails with one line naming the file and the field. Files written before the format version
-existed (version 0: ``mflops`` for multiply-accumulates, ``nni_cross_check``) still load.
+architecture, a checkpoint's meta, a recipe's and a tune's results, a prior's samples. Loading is strict: a
+file that is not valid JSON, or a field of the wrong type, fails with one line naming the file and the field.
+Files written before the format version existed (version 0: ``mflops`` for multiply-accumulates,
+``nni_cross_check``) still load.
 """
 from __future__ import annotations
 
@@ -238,6 +239,9 @@ def _upgrade(kind: type, obj: dict) -> dict:
         for k in ("nni_top_model_agrees", "fixed"):
             obj.pop(k, None)
         obj["dataset"] = obj.get("dataset")
+    if kind is PriorSamples and isinstance(obj.get("samples"), list):  # version 0: [arch, score] pairs
+        obj["samples"] = [{"arch": s[0], "score": s[1]} if isinstance(s, list) and len(s) == 2 else s
+                          for s in obj["samples"]]
     if kind is CheckpointMeta and isinstance(obj.get("best"), dict):
         best = obj["best"]
         obj["best"] = {k: v for k, v in best.items() if k in {f.name for f in dataclasses.fields(EpochResult)}}
@@ -324,6 +328,26 @@ class RecipeResult(Checked):
     class_names: list[str] = _f([])
     device: str = _f("cpu")
     format_version: int = _f(FORMAT_VERSION)
+
+
+@dataclasses.dataclass
+class ScoredArch(Checked):
+    arch: dict[str, Any] = _f({})
+    score: float = _f(0.0)
+
+
+@dataclasses.dataclass
+class PriorSamples(Checked):
+    """The trainings a prior over the search space was read from (``bench/space_prior.py``'s
+    ``samples.json``) and the test it was read with (:func:`nni_seg.prior.derive_exclusions`)."""
+    source: str = _f("")  # where the scores came from (a proxy cache, with its trial settings)
+    alpha: float = _f(0.05)
+    min_n: int = _f(15)
+    samples: list[ScoredArch] = _f([])
+    format_version: int = _f(FORMAT_VERSION)
+
+    def pairs(self) -> list[tuple[dict, float]]:
+        return [(s.arch, s.score) for s in self.samples]
 
 
 @dataclasses.dataclass

@@ -7,7 +7,11 @@ import pytest
 import yaml
 
 from nni_seg.arch import CHOICES, active_labels, decode_parameters, legacy_search_space, seed_arch, unet_arch
+from nni_seg import schema
+from nni_seg.compute_bench import read_cache
+from nni_seg.errors import RecordError, UserError
 from nni_seg.prior import choice_evidence, derive_exclusions, narrow
+from nni_seg.schema import PriorSamples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +76,8 @@ def test_narrow_refuses_what_the_space_has_not_and_an_empty_label():
 
 def test_the_shipped_camvid_search_excludes_what_the_bench_derivation_says():
     """experiments/camvid/search_cpu.yml's exclude is bench/space_prior.py's output on its saved samples."""
-    saved = json.loads((ROOT / "bench/strategies_camvid/prior/samples.json").read_text())
-    derived = derive_exclusions([tuple(s) for s in saved["samples"]], saved["alpha"], saved["min_n"])
+    saved = schema.load(PriorSamples, ROOT / "bench/strategies_camvid/prior/samples.json")
+    derived = derive_exclusions(saved.pairs(), saved.alpha, saved.min_n)
     cfg = yaml.safe_load((ROOT / "experiments/camvid/search_cpu.yml").read_text())
     assert cfg["tuner"]["classArgs"]["exclude"] == derived
     assert derived  # the evidence does exclude something; if not, the config should say so instead
@@ -103,3 +107,33 @@ def test_guided_tuner_proposes_nothing_excluded_and_checks_its_known_networks():
     with pytest.raises(ValueError, match="unknown label 'upp'"):
         GuidedTuner("Random", {}, [], exclude={"upp": ["deconv"]}).update_search_space(legacy_search_space())
     assert unet_arch()["enc_join"] == "serial"
+
+
+def test_prior_samples_are_a_typed_record_and_the_first_form_still_loads(tmp_path):
+    arch = unet_arch()
+    old = tmp_path / "old.json"  # version 0: {alpha, min_n, samples: [[arch, score], ...]}
+    old.write_text(json.dumps({"alpha": 0.01, "min_n": 3, "samples": [[arch, 0.5]]}))
+    rec = schema.load(PriorSamples, old)
+    assert rec.pairs() == [(arch, 0.5)] and rec.alpha == 0.01 and rec.format_version == schema.FORMAT_VERSION
+    schema.save(rec, tmp_path / "new.json")
+    assert schema.load(PriorSamples, tmp_path / "new.json") == rec
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"samples": [{"arch": arch, "score": "high"}]}))
+    with pytest.raises(RecordError, match=r"bad.json: samples\[0\].score: expected a number"):
+        schema.load(PriorSamples, bad)
+
+
+def test_a_proxy_cache_reads_as_typed_entries_and_a_bad_one_is_one_line(tmp_path):
+    arch = unet_arch()
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"settings": {"train": {"epochs": 3}}, "table": {
+        json.dumps([arch, 3]): {"curve": [0.1, 0.2, 0.3], "rejected": False},
+        json.dumps([seed_arch(), 1]): {"curve": [], "rejected": True}}}))
+    full, entries = read_cache(cache)
+    assert full == 3 and {(e.epochs, e.rejected) for e in entries} == {(3, False), (1, True)}
+    assert [e.curve for e in entries if e.arch == arch] == [[0.1, 0.2, 0.3]]
+    with pytest.raises(UserError, match="missing.json: not found"):
+        read_cache(tmp_path / "missing.json")
+    cache.write_text('{"table": {}}')
+    with pytest.raises(UserError, match="cache.json: not a proxy cache"):
+        read_cache(cache)
