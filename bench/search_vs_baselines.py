@@ -6,8 +6,8 @@ search in the new space with the same trial budget, (c) TPE in the first model s
 max-pools, no context block; the new labels pinned to the values that reproduce it), (d) ``prior_new``: the
 default CamVid search since, ``experiments/camvid/search_cpu.yml`` (random search over the space without the
 choices its ``exclude`` prior leaves out). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
-soft Dice with median-frequency weights), and the seed's net and the textbook U-Net twice each (training
-noise). Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
+soft Dice with median-frequency weights; ``--winner-runs N``: N times), and the seed's net and the textbook
+U-Net twice each (training noise); a group's mean is over its networks, each the mean of its trainings. Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
 the same for ISBI 2012 membranes: (a) the shipped search, ``experiments/isbi2012/search_cpu.yml`` (TPE from
 the U-Net), (b) random search and (c) TPE in the first space, both that config with another tuner; retrain
 at 128x128 for 30 epochs; scored at the native 512x512 and at 128x128.
@@ -174,6 +174,21 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
 
 
+def values(rs: list[dict], get) -> list:
+    """A group's values to average: its trainings when it is one network (the U-Net's runs), else one per
+    network, the mean of its trainings (a search seed's winner trained twice counts once, like the others)."""
+    nets: dict[str, list] = {}
+    for r in rs:
+        nets.setdefault(r["network"], []).append(get(r))
+    if len(nets) == 1:
+        return next(iter(nets.values()))
+
+    def mean(vs: list):
+        vs = [v for v in vs if v is not None]
+        return statistics.mean(vs) if vs else None
+    return [mean(vs) for vs in nets.values()]
+
+
 def table(results: dict) -> str:
     rows = results["trainings"]
     groups: dict[str, list[dict]] = {}
@@ -187,11 +202,12 @@ def table(results: dict) -> str:
     lines = [f"| network | runs | val mIoU, {native} | val mean Dice, native | val mIoU at {size} | "
              f"MMACs ({size}) | params |", "|---|---|---|---|---|---|---|"]
     for g, rs in groups.items():
-        mmacs = " / ".join(f"{r['mmacs']:.0f}" for r in rs)
-        params = " / ".join(f"{r['params'] / 1e6:.2f} M" for r in rs)
-        lines.append(f"| {g} | {len(rs)} | {spread([r['native']['miou'] for r in rs])} | "
-                     f"{spread([r['native']['dice'] for r in rs])} | {spread([r['at_train_size']['miou'] for r in rs])} | "
-                     f"{mmacs} | {params} |")
+        nets = list({r["network"]: r for r in rs}.values())  # each network once, however often trained
+        mmacs = " / ".join(f"{r['mmacs']:.0f}" for r in nets)
+        params = " / ".join(f"{r['params'] / 1e6:.2f} M" for r in nets)
+        lines.append(f"| {g} | {len(rs)} | {spread(values(rs, lambda r: r['native']['miou']))} | "
+                     f"{spread(values(rs, lambda r: r['native']['dice']))} | "
+                     f"{spread(values(rs, lambda r: r['at_train_size']['miou']))} | {mmacs} | {params} |")
     names = results.get("class_names") or _class_names()
     lines += ["", per_class(rows, names)]
     if rows and len(rows[0]["native"]["dice_per_class"]) <= 3:  # few classes (ISBI: membrane, cell): their Dice too
@@ -231,8 +247,8 @@ def per_class(rows: list[dict], names: list[str] | None, kind: str = "IoU") -> s
              f"| best single network ({best['network']} run {best['run']}: {100 * best['native']['miou']:.1f} mIoU) | "
              + " | ".join(cell([v]) for v in best["native"][key]) + " |"]
     for g, rs in groups.items():
-        lines.append(f"| {g} (mean of {len(rs)}) | " + " | ".join(cell([r["native"][key][i] for r in rs])
-                                                              for i in range(k)) + " |")
+        lines.append(f"| {g} (mean of {len(values(rs, lambda r: r['run']))}) | " + " | ".join(
+            cell(values(rs, lambda r: r["native"][key][i])) for i in range(k)) + " |")
     return "\n".join(lines)
 
 
@@ -244,8 +260,11 @@ def main() -> int:
     ap.add_argument("--variants", nargs="+", help="searches to run (default: all of the dataset's)")
     ap.add_argument("--port", type=int, help="web UI port of the searches (default: 8080 or a free one)")
     ap.add_argument("--train-only", nargs="+", metavar="GROUP",
-                    help="train only these networks (unet, seed, or a variant); the others' finished trainings are "
-                         "still scored, unfinished ones left for a later run")
+                    help="train only these networks (unet, seed, a variant, or one winner: tpe_old_seed0); the "
+                         "others' finished trainings are still scored, unfinished ones left for a later run")
+    ap.add_argument("--winner-runs", type=int, default=1, metavar="N",
+                    help="trainings of each search's winner, training seeds 0..N-1 (default 1; more tell a "
+                         "winner's margin from training noise)")
     ap.add_argument("--table", action="store_true", help="only print the table of results.json")
     args = ap.parse_args()
     global SETUP, VARIANTS, RETRAIN
@@ -266,11 +285,15 @@ def main() -> int:
     # a run cut short still answers them: then the first model space, then the seed's net
     # (search seed by search seed, so that every variant has as many winners retrained as any other)
     jobs = [("unet", "unet", unet_arch(), r) for r in (0, 1)]
-    jobs += [(s["variant"], f"{s['variant']}_seed{s['seed']}", s["arch"], 0) for s in searches]
+    winners = [(s["variant"], f"{s['variant']}_seed{s['seed']}", s["arch"]) for s in searches]
+    jobs += [(*w, r) for r in range(args.winner_runs) for w in winners]
+    # more trainings of a winner than asked for, made by an earlier call, stay in the table
+    jobs += [(*w, r) for w in winners for r in range(args.winner_runs, 10) if finished(ckpt_folder(out, w[1], r))]
     jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
     jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))  # stable: the searches' seed order stays
     if args.train_only:
-        jobs = [j for j in jobs if j[0] in args.train_only or finished(ckpt_folder(out, j[1], j[3]))]
+        jobs = [j for j in jobs if j[0] in args.train_only or j[1] in args.train_only
+                or finished(ckpt_folder(out, j[1], j[3]))]
     trainings = []
     for group, name, arch, run in jobs:
         trainings.append({"group": group, **train_and_score(name, arch, run, out, data)})

@@ -79,3 +79,23 @@ def test_search_vs_baselines_table_gives_few_classes_their_dice(tmp_path):
     assert "| val Dice per class, native | membrane | cell |" in proc.stdout
     assert "| unet (mean of 2) | 81.0 | 90.0 |" in proc.stdout  # the None is left out of the mean
     assert "| best single network (tpe_new run 0: 74.0 mIoU) | 84.0 | 94.0 |" in proc.stdout
+
+
+def test_search_vs_baselines_counts_a_winner_trained_twice_once(tmp_path):
+    """A group's mean is over its networks (each the mean of its trainings); one network: over its runs."""
+    def row(group, network, run, miou):
+        scores = {"miou": miou, "dice": miou, "iou_per_class": [miou], "dice_per_class": [miou]}
+        return {"group": group, "network": network, "run": run, "mmacs": 100.0, "params": 1e5, "native": scores,
+                "at_train_size": scores, "resolution": "native labels (360x480)", "train_size": [96, 128]}
+
+    results = {"class_names": ["sky"], "searches": [], "trainings": [
+        row("unet", "unet", 0, 0.40), row("unet", "unet", 1, 0.50),
+        row("tpe", "tpe_seed0", 0, 0.60), row("tpe", "tpe_seed0", 1, 0.40), row("tpe", "tpe_seed1", 0, 0.30)]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    proc = subprocess.run([sys.executable, "bench/search_vs_baselines.py", "--out", str(tmp_path), "--table"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| unet | 2 | 45.0 (40.0-50.0) |" in proc.stdout
+    assert "| tpe | 3 | 40.0 (30.0-50.0) |" in proc.stdout  # seed 0: (60 + 40) / 2; seed 1: 30
+    assert "| 100 / 100 | 0.10 M / 0.10 M |" in proc.stdout  # two networks, each once
+    assert "| tpe (mean of 2) | 40.0 |" in proc.stdout
