@@ -7,7 +7,7 @@ max-pools, no context block; the new labels pinned to the values that reproduce 
 default CamVid search since, ``experiments/camvid/search_cpu.yml`` (random search over the space without the
 choices its ``exclude`` prior leaves out). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights; ``--winner-runs N``: N times), and the seed's net and the textbook
-U-Net twice each (training noise); a group's mean is over its networks, each the mean of its trainings. Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
+U-Net twice each (training noise; ``--baseline-runs N``); a group's mean is over its networks, each the mean of its trainings. Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
 the same for ISBI 2012 membranes: (a) the shipped search, ``experiments/isbi2012/search_cpu.yml`` (TPE from
 the U-Net), (b) random search and (c) TPE in the first space, both that config with another tuner; retrain
 at 128x128 for 30 epochs; scored at the native 512x512 and at 128x128.
@@ -262,6 +262,8 @@ def main() -> int:
     ap.add_argument("--train-only", nargs="+", metavar="GROUP",
                     help="train only these networks (unet, seed, a variant, or one winner: tpe_old_seed0); the "
                          "others' finished trainings are still scored, unfinished ones left for a later run")
+    ap.add_argument("--baseline-runs", type=int, default=2, metavar="N",
+                    help="trainings of the U-Net and of the seed's net, training seeds 0..N-1 (default 2)")
     ap.add_argument("--winner-runs", type=int, default=1, metavar="N",
                     help="trainings of each search's winner, training seeds 0..N-1 (default 1; more tell a "
                          "winner's margin from training noise)")
@@ -284,13 +286,15 @@ def main() -> int:
     # the order puts the comparisons the claim rests on first (U-Net, the default search, random search), so
     # a run cut short still answers them: then the first model space, then the seed's net
     # (search seed by search seed, so that every variant has as many winners retrained as any other)
-    jobs = [("unet", "unet", unet_arch(), r) for r in (0, 1)]
+    jobs = [("unet", "unet", unet_arch(), r) for r in range(args.baseline_runs)]
     winners = [(s["variant"], f"{s['variant']}_seed{s['seed']}", s["arch"]) for s in searches]
     jobs += [(*w, r) for r in range(args.winner_runs) for w in winners]
-    # more trainings of a winner than asked for, made by an earlier call, stay in the table
+    jobs += [("seed", "seed", seed_arch(), r) for r in range(args.baseline_runs)]
+    # trainings beyond the asked runs, made by an earlier call, stay in the table
     jobs += [(*w, r) for w in winners for r in range(args.winner_runs, 10) if finished(ckpt_folder(out, w[1], r))]
-    jobs += [("seed", "seed", seed_arch(), r) for r in (0, 1)]
-    jobs.sort(key=lambda j: (j[0] == "tpe_old", j[0] == "seed"))  # stable: the searches' seed order stays
+    jobs += [(g, g, a, r) for g, a in (("unet", unet_arch()), ("seed", seed_arch()))
+             for r in range(args.baseline_runs, 10) if finished(ckpt_folder(out, g, r))]
+    jobs.sort(key=lambda j: (j[0] == "seed", j[0] == "tpe_old"))  # stable: the searches' seed order stays
     if args.train_only:
         jobs = [j for j in jobs if j[0] in args.train_only or j[1] in args.train_only
                 or finished(ckpt_folder(out, j[1], j[3]))]
