@@ -3,7 +3,8 @@
 For each search seed: (a) TPE started from the U-Net in the new model space
 (``experiments/camvid/tpe_unet_cpu.yml``, the default CamVid search when this was measured), (b) random
 search in the new space with the same trial budget, (c) TPE in the first model space (single-op cells,
-max-pools, no context block; the new labels pinned to the values that reproduce it), (d) ``prior_new``: the
+max-pools, no context block: ``experiments/camvid/tpe_single_op_cpu.yml``; the trial fills the labels added
+since with the values that reproduce it), (d) ``prior_new``: the
 default CamVid search since, ``experiments/camvid/search_cpu.yml`` (random search over the space without the
 choices its ``exclude`` prior leaves out). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights; ``--winner-runs N``: N times), and the seed's net and the textbook
@@ -31,22 +32,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# per dataset: the searches (name -> config, search space "new" or "old"), the data and the retrain schedule
+# per dataset: the searches (name -> config, its search-space file under experiments/), the data and the
+# retrain schedule
+FULL, SINGLE_OP = "search_space.json", "search_space_single_op.json"
 SETUPS = {
     "camvid": {
-        "variants": {"tpe_new": ("experiments/camvid/tpe_unet_cpu.yml", "new"),
-                     "random_new": ("experiments/camvid/random_cpu.yml", "new"),
-                     "tpe_old": ("experiments/camvid/tpe_cpu.yml", "old"),
+        "variants": {"tpe_new": ("experiments/camvid/tpe_unet_cpu.yml", FULL),
+                     "random_new": ("experiments/camvid/random_cpu.yml", FULL),
+                     "tpe_old": ("experiments/camvid/tpe_single_op_cpu.yml", SINGLE_OP),
                      # the default since: random search over the space narrowed by the bench's prior
-                     "prior_new": ("experiments/camvid/search_cpu.yml", "new")},
+                     "prior_new": ("experiments/camvid/search_cpu.yml", FULL)},
         "data": dict(dataset="packed", data_root="data/camvid_360x480.npz", size=(96, 128)),
         "retrain": dict(epochs=12, batch_size=8, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
     },
     "isbi2012": {  # one shipped config; the other searches change its tuner (same trials, trial, budget)
-        "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", "new"),
-                     "random_new": ("experiments/isbi2012/search_cpu.yml", "new",
+        "variants": {"tpe_new": ("experiments/isbi2012/search_cpu.yml", FULL),
+                     "random_new": ("experiments/isbi2012/search_cpu.yml", FULL,
                                     {"tuner": "Random", "tuner_args": {}, "start_with": []}),
-                     "tpe_old": ("experiments/isbi2012/search_cpu.yml", "old", {"start_with": []})},
+                     "tpe_old": ("experiments/isbi2012/search_cpu.yml", SINGLE_OP, {"start_with": []})},
         "data": dict(dataset="isbi2012", data_root="../shared/data/isbi2012_membrane", size=(128, 128)),
         "retrain": dict(epochs=30, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq", device="cpu"),
     },
@@ -54,13 +57,6 @@ SETUPS = {
 SETUP = SETUPS["camvid"]
 VARIANTS = SETUP["variants"]
 RETRAIN = SETUP["retrain"]
-
-
-def old_space() -> dict:
-    """The first model space: today's JSON without the labels it did not have."""
-    from nni_seg.arch import LEGACY_DEFAULTS, legacy_search_space
-
-    return {k: v for k, v in legacy_search_space().items() if k not in LEGACY_DEFAULTS}
 
 
 def write_config(variant: str, seed: int, out: Path) -> Path:
@@ -77,11 +73,7 @@ def write_config(variant: str, seed: int, out: Path) -> Path:
         tuner["codeDirectory"] = str(ROOT)
     else:
         tuner.setdefault("classArgs", {})["seed"] = seed
-    if space == "old":
-        (out / "search_space_old.json").write_text(json.dumps(old_space(), indent=2))
-        cfg["searchSpaceFile"] = str(out / "search_space_old.json")
-    else:
-        cfg["searchSpaceFile"] = str(ROOT / "experiments" / "search_space.json")
+    cfg["searchSpaceFile"] = str(ROOT / "experiments" / space)
     cfg["trialCodeDirectory"] = str(ROOT)
     cfg["experimentWorkingDirectory"] = str(out / "exps")
     cfg["experimentName"] = f"{cfg['experimentName']}-{variant}-seed{seed}"

@@ -168,23 +168,29 @@ NAMED_ARCHS = {"seed": seed_arch, "unet": unet_arch}
 """Reference points usable wherever an architecture is (``--arch seed``, ``retrain unet``)."""
 
 
-def legacy_search_space(kind: str = "choice") -> dict[str, dict]:
+def legacy_search_space(kind: str = "choice", vocabulary: str = "full") -> dict[str, dict]:
     """The search-space JSON for ``nnictl`` (``searchSpaceFile``), from :data:`CHOICES`.
 
     ``kind="choice"``: the form of NNI's ``as_legacy_dict()`` (TPE, Random, Evolution, ...);
     ``kind="layer_choice"``: the variant NNI's ``RegularizedEvolutionTuner`` requires.
+    ``vocabulary="single_op"``: the first model space (one op per cell, max-pool down, no context block):
+    the labels it had, the others left to the trial, which fills them with :data:`LEGACY_DEFAULTS`.
     """
     if kind not in SPACE_KINDS:
         raise ValueError(f"unknown search-space kind {kind!r}; valid: {', '.join(SPACE_KINDS)}")
-    return {label: {"_type": kind, "_value": list(values)} for label, values in CHOICES.items()}
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"unknown vocabulary {vocabulary!r}; valid: {', '.join(VOCABULARIES)}")
+    return {label: {"_type": kind, "_value": list(values)} for label, values in CHOICES.items()
+            if vocabulary == "full" or label not in LEGACY_DEFAULTS}
 
 
 SPACE_KINDS = ("choice", "layer_choice")
+VOCABULARIES = ("full", "single_op")
 
 
-def dumps_space(kind: str = "choice") -> str:
+def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:
     """The committed search-space file's exact text."""
-    return json.dumps(legacy_search_space(kind), indent=2) + "\n"
+    return json.dumps(legacy_search_space(kind, vocabulary), indent=2) + "\n"
 
 
 def decode_parameters(params: dict[str, Any]) -> Arch:

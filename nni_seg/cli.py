@@ -320,6 +320,8 @@ def _pack(args) -> int:
 def _build_space(p):
     p.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
+    p.add_argument("--vocabulary", choices=["full", "single_op"], default="full",
+                   help="single_op: the first model space (one op per cell, max-pool down, no context block)")
     p.add_argument("--out", help="file to write (default: print)")
     p.add_argument("--force", action="store_true", help="replace an --out file whose content differs")
 
@@ -328,7 +330,7 @@ def _space(args) -> int:
     from .arch import dumps_space
     from .files import atomic_write_text, check_output
 
-    text = dumps_space(args.kind)
+    text = dumps_space(args.kind, args.vocabulary)
     if not args.out:
         print(text, end="")
         return 0

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
                                   "experiments/hyperband.yml", "experiments/tpe_medianstop.yml", "experiments/bohb.yml",
                                   "experiments/camvid/search_cpu.yml", "experiments/camvid/tpe_unet_cpu.yml", "experiments/camvid/search_gpu.yml",
                                   "experiments/camvid/random_cpu.yml", "experiments/camvid/tpe_cpu.yml",
+                                  "experiments/camvid/tpe_single_op_cpu.yml",
                                   "experiments/camvid/hyperband_cpu.yml", "experiments/isbi2012/search_cpu.yml",
                                   "experiments/gpu_unscheduled.yml"])
 def test_shipped_configs_pass_nni_validation(name, fake_gpus):

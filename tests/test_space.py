@@ -165,14 +165,27 @@ def test_decode_parameters_formats():
     assert decode_parameters({"a": 1, "b": {"_value": "x", "_idx": 0}, "c": {"_name": "y"}}) == {"a": 1, "b": "x", "c": "y"}
 
 
-@pytest.mark.parametrize("kind,name", [("choice", "search_space.json"),
-                                       ("layer_choice", "search_space_layer_choice.json")])
-def test_committed_search_space_matches_code(kind, name):
+@pytest.mark.parametrize("kind,vocabulary,name", [("choice", "full", "search_space.json"),
+                                                  ("layer_choice", "full", "search_space_layer_choice.json"),
+                                                  ("choice", "single_op", "search_space_single_op.json")])
+def test_committed_search_space_matches_code(kind, vocabulary, name):
     committed = (ROOT / "experiments" / name).read_text()
-    assert committed == dumps_space(kind), (
+    assert committed == dumps_space(kind, vocabulary), (
         f"experiments/{name} drifted from the model space; regenerate: "
-        f"python -m nni_seg space --kind {kind} --out experiments/{name}")
-    assert list(json.loads(committed)) == list(CHOICES)
+        f"python -m nni_seg space --kind {kind} --vocabulary {vocabulary} --out experiments/{name}")
+    labels = [label for label in CHOICES if vocabulary == "full" or label not in LEGACY_DEFAULTS]
+    assert list(json.loads(committed)) == labels
+
+
+def test_the_single_op_vocabulary_is_the_first_space_and_its_trials_build():
+    """Its parameters lack the labels added since; the trial fills them so that each cell is one op."""
+    space = legacy_search_space(vocabulary="single_op")
+    assert set(space) == set(CHOICES) - set(LEGACY_DEFAULTS)
+    params = {label: d["_value"][-1] for label, d in space.items()}
+    arch = validate_arch(decode_parameters(params), fill_legacy=True)
+    assert {k: arch[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
+    with pytest.raises(ValueError, match="unknown vocabulary 'tiny'; valid: full, single_op"):
+        legacy_search_space(vocabulary="tiny")
 
 
 def test_nni_space_registers_exactly_the_vocabulary():
