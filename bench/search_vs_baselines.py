@@ -283,9 +283,9 @@ def main() -> int:
     jobs += [(*w, r) for r in range(args.winner_runs) for w in winners]
     jobs += [("seed", "seed", seed_arch(), r) for r in range(args.baseline_runs)]
     # trainings beyond the asked runs, made by an earlier call, stay in the table
-    jobs += [(*w, r) for w in winners for r in range(args.winner_runs, 10) if finished(ckpt_folder(out, w[1], r))]
-    jobs += [(g, g, a, r) for g, a in (("unet", unet_arch()), ("seed", seed_arch()))
-             for r in range(args.baseline_runs, 10) if finished(ckpt_folder(out, g, r))]
+    asked = {name: (group, arch, run + 1) for group, name, arch, run in jobs}  # the last asked run wins
+    jobs += [(group, name, arch, r) for name, (group, arch, runs) in asked.items() for r in range(runs, 10)
+             if finished(ckpt_folder(out, name, r))]
     jobs.sort(key=lambda j: (j[0] == "seed", j[0] == "tpe_old"))  # stable: the searches' seed order stays
     if args.train_only:
         jobs = [j for j in jobs if j[0] in args.train_only or j[1] in args.train_only
