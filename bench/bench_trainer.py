@@ -11,6 +11,15 @@ JSON (--out). ``--profile`` then profiles one more epoch of ``ours`` (warm: cuDN
 cached) and prints where the time goes: convolutions vs normalisation, activations, pooling, ...
 (device kernels on CUDA, operators on CPU), to show what keeps a net from the card's peak.
 Run: python bench/bench_trainer.py [--size 360 480 --batch-size 16] [--modes ...] [--profile]
+
+``--device cpu`` measures the CPU paths side by side instead (``cpu_matrix``): fp32 NCHW (the path
+before the CPU fast path), fp32 channels-last, bf16 autocast NCHW, bf16 autocast channels-last (the
+default where the CPU has native bf16), and torch.compile on top of the last, for the seed's net, the
+U-Net and three sampled architectures, at the CamVid proxy (48x64) and retrain (96x128) sizes; training
+steps through ``fit`` and evaluation through ``train.evaluate``; then a per-operator profile of the
+slowest mode.
+
+    python bench/bench_trainer.py --device cpu --out docs/bench_trainer_cpu.json
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ import torch.nn.functional as F
 
 from nni_seg.cost import count_macs
 from nni_seg.data import SegData
-from nni_seg.arch import seed_arch
+from nni_seg.arch import arch_summary, seed_arch
 from nni_seg.net import build_model
 from nni_seg.settings import TrainSettings as TrainConfig
 from nni_seg.train import Normalizer, fit, resolve_device
@@ -113,6 +122,127 @@ def profile_epoch(arch: dict, data: SegData, cfg: TrainConfig, device: torch.dev
             "top": [{"name": n[:90], "ms": round(ms, 1), "calls": c, "category": category(n)} for n, ms, c in top]}
 
 
+CPU_MODES = {"fp32": dict(amp=False, channels_last=False), "fp32_cl": dict(amp=False, channels_last=True),
+             "bf16": dict(amp=True, channels_last=False), "bf16_cl": dict(amp=True, channels_last=True),
+             "bf16_cl_compile": dict(amp=True, channels_last=True, compile=True)}
+
+
+def sampled_archs() -> dict[str, dict]:
+    """Three architectures of the space beside the references: the first seeded draws (seed 0, 1, ...) that
+    have a context block, parallel cells, and (third) any draw, each at most the U-Net's MMACs at 96x128."""
+    import random
+
+    from nni_seg.arch import CHOICES, canonical, unet_arch, validate_arch
+    from nni_seg.cost import arch_mmacs
+
+    limit = arch_mmacs(unet_arch(), 11, 3, (96, 128))
+    wants = {"sampled_context": lambda a: a["context"] != "none",
+             "sampled_parallel": lambda a: a["enc_join"] != "serial" and a["enc_op2"] != "none",
+             "sampled_any": lambda a: True}
+    found: dict[str, dict] = {}
+    for seed in range(1000):
+        rng = random.Random(seed)
+        arch = canonical(validate_arch({k: rng.choice(v) for k, v in CHOICES.items()}))
+        for name, ok in wants.items():
+            if name not in found and ok(arch) and arch_mmacs(arch, 11, 3, (96, 128)) <= limit:
+                found[name] = arch
+                break
+        if len(found) == len(wants):
+            break
+    return found
+
+
+def cpu_matrix(args) -> dict:
+    """Training and evaluation img/s of every CPU path, per architecture and size, in one run."""
+    from nni_seg.arch import unet_arch
+    from nni_seg.precision import compute_path, cpu_bf16_unit
+    from nni_seg.train import evaluate
+
+    device = torch.device("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    archs = {"seed": seed_arch(), "unet": unet_arch(), **sampled_archs()}
+    sizes = [tuple(s) for s in args.cpu_sizes]
+    modes = [m for m in args.modes if m in CPU_MODES] or list(CPU_MODES)
+    results = {"device": platform.processor() or "cpu", "bf16_unit": cpu_bf16_unit(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "batch_size": args.batch_size, "images_per_epoch": args.images,
+               "epochs": args.epochs, "archs": {n: arch_summary(a) for n, a in archs.items()}, "rows": []}
+    print(f"CPU paths on {results['device']} (native bf16: {results['bf16_unit']}), "
+          f"{results['threads']} threads, batch {args.batch_size}")
+    for size in sizes:
+        data = synthetic(args.images, size)
+        for name, arch in archs.items():
+            row = {"arch": name, "size": list(size), "mmacs": round(count_macs(build_model(arch, 11), (1, 3, *size)) / 1e6, 1),
+                   "train": {}, "eval": {}}
+            run_modes = [m for m in modes if not (m.endswith("compile") and (name not in ("seed", "unet")
+                                                                            or size != sizes[-1]))]
+            # compile costs minutes on 2 cores: the references at the retrain size only
+            train_s: dict[str, list[float]] = {m: [] for m in run_modes}
+            eval_s: dict[str, list[float]] = {m: [] for m in run_modes}
+            for rep in range(args.repeats):  # modes interleaved, so a load that comes and goes hits each alike
+                for mode in run_modes:
+                    flags = CPU_MODES[mode]
+                    torch.manual_seed(0)
+                    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device="cpu", augment=True,
+                                      threads=args.threads, **flags)
+                    model = build_model(arch, 11)
+                    t0 = time.perf_counter()
+                    res = fit(model, data, cfg)
+                    if mode.endswith("compile") and rep == 0:
+                        row["compile_first_fit_seconds"] = round(time.perf_counter() - t0, 1)
+                    train_s[mode] += [h.seconds for h in res.history[1:]]  # the first epoch warms oneDNN up
+                    path = compute_path(device, cfg.amp, cfg.channels_last)
+                    norm = Normalizer.from_images(data.train_images)
+                    evaluate(model, norm, data.train_images[:8], data.train_masks[:8], data, cfg, device, path)
+                    t0 = time.perf_counter()
+                    evaluate(model, norm, data.train_images, data.train_masks, data, cfg, device, path)
+                    eval_s[mode].append(time.perf_counter() - t0)
+            step_imgs = (args.images // args.batch_size) * args.batch_size
+            for mode in run_modes:
+                row["train"][mode] = round(step_imgs / statistics.median(train_s[mode]), 2)
+                row["eval"][mode] = round(len(data.train_images) / statistics.median(eval_s[mode]), 2)
+            base_t, base_e = row["train"].get("fp32"), row["eval"].get("fp32")
+            row["train_x"] = {m: round(v / base_t, 2) for m, v in row["train"].items()} if base_t else {}
+            row["eval_x"] = {m: round(v / base_e, 2) for m, v in row["eval"].items()} if base_e else {}
+            results["rows"].append(row)
+            print(f"{name} {size[0]}x{size[1]}: train {row['train']} (x fp32 {row['train_x']}); "
+                  f"eval {row['eval']} (x fp32 {row['eval_x']})", flush=True)
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump(results, f, indent=2)
+    print(cpu_table(results, modes))
+    if args.profile:
+        slow = min(((r, m) for r in results["rows"] for m in r["train"] if r["size"] == list(sizes[-1])),
+                   key=lambda rm: rm[0]["train_x"].get(rm[1], 1.0))
+        row, mode = slow
+        cfg = TrainConfig(epochs=1, batch_size=args.batch_size, device="cpu", augment=True, threads=args.threads,
+                          **{k: v for k, v in CPU_MODES[mode].items() if k != "compile"})
+        p = results["profile"] = {"arch": row["arch"], "mode": mode, "size": row["size"],
+                                  **profile_epoch(archs[row["arch"]], synthetic(args.images, tuple(row["size"])), cfg,
+                                                  device)}
+        print(f"\nprofile of the slowest mode relative to fp32 ({row['arch']}, {mode}, "
+              f"{row['size'][0]}x{row['size'][1]}; {p['what']}, self time, {p['total_ms']} ms in all)")
+        print("| operator | category | ms | calls |\n|---|---|---|---|")
+        for r in p["top"]:
+            print(f"| `{r['name']}` | {r['category']} | {r['ms']} | {r['calls']} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def cpu_table(results: dict, modes: list[str]) -> str:
+    head = "| network | size | MMACs | " + " | ".join(f"train {m}" for m in modes) + " | " + \
+        " | ".join(f"eval {m}" for m in modes) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(modes))]
+    for r in results["rows"]:
+        cell = lambda kind, m: (f"{r[kind][m]} ({r[kind + '_x'][m]:.2f}x)" if m in r[kind] else "-")  # noqa: E731
+        lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['mmacs']} | "
+                     + " | ".join(cell("train", m) for m in modes) + " | "
+                     + " | ".join(cell("eval", m) for m in modes) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, nargs=2, default=[360, 480])
@@ -124,8 +254,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop")
     ap.add_argument("--modes", nargs="+", default=["naive", "ours", "compile"])
     ap.add_argument("--out", help="write results as JSON")
-    ap.add_argument("--profile", action="store_true", help="then profile one epoch of `ours`")
+    ap.add_argument("--profile", action="store_true", help="then profile one epoch of `ours` (CPU: of the slowest mode)")
+    ap.add_argument("--cpu-sizes", type=int, nargs=2, action="append", default=None,
+                    help="--device cpu: sizes H W (repeatable; default 48 64 and 96 128)")
+    ap.add_argument("--threads", type=int, default=0, help="--device cpu: torch threads (0: torch's default)")
+    ap.add_argument("--repeats", type=int, default=3, help="--device cpu: rounds over the modes (medians reported)")
     args = ap.parse_args()
+    if args.device == "cpu":
+        if args.cpu_sizes is None:
+            args.cpu_sizes = [[48, 64], [96, 128]]
+        if args.modes == ap.get_default("modes"):
+            args.modes = list(CPU_MODES)
+        cpu_matrix(args)
+        return
 
     device = resolve_device(args.device)
     size = tuple(args.size)

@@ -29,11 +29,13 @@ class FieldError(ConfigError):
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
             min: float | None = None, max: float | None = None, gt: float | None = None,
             check: Callable[[Any], str | None] | None = None, flag: bool = True,
-            default_factory: Callable[[], Any] | None = None) -> Any:
+            default_factory: Callable[[], Any] | None = None, required: bool = False) -> Any:
     """A dataclass field with its help, allowed values (``choices``), range (``min`` / ``max`` inclusive,
     ``gt`` exclusive) and an optional ``check(value) -> problem or None``; ``flag=False`` keeps it off the
-    command line."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "gt": gt, "check": check, "flag": flag}
+    command line; ``required=True``: a file read by :func:`from_dict` must give it (the default serves code
+    that builds the object, not a file that lacks the key)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "gt": gt, "check": check, "flag": flag,
+            "required": required}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -131,15 +133,19 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise FieldError(path, f"unknown key(s) {', '.join(map(str, unknown))}; valid: {', '.join(names)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in required if n not in data]
+    fields = dataclasses.fields(cls)
+    no_default = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in no_default if n not in data]
     if missing:
         raise FieldError(path, f"missing key(s) {', '.join(missing)}")
     try:
-        return cls(**data)
+        obj = cls(**data)  # the values given are checked first: a wrong one is the likelier fault
     except FieldError as e:
         raise FieldError(f"{path}.{e.path}" if path and e.path else (path or e.path), e.reason) from None
+    missing = [f.name for f in fields if f.metadata.get("required") and f.name not in data]
+    if missing:
+        raise FieldError(path, f"missing key(s) {', '.join(missing)}")
+    return obj
 
 
 def check_value(f: dataclasses.Field, value: Any) -> str | None:

@@ -185,7 +185,8 @@ def _retrain(args) -> int:
                       Path(args.out), resume=args.resume, force=args.force)
     b = meta.best_scores
     _out(f"best val dice {b.dice:.4f} miou {b.miou:.4f} at epoch {meta.epoch} (scored at the training size "
-         f"{meta.size[0]}x{meta.size[1]}; `evaluate` scores at the labels' resolution); checkpoint: {args.out}")
+         f"{meta.size[0]}x{meta.size[1]}; `evaluate` scores at the labels' resolution); checkpoint: {args.out}; "
+         f"trained on {meta.compute}")
     return 0
 
 
@@ -284,9 +285,9 @@ def _build_tune(p):
 def _tune(args) -> int:
     from .tune import load_tune_config, run_tune
 
-    tune, data, train, _ = load_tune_config(args.config)
+    tune, _, train, _ = load_tune_config(args.config)
     res = run_tune(args.arch, args.config, tune=from_flags(TuneSettings, args, tune),
-                   data=from_flags(DataSettings, args, data), train=from_flags(TrainSettings, args, train), log=_out)
+                   train=from_flags(TrainSettings, args, train), log=_out, data_flags=given_flags(DataSettings, args))
     _out(f"written: {res.config} (python -m nni_seg retrain ARCH --config {res.config})")
     return 0
 

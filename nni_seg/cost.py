@@ -1,6 +1,7 @@
 """Model cost: parameters, multiply-accumulates (counted by forward hooks) and latency."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -53,10 +54,14 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 5) -> float:
-    """Median milliseconds of one forward pass on ``input_shape`` on the model's device."""
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 5, path=None) -> float:
+    """Median milliseconds of one forward pass on ``input_shape`` on the model's device, in the arithmetic
+    of ``path`` (a :class:`~nni_seg.precision.ComputePath`; default: fp32 as the model stands)."""
     p = next(model.parameters())
     x = torch.zeros(input_shape, device=p.device, dtype=p.dtype)
+    if path is not None:
+        x = path.input(x)
+    autocast = path.autocast if path is not None else contextlib.nullcontext
     was_training = model.training
     model.eval()
     times = []
@@ -65,7 +70,8 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
             if p.is_cuda:
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            model(x)
+            with autocast():
+                model(x)
             if p.is_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)

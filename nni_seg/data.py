@@ -47,6 +47,30 @@ class SegData:
     test_masks: torch.Tensor | None = None
     native: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every loader's data, however it was read (folders, a packed file, the cache, generated), is checked
+        here, once: shapes, non-empty train and val splits, label values within the classes."""
+        where = self.info.get("packed") or self.info.get("root") or self.name
+        c, ignore = len(self.class_names), self.ignore_index
+        for split in SPLITS:
+            x, y = getattr(self, f"{split}_images"), getattr(self, f"{split}_masks")
+            if x is None and split == "test":
+                continue
+            if x is None or y is None or len(x) == 0:
+                raise DataError(f"{where}: the {split} split is empty")
+            if x.ndim != 4 or y.ndim != 3 or x.dtype != torch.uint8 or y.dtype != torch.uint8:
+                raise DataError(f"{where}: {split} images must be (N, C, H, W) uint8 and masks (N, H, W) uint8, got "
+                                f"{tuple(x.shape)} {x.dtype} and {tuple(y.shape)} {y.dtype}")
+            if len(x) != len(y) or x.shape[-2:] != y.shape[-2:]:
+                raise DataError(f"{where}: {split} has {len(x)} images of {x.shape[-2]}x{x.shape[-1]} but {len(y)} "
+                                f"masks of {y.shape[-2]}x{y.shape[-1]}")
+            for masks in [y, *self.native.get(split, [])]:
+                values = torch.unique(masks)
+                bad = values[(values >= c) & (values != (ignore if ignore is not None else -1))]
+                if bad.numel():
+                    raise DataError(f"{where}: {split} masks have label value(s) {bad.tolist()[:5]} outside classes "
+                                    f"0..{c - 1}" + (f" and ignore {ignore}" if ignore is not None else ""))
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, masks) of ``train``, ``val`` or ``test``."""
         if name not in SPLITS:
@@ -563,6 +587,10 @@ def load_packed(cfg: DataSettings, want: Want) -> SegData:
         parts = {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise DataError(f"{path} is not a packed dataset (python -m nni_seg pack-data): {e}") from None
+    missing = [k for k in ("name", "class_names", "ignore_index", "background", "palette", "image_format")
+               if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DataError(f"{path} is not a packed dataset: its meta lacks {', '.join(missing)}")
     splits = _splits(want, "test_images" in parts, "packed", f"{path} (packed without one)")
     if not want.native:  # what a search trial asks for: decoded and resized once per experiment
         key = {"packed": file_digest(path), "size": cfg.size, "n": [cfg.num_train, cfg.num_val], "splits": splits}
@@ -579,6 +607,15 @@ def _decode_packed(path: Path, meta: dict, parts: dict, cfg: DataSettings, want:
             ms = _decode(parts[f"{split}_masks"], parts[f"{split}_masks_offsets"], f"{path} {split} masks", n)
         except KeyError as e:
             raise DataError(f"{path} is not a packed dataset: {e.args[0]} missing") from None
+        if not ims or len(ims) != len(ms):
+            raise DataError(f"{path}: the {split} split holds {len(ims)} images and {len(ms)} masks")
+        for i, (im, m) in enumerate(zip(ims, ms)):
+            if im.shape[:2] != m.shape[:2] or m.ndim != 2:
+                raise DataError(f"{path}: {split} item {i}: mask is {'x'.join(map(str, m.shape))} but its image is "
+                                f"{'x'.join(map(str, im.shape[:2]))} (H x W)")
+            if im.shape != ims[0].shape:
+                raise DataError(f"{path}: {split} item {i} is {'x'.join(map(str, im.shape))}, item 0 "
+                                f"{'x'.join(map(str, ims[0].shape))}: a packed split has one size")
         x = torch.from_numpy(np.stack(ims))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         y0 = torch.from_numpy(np.stack(ms))
@@ -636,8 +673,8 @@ def cached(key: dict, folder: Path, make: Callable[[], SegData]) -> SegData:
                            background=meta["background"],
                            palette=[tuple(c) for c in meta["palette"]] if meta["palette"] else None, info=meta["info"],
                            test_images=arrays.get("test_images"), test_masks=arrays.get("test_masks"))
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
-            pass  # a damaged cache entry is rebuilt below
+        except Exception:  # noqa: BLE001  any damage (BadZipFile, bad meta, wrong shapes): rebuilt below
+            pass
     data = make()
     arrays = {f"{s}_{k}": getattr(data, f"{s}_{k}").numpy() for s in SPLITS for k in ("images", "masks")
               if getattr(data, f"{s}_{k}") is not None}

@@ -27,6 +27,7 @@ from .net import SegNet
 from .progress import Progress
 from .schema import META_NAME, CheckpointMeta, Scores
 from .settings import DataSettings, TrainSettings
+from .precision import ComputePath, compute_path
 from .train import Normalizer, resolve_device, scores_of
 
 CHECKPOINT_FILES = (META_NAME, "best.pt", "last.pt")
@@ -122,13 +123,19 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
         raise UserError(f"{out} already holds a checkpoint ({', '.join(present)}); --resume continues it, "
                         f"--force replaces it, or choose another --out")
     data = data if data is not None else load_dataset(data_cfg)
+    torch.manual_seed(train_cfg.seed)  # the initial weights are the seed's too
     model = SegNet(arch, data.num_classes, data.in_channels)
-    meta = _meta_for(arch, data, data_cfg, train_cfg, model)
+    path = compute_path(resolve_device(train_cfg.device), train_cfg.amp, train_cfg.channels_last)
+    meta = dataclasses.replace(_meta_for(arch, data, data_cfg, train_cfg, model), compute=str(path))
     state = None
     if resume and (out / "last.pt").is_file():
         _check_resume(out, meta)
         state = _torch_load(out / "last.pt")
-        print(f"resuming after epoch {state.get('epoch')} from {out / 'last.pt'}", flush=True)
+        done = int(state.get("epoch", 0))
+        if done >= train_cfg.epochs:
+            raise UserError(f"--resume: {out} has trained {done} epochs already; --epochs {train_cfg.epochs} leaves "
+                            f"none to train (give more epochs, or --force to start over)")
+        print(f"resuming after epoch {done} from {out / 'last.pt'}", flush=True)
     elif resume:
         print(f"--resume: no last.pt in {out}; starting from scratch", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +158,7 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
             schema.save(dataclasses.replace(meta, epoch=st["epoch"], best=schema.EpochResult(**best),
                                             best_scores=Scores(**st["best"])), out / META_NAME)
 
+    print(f"training on {path}", flush=True)
     if bar and state is not None:
         bar.update(int(state.get("epoch", 0)))
     try:
@@ -171,18 +179,22 @@ class EvalReport:
     images: int
     resolution: str  # e.g. "native labels (360x480)" or "96x128 (the training size)"
     dataset: str
+    compute: str = ""  # the arithmetic of the forward passes (precision.ComputePath)
     confusion: list[list[int]] | None = None
 
 
 @torch.no_grad()
 def _score(model: SegNet, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor | list[torch.Tensor],
-           data: SegData, device: torch.device, batch: int, bar: Progress | None) -> SegMetric:
+           data: SegData, path: ComputePath, batch: int, bar: Progress | None) -> SegMetric:
     """One confusion matrix over a split. With ``masks`` a list (native resolution), each image's logits
-    are upsampled (bilinear) to its mask's size before the argmax, as published scores are computed."""
+    are upsampled (bilinear, in fp32) to its mask's size before the argmax, as published scores are computed."""
+    device = path.device
     metric = SegMetric(data.num_classes, data.ignore_index, data.background)
-    model = model.to(device).eval()
+    model = path.model(model.to(device).eval())
     for i in range(0, len(images), batch):
-        logits = model(norm(images[i:i + batch].to(device)))  # (B, C, h, w)
+        with path.autocast():
+            logits = model(path.input(norm(images[i:i + batch].to(device))))  # (B, C, h, w)
+        logits = logits.float()
         if isinstance(masks, list):
             for j, m in enumerate(masks[i:i + batch]):
                 up = F.interpolate(logits[j:j + 1].float(), size=tuple(m.shape), mode="bilinear", align_corners=False)
@@ -219,15 +231,16 @@ def evaluate(ckpt: str | Path, data_overrides: dict | None = None, split: str = 
     else:
         resolution = f"{images.shape[-2]}x{images.shape[-1]} (the network's input size)"
     dev = resolve_device(device)
+    path = compute_path(dev, meta.train.amp, meta.train.channels_last)
     bar = Progress(len(images), f"evaluate {split}", "img") if progress else None
     try:
-        metric = _score(model, Normalizer(meta.mean, meta.std).to(dev), images, masks, data, dev,
+        metric = _score(model, Normalizer(meta.mean, meta.std).to(dev), images, masks, data, path,
                         meta.train.eval_batch_size, bar)
     finally:
         if bar:
             bar.close()
     return EvalReport(scores=scores_of(metric), class_names=meta.class_names, split=split, images=len(images),
-                      resolution=resolution, dataset=data.name,
+                      resolution=resolution, dataset=data.name, compute=str(path),
                       confusion=metric.confusion.cpu().tolist() if confusion else None)
 
 
@@ -273,6 +286,8 @@ def predict(ckpt: str | Path, images: list[str], out: Path, masks_dir: str | Pat
 
     model, meta = load_checkpoint(ckpt)
     norm = Normalizer(meta.mean, meta.std)
+    arith = compute_path(torch.device("cpu"), meta.train.amp, meta.train.channels_last)
+    model = arith.model(model)
     palette = np.array(meta.palette or default_palette(len(meta.class_names)), dtype=np.uint8)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -291,8 +306,9 @@ def predict(ckpt: str | Path, images: list[str], out: Path, masks_dir: str | Pat
         x = torch.from_numpy(rgb).reshape(rgb.shape[0], rgb.shape[1], -1).permute(2, 0, 1)[None].float()
         h, w = x.shape[-2:]
         xs = F.interpolate(x, size=tuple(meta.size), mode="bilinear", align_corners=False)
-        logits = model(norm(xs))
-        pred = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+        with arith.autocast():
+            logits = model(arith.input(norm(xs)))
+        pred = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
         colour = palette[pred]
         base = rgb if rgb.ndim == 3 else np.stack([rgb] * 3, -1)
         files = {"mask": colour, "overlay": (0.5 * base + 0.5 * colour).astype(np.uint8)}
@@ -349,7 +365,8 @@ def table(report: EvalReport) -> str:
     """Markdown: Dice and IoU per class, the means, and which split and resolution they are from."""
     s = report.scores
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = [f"{report.dataset} {report.split} ({report.images} images), scored at {report.resolution}:", "",
+    lines = [f"{report.dataset} {report.split} ({report.images} images), scored at {report.resolution}"
+             + (f", {report.compute}" if report.compute else "") + ":", "",
              "| class | Dice | IoU |", "|---|---|---|"]
     for name, d, i in zip(report.class_names, s.dice_per_class, s.iou_per_class):
         lines.append(f"| {name} | {fmt(d)} | {fmt(i)} |")

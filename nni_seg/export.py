@@ -86,16 +86,22 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
         db, warnings = {}, [f"no cross-check: {e}"]
     best = _best(loaded, metric)
     best_score = best.record.score(metric) if best else None
-    readable = {x.record.trial_id for x in loaded}
+    # a readable record that has no score (FAILED, RUNNING, CANCELED) where NNI's database has one is as
+    # much in doubt as an unreadable record: the best may be that trial
+    unscored = {x.record.trial_id: f"its record ({x.path}) says {x.record.status.value} with no final {metric}"
+                for x in loaded if x.record.score(metric) is None}
+    readable = {x.record.trial_id for x in loaded} - set(unscored)
     bad = {u.trial_id: u for u in unreadable}
     silent: dict[str, list[str]] = {}  # NNI's end -> trials that ended with no record (died before the trial ran)
     for tid, row in db.items():
         if tid in readable:
             continue
         score = db_score(row, metric)
-        if tid not in bad and score is None and row.get("status") not in ("WAITING", "RUNNING"):
+        if tid in unscored and score is None:
+            continue  # record and database agree: no result
+        if tid not in bad and tid not in unscored and score is None and row.get("status") not in ("WAITING", "RUNNING"):
             silent.setdefault(str(row.get("status", "?")), []).append(tid)
-        why = bad[tid].error if tid in bad else "no record found for it"
+        why = bad[tid].error if tid in bad else unscored.get(tid, "no record found for it")
         if score is not None and (best_score is None or score > best_score):
             if not trust_db:
                 raise RunFailed(f"trial {tid}: {why}; NNI's database holds a better final {metric} for it "
@@ -107,7 +113,7 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
                 warnings.append(f"trial {tid} taken from NNI's database: {why}")
                 best, best_score = from_db[0], score
                 continue
-        if tid in bad:
+        if tid in bad or (tid in unscored and score is not None):
             warnings.append(f"trial {tid} left out: {why}" + (f" (NNI's database: {metric} {score:.4f})"
                                                                if score is not None else ""))
     for tid, u in bad.items():

@@ -33,11 +33,12 @@ class Status(str, enum.Enum):
     REJECTED = "REJECTED"  # over the cost budget: not trained
 
 
-def _f(default: Any = None) -> Any:
-    """A record field (never a flag); list, dict and dataclass defaults are copied per record."""
+def _f(default: Any = None, *, required: bool = False, **checks: Any) -> Any:
+    """A record field (never a flag); list, dict and dataclass defaults are copied per record. ``required``:
+    a file must give it."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return setting(flag=False, default_factory=lambda d=default: copy.deepcopy(d))
-    return setting(default, flag=False)
+        return setting(flag=False, default_factory=lambda d=default: copy.deepcopy(d), required=required, **checks)
+    return setting(default, flag=False, required=required, **checks)
 
 
 @dataclasses.dataclass
@@ -87,8 +88,8 @@ class CrossCheck(Checked):
 @dataclasses.dataclass
 class TrialRecord(Checked):
     """``nni_seg_record.json``: one trial's own account of what it trained (the ground truth of export)."""
-    status: Status = _f(Status.RUNNING)
-    arch: dict[str, Any] = _f({})
+    status: Status = _f(Status.RUNNING, required=True)
+    arch: dict[str, Any] = _f({}, required=True)
     summary: str = _f("")
     data: DataSettings = _f(DataSettings())
     train: TrainSettings = _f(TrainSettings())
@@ -104,6 +105,7 @@ class TrialRecord(Checked):
     host: str | None = _f(None)
     cuda_visible_devices: str | None = _f(None)
     device: str | None = _f(None)
+    compute: str | None = _f(None)  # the arithmetic that ran: "cpu: bf16 autocast, channels-last (AMX-BF16)"
     params: int | None = _f(None)
     mmacs: float | None = _f(None)  # multiply-accumulates per image, millions, at the trial's size
     dataset: DatasetInfo | None = _f(None)
@@ -159,7 +161,7 @@ class Confirmation(Checked):
 @dataclasses.dataclass
 class TopArch(Checked):
     """``top_arch.json``: an experiment's best architecture, from its trials' own records."""
-    arch: dict[str, Any] = _f({})
+    arch: dict[str, Any] = _f({}, required=True)
     summary: str = _f("")
     experiment_id: str | None = _f(None)
     trial_id: str | None = _f(None)
@@ -185,17 +187,17 @@ class TopArch(Checked):
 @dataclasses.dataclass
 class CheckpointMeta(Checked):
     """``meta.json`` of a checkpoint folder: what ``evaluate``, ``predict`` and ``onnx`` need."""
-    arch: dict[str, Any] = _f({})
+    arch: dict[str, Any] = _f({}, required=True)
     summary: str = _f("")
-    class_names: list[str] = _f([])
+    class_names: list[str] = _f([], required=True)
     in_channels: int = _f(3)
     ignore_index: int | None = _f(None)
     background: int | None = _f(None)
     palette: list[tuple[int, int, int]] = _f([])
     dataset: str = _f("")
     size: tuple[int, int] = _f((0, 0))
-    mean: list[float] = _f([])
-    std: list[float] = _f([])
+    mean: list[float] = _f([], required=True)
+    std: list[float] = _f([], required=True)
     params: int = _f(0)
     mmacs: float = _f(0.0)
     data: DataSettings = _f(DataSettings())
@@ -203,7 +205,18 @@ class CheckpointMeta(Checked):
     epoch: int = _f(0)
     best: EpochResult | None = _f(None)
     best_scores: Scores | None = _f(None)
+    compute: str | None = _f(None)  # the arithmetic the training ran (precision.ComputePath)
     format_version: int = _f(FORMAT_VERSION)
+
+    def validate(self) -> None:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values and len(values) != self.in_channels:
+                raise FieldError(name, f"needs one value per input channel ({self.in_channels}), got {len(values)}")
+        if any(not (math.isfinite(v) and v > 0) for v in self.std):
+            raise FieldError("std", f"must be finite and > 0 (it divides the input), got {self.std}")
+        if any(not math.isfinite(v) for v in self.mean):
+            raise FieldError("mean", f"must be finite, got {self.mean}")
 
 
 def _upgrade(kind: type, obj: dict) -> dict:

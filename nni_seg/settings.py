@@ -55,8 +55,8 @@ class TrainSettings(Checked):
     augment: bool = setting(True, "random flips and scale/crop, on the device")
     scale_min: float = setting(0.75, "smallest random scale", gt=0, max=4)
     scale_max: float = setting(1.25, "largest random scale", gt=0, max=4)
-    amp: bool = setting(True, "bf16 autocast (CUDA only)")
-    channels_last: bool = setting(True, "channels-last memory format (CUDA only)")
+    amp: bool = setting(True, "bf16 autocast where the device has native bf16 (CUDA; CPUs with AMX or AVX512-BF16)")
+    channels_last: bool = setting(True, "channels-last memory format (CUDA; CPUs with native bf16)")
     compile: bool = setting(False, "torch.compile the model (pays off for long runs)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", check=_device)
     threads: int = setting(0, "CPU threads for torch (0: torch's default)", min=0, max=1024)
@@ -259,15 +259,58 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config not found: {p}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} cannot be read: {e}") from None
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"{p}: {len(text)} characters; a config has at most {MAX_YAML_CHARS}")
     try:
-        raw = yaml.safe_load(text)
+        raw = _bounded_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a config") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
     return _yaml_floats(raw)
+
+
+MAX_YAML_CHARS = 1_000_000
+MAX_YAML_DEPTH = 40  # our deepest config is 4 levels
+MAX_YAML_NODES = 100_000  # values once aliases (*name) are expanded: a few KiB of aliases can mean billions
+
+
+def _bounded_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses, before building anything, documents nested deeper than
+    MAX_YAML_DEPTH or whose aliases expand to more than MAX_YAML_NODES values (the "billion laughs")."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.depth, self.weight = 0, {}
+
+        def compose_node(self, parent, index):
+            alias = self.check_event(yaml.AliasEvent)
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+            if not alias:  # an alias weighs what its anchored node weighs
+                children = ([x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode)
+                            else node.value if isinstance(node, yaml.SequenceNode) else [])
+                self.weight[id(node)] = 1 + sum(self.weight.get(id(c), 1) for c in children)
+                if self.weight[id(node)] > MAX_YAML_NODES:
+                    raise yaml.YAMLError(f"aliases expand to more than {MAX_YAML_NODES} values")
+            return node
+
+    loader = Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -1,7 +1,8 @@
 """The trainer: knows nothing of NNI. Data live on the training device as uint8 tensors.
 
-On CUDA it uses bf16 autocast, channels_last, ``cudnn.benchmark`` and GPU-side augmentation,
-with no host synchronisation inside an epoch; on CPU the same code path runs in fp32.
+It runs bf16 autocast and channels-last where the device computes bf16 natively (CUDA; CPUs with
+AMX-BF16 or AVX512-BF16: :mod:`nni_seg.precision`), fp32 NCHW elsewhere; on CUDA also ``cudnn.benchmark``
+and device-side augmentation, with no host synchronisation inside an epoch.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .data import SegData
 from .errors import UserError
 from .losses import make_loss
 from .metrics import SegMetric
+from .precision import ComputePath, compute_path
 from .schema import EpochResult, Scores
 from .settings import TrainSettings
 
@@ -48,6 +50,8 @@ class FitResult:
     train_seconds: float = 0.0
     images_per_second: float | None = None
     device: str = "cpu"
+    compute: str = ""  # the arithmetic that ran, e.g. "cpu: bf16 autocast, channels-last (AMX-BF16)"
+    path: ComputePath | None = None
 
 
 class Normalizer(nn.Module):
@@ -96,21 +100,20 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainSettings, gen: torch.Gen
 
 @torch.no_grad()
 def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
-             cfg: TrainSettings, device: torch.device) -> SegMetric:
+             cfg: TrainSettings, device: torch.device, path: ComputePath | None = None) -> SegMetric:
     """Accumulate one confusion matrix over a whole split on the device (scores: ``.compute()``).
 
-    images (N, C, H, W) uint8 at the network's input size; masks (N, H, W) at the same size.
+    images (N, C, H, W) uint8 at the network's input size; masks (N, H, W) at the same size. ``path``:
+    the arithmetic (default: what ``cfg`` asks for on ``device``).
     """
+    path = path or compute_path(device, cfg.amp, cfg.channels_last)
     model.eval()
     metric = SegMetric(data.num_classes, data.ignore_index, data.background)
-    use_amp = cfg.amp and device.type == "cuda"
     for i in range(0, len(images), cfg.eval_batch_size):
-        x = norm(images[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
-        if cfg.channels_last and device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        x = path.input(norm(images[i:i + cfg.eval_batch_size].to(device, non_blocking=True)))
+        with path.autocast():
             logits = model(x)
-        metric.update(logits.argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
+        metric.update(logits.float().argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
     model.train()
     return metric
 
@@ -147,14 +150,12 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
     tx, ty = data.train_images.to(device), data.train_masks.to(device)
     vx, vy = data.val_images.to(device), data.val_masks.to(device)
     norm = Normalizer.from_images(tx).to(device)
-    model = model.to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    path = compute_path(device, cfg.amp, cfg.channels_last)
+    model = path.model(model.to(device))
     train_model = torch.compile(model) if cfg.compile else model
     ignore = data.ignore_index if data.ignore_index is not None else -1  # also the padding label
     weights = None if cfg.class_weights == "none" else data.class_weights(cfg.class_weights).to(device)
     loss_fn = make_loss(cfg.loss, ignore, weights)
-    use_amp = cfg.amp and device.type == "cuda"
 
     n = len(tx)
     bs = min(cfg.batch_size, n)
@@ -186,9 +187,8 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
             x, y = norm(tx[idx]), ty[idx].long()
             if cfg.augment:
                 x, y = augment(x, y, cfg, gen, rng, ignore)
-            if cfg.channels_last and device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            x = path.input(x)
+            with path.autocast():
                 logits = train_model(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -204,7 +204,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
         seen += steps * bs
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
-        final = scores_of(evaluate(model, norm, vx, vy, data, cfg, device))
+        final = scores_of(evaluate(model, norm, vx, vy, data, cfg, device, path))
         result = EpochResult(epoch=epoch, loss=mean_loss, dice=final.dice, miou=final.miou,
                              pixel_acc=final.pixel_acc, seconds=round(epoch_seconds, 4),
                              images_per_second=round(steps * bs / epoch_seconds, 2))
@@ -221,7 +221,8 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
     return FitResult(final=final, best=best, best_epoch=best_epoch, history=history,
                      train_seconds=round(train_time, 3),
                      images_per_second=round(seen / train_time, 2) if train_time else None,
-                     device=str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})")
+                     device=str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
+                     compute=str(path), path=path)
 
 
 def one_cycle(total_steps: int, warmup: float = 0.25, floor: float = 0.02) -> Callable[[int], float]:

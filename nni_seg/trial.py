@@ -212,6 +212,8 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
                      budget: BudgetSettings, reporter, model, fault: str | None, clock: Clock) -> None:
     from .cost import count_macs, count_params, measure_latency
     from .data import load_dataset
+    import torch
+
     from .net import SegNet
     from .train import fit
 
@@ -219,7 +221,9 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
     data = load_dataset(data_cfg)
     clock.lap("data")
     h, w = data.size
-    model = model if model is not None else SegNet(arch, data.num_classes, data.in_channels)
+    if model is None:
+        torch.manual_seed(train_cfg.seed)  # the initial weights are the seed's too: a record reproduces its trial
+        model = SegNet(arch, data.num_classes, data.in_channels)
     need = 2 ** (arch["levels"] - 1)
     if min(h, w) < need:
         raise UserError(f"--size {h} {w} is too small for levels={arch['levels']} (needs at least {need}x{need})")
@@ -250,8 +254,8 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
         inject_fault(model, fault)
     result = fit(model, data, train_cfg, on_epoch=on_epoch)
     clock.lap("train")
-    if budget.latency:  # one image at the data's size on the trial's device (eval mode, fp32, batch 1)
-        record.latency_ms = round(measure_latency(model, (1, data.in_channels, h, w)), 3)
+    if budget.latency:  # one image at the data's size, on the trial's device and compute path, batch 1
+        record.latency_ms = round(measure_latency(model, (1, data.in_channels, h, w), path=result.path), 3)
         clock.lap("latency")
     final = result.final
     metrics = {"default": final.dice, "dice": final.dice, "miou": final.miou, "pixel_acc": final.pixel_acc,
@@ -262,8 +266,8 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
         if d is not None:
             metrics[f"dice_{name}"] = d
     record.metrics, record.scores = metrics, final
-    record.train_seconds, record.images_per_second, record.device = (result.train_seconds, result.images_per_second,
-                                                                     result.device)
+    record.train_seconds, record.images_per_second = result.train_seconds, result.images_per_second
+    record.device, record.compute = result.device, result.compute
     record.status = Status.SUCCEEDED
     if reporter:
         reporter.final(metrics)

@@ -146,32 +146,50 @@ def tuned_settings(top: TopArch, base: TrainSettings, space: dict) -> tuple[dict
     return tuned, dataclasses.replace(base, **tuned)
 
 
+def _data_of(config: str | Path | None, d_cfg: DataSettings, data_flags: dict, base: DataSettings) -> DataSettings:
+    """``base`` (a checkpoint's data) with what the tune YAML's ``data:`` section and the flags set on top."""
+    in_yaml = (read_yaml(config).get("data") or {}) if config else {}
+    keys = set(in_yaml) if isinstance(in_yaml, dict) else set()
+    return dataclasses.replace(base, **{k: getattr(d_cfg, k) for k in keys}, **data_flags)
+
+
 def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path | None = None,
              tune: TuneSettings | None = None, data: DataSettings | None = None, train: TrainSettings | None = None,
-             log: Callable[[str], None] = print) -> TuneResult:
+             log: Callable[[str], None] = print, data_flags: dict | None = None) -> TuneResult:
     """Tune the training of ``arch_source`` (top_arch.json, an architecture JSON, seed / unet, or a checkpoint
-    folder) with the settings of ``config`` (a tune YAML; ``tune``/``data``/``train`` override its sections)."""
+    folder) with the settings of ``config`` (a tune YAML; ``tune``/``data``/``train`` override its sections).
+    A checkpoint folder brings its data too: the YAML's ``data:`` keys and ``data_flags`` (the data flags given)
+    change it, ``data`` replaces it. Everything is checked (the data loaded once) before any file is written."""
+    from .data import load_dataset
     from .trial import load_arch_file
 
     t_cfg, d_cfg, tr_cfg, space = load_tune_config(config)
-    tune, data, train = tune or t_cfg, data or d_cfg, train or tr_cfg
+    tune, train = tune or t_cfg, train or tr_cfg
     if out is not None:
         tune = dataclasses.replace(tune, out=str(out))
     src = Path(arch_source)
     if src.is_dir():  # a checkpoint folder: its architecture, and its data unless given
         meta = schema.load(schema.CheckpointMeta, src / schema.META_NAME)
         arch = meta.arch
+        data = data or _data_of(config, d_cfg, data_flags or {}, meta.data)
     else:
         arch = load_arch_file(str(arch_source))
-    if tune.trial_epochs is None and any(k == "epochs" for k in space):
-        raise ConfigError("epochs is tuned: leave tune.trial_epochs unset")
+        data = data or dataclasses.replace(d_cfg, **(data_flags or {}))
+    if tune.trial_epochs is not None and "epochs" in space:
+        raise ConfigError(f"{config}: epochs is tuned (space.epochs): leave tune.trial_epochs unset")
+    load_dataset(data)  # a bad --data-root stops here, not in every trial (and the trials then read the cache)
     out_dir = _prepare_out(tune)
     start = start_point(train, space)  # None: the base lies outside the space, the tuner draws from the start
     cfg_path = write_experiment(arch, tune, data, train, space, out_dir, out_dir / "experiments", start)
     from .experiment import run_experiment
 
-    top = run_experiment(cfg_path, RunSettings(port=tune.port, timeout=tune.timeout,
-                                               out=str(out_dir / "tune_top.json")), log=log)
+    try:
+        top = run_experiment(cfg_path, RunSettings(port=tune.port, timeout=tune.timeout,
+                                                   out=str(out_dir / "tune_top.json")), log=log)
+    except UserError:  # refused before it started (a busy port, ...): leave nothing that blocks a retry
+        for name in OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+        raise
     tuned, final = tuned_settings(top, train, space)
     import yaml
 

@@ -36,6 +36,16 @@ def world(tmp_path_factory):
     (w / "search_epochs.yml").write_text("train: {epochs: two}\n")
     (w / "search_port.yml").write_text("search: {port: notaport}\n")
     (w / "tune_space.yml").write_text("space: {depth: {_type: choice, _value: [1]}}\n")
+    (w / "tune_epochs.yml").write_text("tune: {trial_epochs: 2}\nspace: {epochs: {_type: choice, _value: [1, 2]}}\n")
+    (w / "bomb.yml").write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi")))
+    (w / "deep.yml").write_text("train: " + "[" * 3000 + "]" * 3000 + "\n")
+    for name, change in (("std0", {"std": [0.0, 0.0, 0.0]}), ("noarch", {"arch": None})):
+        (w / name).mkdir()
+        meta = json.loads((w / "ck" / "meta.json").read_text())
+        meta.update(change)
+        (w / name / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+        (w / name / "best.pt").write_bytes((w / "ck" / "best.pt").read_bytes())
     (w / "exp" / "db").mkdir(parents=True)
     (w / "exp" / "db" / "nni.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x01" * 200)
     (w / "exp" / "environments").mkdir()
@@ -118,6 +128,18 @@ CASES = [
     ("patch-nni --check --revert", 2, "not allowed with argument"),
     ("trial --arch seed --batch-size -4", 2, "--batch-size: must be >= 1, got -4"),
     ("trial --arch seed --config {w}/search_epochs.yml", 2, "train.epochs: expected an integer, got 'two'"),
+    # hostile YAML: refused before anything is built
+    ("trial --arch seed --config {w}/bomb.yml", 2, "aliases expand to more than"),
+    ("trial --arch seed --config {w}/deep.yml", 2, "nested deeper than"),
+    ("run {w}/bomb.yml", 2, "aliases expand to more than"),
+    # typed records: required fields and values that cannot be right
+    ("evaluate {w}/std0", 2, "std: must be finite and > 0"),
+    ("evaluate {w}/noarch", 2, "missing key(s) arch"),
+    # checked before the expensive part
+    ("tune seed --config {w}/tune_epochs.yml", 2, "epochs is tuned (space.epochs): leave tune.trial_epochs unset"),
+    ("tune seed --dataset folder --data-root {w}/missing", 2, "data root not found"),
+    ("retrain seed --out {w}/ck --resume --epochs 1 --size 16 16 --num-train 8 --num-val 4 --batch-size 4 "
+     "--device cpu", 2, "has trained 1 epochs already"),
 ]
 
 

@@ -211,8 +211,8 @@ def test_folder_layout_with_train_val_subfolders(tmp_path):
 
 def test_median_frequency_class_weights():
     y = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 2, 255]], dtype=torch.uint8).reshape(1, 1, 10)
-    d = SegData("t", torch.zeros(1, 3, 1, 10, dtype=torch.uint8), y[:, 0], torch.zeros(1, 3, 1, 10, dtype=torch.uint8),
-                y[:, 0], ["a", "b", "c", "d"], ignore_index=255)
+    d = SegData("t", torch.zeros(1, 3, 1, 10, dtype=torch.uint8), y, torch.zeros(1, 3, 1, 10, dtype=torch.uint8),
+                y, ["a", "b", "c", "d"], ignore_index=255)
     w = d.class_weights()
     # freqs 6/9, 2/9, 1/9 (255 ignored, class d absent): median 2/9
     assert torch.allclose(w, torch.tensor([2 / 6, 1.0, 2.0, 0.0]))

@@ -93,6 +93,28 @@ def test_truncated_best_record_never_exports_the_second_best(tmp_path):
     assert top.trial_id == "B" and top.arch["enc1_width"] == 32 and "taken from NNI's database" in top.warnings[0]
 
 
+@pytest.mark.parametrize("status", ["FAILED", "RUNNING", "CANCELED"])
+def test_best_trial_whose_record_disagrees_with_the_database_never_exports_the_second_best(tmp_path, status):
+    """The record is readable but says FAILED / RUNNING while NNI's database has the trial SUCCEEDED with the
+    better score: as with an unreadable record, the export fails naming both, or takes it with --trust-db."""
+    a = _record(tmp_path, "A", 0, 0.5)
+    b = _record(tmp_path, "B", 1, 0.8, status=status, enc1_width=32)
+    _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.5), ("B", 1, b["raw_parameters"], 1, 0.8)])
+    with pytest.raises(RunFailed, match=rf"trial B: its record .* says {status} .*better final default "
+                                        r"for it \(0.8000 > 0.5"):
+        top_architecture(tmp_path)
+    top = top_architecture(tmp_path, trust_db=True)
+    assert top.trial_id == "B" and "taken from NNI's database" in top.warnings[0]
+
+
+def test_failed_record_with_a_worse_database_score_is_a_warning(tmp_path):
+    a = _record(tmp_path, "A", 0, 0.8)
+    b = _record(tmp_path, "B", 1, 0.3, status="FAILED")
+    _db(tmp_path, [("A", 0, a["raw_parameters"], 0, 0.8), ("B", 1, b["raw_parameters"], 1, 0.3)])
+    top = top_architecture(tmp_path)
+    assert top.trial_id == "A" and any("trial B left out: its record" in w for w in top.warnings)
+
+
 def test_unreadable_worse_record_is_a_warning_not_a_silence(tmp_path):
     a = _record(tmp_path, "A", 0, 0.5)
     b = _record(tmp_path, "B", 1, 0.8)

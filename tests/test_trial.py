@@ -135,3 +135,33 @@ def test_stop_signal_leaves_a_canceled_record_and_a_signal_death(tmp_path, sig):
     assert f"trial canceled ({sig})" in proc.stderr.read()
     rec = json.loads(rec_path.read_text())
     assert rec["status"] == "CANCELED" and rec["error"] == f"canceled ({sig})" and rec["finished"]
+
+
+@pytest.mark.parametrize("precision", [[], ["--no-amp", "--no-channels-last"]], ids=["default", "fp32"])
+def test_same_arch_seed_and_threads_give_the_same_trial_twice(tmp_path, arch_file, precision):
+    import torch
+
+    def history(name: str, seed: int) -> list:
+        torch.randn(7)  # draws made earlier in the process must not matter
+        flags = [*TINY, "--epochs", "2", "--threads", "1", "--seed", str(seed), *precision]
+        assert main(["--arch", str(arch_file), "--out", str(tmp_path / name), *flags]) == 0
+        rec = json.loads((tmp_path / name / RECORD_NAME).read_text())
+        return [(h["loss"], h["dice"]) for h in rec["history"]]
+
+    first = history("a", 3)
+    assert history("b", 3) == first
+    assert history("c", 4) != first
+
+
+def test_the_record_says_which_compute_path_ran(tmp_path, arch_file):
+    from nni_seg.precision import cpu_bf16_unit
+
+    assert main(["--arch", str(arch_file), "--out", str(tmp_path / "f"), *TINY]) == 0
+    assert main(["--arch", str(arch_file), "--out", str(tmp_path / "s"), *TINY, "--no-amp", "--no-channels-last"]) == 0
+    fast = json.loads((tmp_path / "f" / RECORD_NAME).read_text())["compute"]
+    slow = json.loads((tmp_path / "s" / RECORD_NAME).read_text())["compute"]
+    assert slow.startswith("cpu: fp32, NCHW")
+    if cpu_bf16_unit():
+        assert fast == f"cpu: bf16 autocast, channels-last ({cpu_bf16_unit()})"
+    else:
+        assert fast == "cpu: fp32, NCHW (this CPU has no native bf16)"
