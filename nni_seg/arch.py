@@ -193,6 +193,28 @@ def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:
     return json.dumps(legacy_search_space(kind, vocabulary), indent=2) + "\n"
 
 
+def check_search_space(space: Any, source: str = "search space") -> None:
+    """A search space our trial can train: every entry a label of :data:`CHOICES` as a ``choice`` /
+    ``layer_choice`` over some of its values, and every label there unless the trial fills it
+    (:data:`LEGACY_DEFAULTS`). NNI would accept anything and every trial would fail: say it before."""
+    if not isinstance(space, dict) or not space:
+        raise ArchError(f"{source}: expected a non-empty mapping of labels to {{_type, _value}}")
+    unknown = sorted(set(space) - set(CHOICES))
+    if unknown:
+        raise ArchError(f"{source}: unknown label(s) {', '.join(map(str, unknown))}; valid: {', '.join(CHOICES)}")
+    missing = [label for label in CHOICES if label not in space and label not in LEGACY_DEFAULTS]
+    if missing:
+        raise ArchError(f"{source}: missing label(s) {', '.join(missing)} (python -m nni_seg space writes a full one)")
+    for label, spec in space.items():
+        if not isinstance(spec, dict) or spec.get("_type") not in SPACE_KINDS or not isinstance(spec.get("_value"), list) \
+                or not spec["_value"]:
+            raise ArchError(f"{source}: {label}: expected {{_type: choice or layer_choice, _value: [values]}}, "
+                            f"got {spec!r}")
+        bad = [v for v in spec["_value"] if not any(type(v) is type(ok) and v == ok for ok in CHOICES[label])]
+        if bad:
+            raise ArchError(f"{source}: {label}: {bad[0]!r} is not one of {list(CHOICES[label])}")
+
+
 def decode_parameters(params: dict[str, Any]) -> Arch:
     """NNI trial parameters -> architecture dict.
 

@@ -178,7 +178,10 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if self.deconv is not None:
             x = self.deconv(x)
-            return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="nearest")
+            # an exported graph must not bake in the comparison of the size it was traced at: there the
+            # resize is always in the graph (at equal sizes, nearest is an exact copy)
+            exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            return x if x.shape[-2:] == size and not exporting else F.interpolate(x, size=size, mode="nearest")
         if self.mode == "bilinear":
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return F.interpolate(x, size=size, mode="nearest")

@@ -328,8 +328,8 @@ def export_onnx(ckpt: str | Path, out: Path, opset: int = 17, atol: float = 1e-3
 
     The graph includes the normaliser: input ``image`` (N, C, H, W) float32 pixel values in [0, 255]
     (batch, height and width dynamic), output ``logits`` (N, classes, H, W). Parity: max abs difference
-    of the logits on random images at the trained size, batch 2; above ``atol`` raises and leaves no
-    ONNX file behind.
+    of the logits on random images at the trained size, batch 2, and at two other sizes (odd ones too: the
+    graph must really be dynamic); above ``atol`` anywhere raises and leaves no ONNX file behind.
     """
     import warnings
 
@@ -350,15 +350,31 @@ def export_onnx(ckpt: str | Path, out: Path, opset: int = 17, atol: float = 1e-3
                               output_names=["logits"], dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                                                      "logits": {0: "batch", 2: "height", 3: "width"}})
         sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-        with torch.no_grad():
-            ref = net(x).numpy()
-        got = sess.run(["logits"], {"image": x.numpy()})[0]
-        diff = float(np.abs(got - ref).max())
-        agree = float((got.argmax(1) == ref.argmax(1)).mean())
-        if not diff <= atol:
-            raise UserError(f"ONNX parity check failed for {ckpt}: max abs diff {diff:.3g} > {atol}; nothing written")
-    return {"path": str(out), "max_abs_diff": diff, "argmax_agreement": agree, "opset": opset,
-            "input_shape": list(x.shape), "bytes": out.stat().st_size}
+        h, w = meta.size
+        low = 2 ** (model.n_levels - 1)
+        sizes = [(h, w), (max(low, h // 2 + 1), max(low, w // 2 + 3)), (h + low + 1, w + 1)]
+        diffs, agree = [], 1.0
+        for i, (sh, sw) in enumerate(sizes):
+            xi = x if i == 0 else torch.randint(0, 256, (1, meta.in_channels, sh, sw),
+                                                generator=torch.Generator().manual_seed(i)).float()
+            with torch.no_grad():
+                ref = net(xi).numpy()
+            try:
+                got = sess.run(["logits"], {"image": xi.numpy()})[0]
+            except Exception as e:  # onnxruntime's own errors: a graph fixed to the traced size
+                raise UserError(f"ONNX export of {ckpt} is not dynamic: onnxruntime fails at {sh}x{sw} "
+                                f"({' '.join(str(e).split())[:160]}); nothing written") from None
+            if got.shape != ref.shape:
+                raise UserError(f"ONNX export of {ckpt} is not dynamic: {sh}x{sw} gives logits {got.shape[2]}x"
+                                f"{got.shape[3]}, PyTorch {ref.shape[2]}x{ref.shape[3]}; nothing written")
+            diffs.append(float(np.abs(got - ref).max()))
+            if i == 0:
+                agree = float((got.argmax(1) == ref.argmax(1)).mean())
+            if not diffs[-1] <= atol:
+                raise UserError(f"ONNX parity check failed for {ckpt} at {sh}x{sw}: max abs diff {diffs[-1]:.3g} > "
+                                f"{atol}; nothing written")
+    return {"path": str(out), "max_abs_diff": max(diffs), "argmax_agreement": agree, "opset": opset,
+            "input_shape": list(x.shape), "checked_sizes": [list(s) for s in sizes], "bytes": out.stat().st_size}
 
 
 def table(report: EvalReport) -> str:

@@ -7,6 +7,7 @@ line naming the exception, exit 1, and a hint to rerun with ``--debug`` for the 
 """
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 from typing import Callable
@@ -51,10 +52,26 @@ def guarded(run: Callable[[], int], debug: bool = False, stderr=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=stderr)
         return 130
+    except OSError as e:
+        if e.errno in _NOT_WRITABLE:  # a read-only or foreign output folder: the user's to change
+            print(f"error: {e.filename or 'a file'}: {e.strerror}; choose a writable place", file=stderr)
+            return 2
+        if e.errno == errno.ENOSPC:
+            print(f"error: {e.filename or 'a file'}: no space left on the device (what was written before is "
+                  f"kept)", file=stderr)
+            return 1
+        return _unexpected(e, debug, stderr)
     except Exception as e:  # a bug: still one line, the traceback on request
-        if debug:
-            traceback.print_exc(file=stderr)
-        msg = one_line(e).splitlines()[0] if str(e) else ""
-        print(f"error: unexpected {type(e).__name__}{': ' + msg if msg else ''} "
-              f"(rerun with --debug for the traceback)", file=stderr)
-        return 1
+        return _unexpected(e, debug, stderr)
+
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _unexpected(e: BaseException, debug: bool, stderr) -> int:
+    if debug:
+        traceback.print_exc(file=stderr)
+    msg = one_line(e).splitlines()[0] if str(e) else ""
+    print(f"error: unexpected {type(e).__name__}{': ' + msg if msg else ''} "
+          f"(rerun with --debug for the traceback)", file=stderr)
+    return 1

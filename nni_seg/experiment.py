@@ -68,9 +68,26 @@ def check_config(path: Path) -> dict:
     finally:  # NNI's load() sets a module-wide base path and leaves it set when the config fails: every
         unset_base_path()  # later load in this process would then fail ("_current_base_path is None")
     _check_algorithm_names(raw, path)
+    _check_our_space(raw, canonical, path)
     _check_guided_tuner(raw, canonical, path)
     _check_local_gpus(canonical, path)
     return raw
+
+
+def _check_our_space(raw: dict, canonical, path: Path) -> None:
+    """An architecture search with our trial (not ``--hpo``, whose space is training settings): its
+    search space must be one the trial can build, or every trial fails."""
+    from .arch import check_search_space
+
+    command = str(raw.get("trialCommand") or "")
+    if "nni_seg.trial" not in command or "--hpo" in command.split():
+        return
+    from .arch import ArchError
+
+    try:
+        check_search_space(canonical.search_space, f"{path}: {raw.get('searchSpaceFile') or 'searchSpace'}")
+    except ArchError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
@@ -409,6 +426,10 @@ def run_experiment(config: str | Path | None, settings: RunSettings = RunSetting
     if not resume_id:
         config = Path(config)
         check_config(config)
+        if settings.out:  # a new experiment has no earlier export: an existing --out is refused before any trial
+            from .files import check_output
+
+            check_output(Path(settings.out), force=False, what="export")
     check_environment(allow_unpatched=settings.no_patch)
     port = choose_port(settings.port)
     exp_id = resume(resume_id, port) if resume_id else create(Path(config), port)

@@ -33,6 +33,7 @@ from .files import locked
 
 IDLE_SECONDS = 120.0
 START_TIMEOUT = 90.0
+MAX_SOCKET_PATH = 107  # bytes of an AF_UNIX path on Linux (sun_path is 108 with its NUL)
 _RECORD_FD: int | None = None  # in a forked trial: the pipe on which it tells its supervisor where its record is
 PRELOAD = ("torch", "numpy", "nni_seg.data", "nni_seg.net", "nni_seg.train", "nni_seg.cost", "nni_seg.trial",
            "nni_seg.metrics", "nni_seg.losses")
@@ -121,8 +122,14 @@ def run(target: str, argv: list[str], started: float) -> int | None:
     """Run ``target(argv)`` (``"module:function"``, e.g. ``nni_seg.trial:main``) in a forked copy of the
     server and return its exit code (or die by its signal); None when no server can be used (the caller then
     runs it itself)."""
+    path = socket_dir() / f"{server_key()}.sock"
+    longest = len(os.fsencode(path.with_name(f".{path.name}.{'9' * 7}")))  # the server binds a temp name first
+    if longest > MAX_SOCKET_PATH:
+        print(f"warning: fork server off: its socket path would be {longest} bytes, the OS allows "
+              f"{MAX_SOCKET_PATH}; set NNI_SEG_FORKSERVER_DIR to a shorter folder", file=sys.stderr, flush=True)
+        return None
     try:
-        conn = _server(socket_dir() / f"{server_key()}.sock")
+        conn = _server(path)
         if conn is None:
             return None
         _send(conn, {"target": target, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(),
@@ -145,6 +152,10 @@ def run(target: str, argv: list[str], started: float) -> int | None:
     if status is None:
         print("error: trial failed: the fork server's trial process vanished", file=sys.stderr)
         return 1
+    fault = killed_reason(status["signal"], status.get("asked_to_stop", False)) if "signal" in status else None
+    if fault is not None:  # not a stop: NNI must see a failure (a signal death reads as USER_CANCELED there)
+        print(f"error: trial failed: {fault}", file=sys.stderr, flush=True)
+        return 128 + status["signal"]
     if "signal" in status:  # die as the trial died: NNI reads a signal death as EARLY_STOPPED / USER_CANCELED
         sys.stdout.flush()
         if status["signal"] not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be handled (nor reset)
@@ -238,8 +249,9 @@ def _supervise(conn: socket.socket) -> None:
         if done:
             if os.WIFSIGNALED(status):
                 # before NNI hears of the end, so the record is final by then
-                _settle(req, os.WTERMSIG(status), _told(told_r))
-                _send(conn, {"signal": os.WTERMSIG(status)})
+                sig, (told, asked) = os.WTERMSIG(status), _told(told_r)
+                _settle(req, sig, told, asked)
+                _send(conn, {"signal": sig, "asked_to_stop": asked})
             else:
                 _send(conn, {"exit": os.WEXITSTATUS(status)})
             return
@@ -248,7 +260,7 @@ def _supervise(conn: socket.socket) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            _settle(req, signal.SIGKILL, _told(told_r))
+            _settle(req, signal.SIGKILL, _told(told_r)[0], asked=True)  # its client is gone: a stop, not a fault
             return
 
 
@@ -260,8 +272,20 @@ def tell_record(path: Path) -> None:
         os.write(_RECORD_FD, (str(Path(path).resolve()) + "\n").encode())
 
 
-def _told(fd: int) -> Path | None:
-    """The last record path the trial wrote to its pipe (None if it wrote none)."""
+STOP_LINE = "!stop"  # what a trial writes to its pipe when told to stop (SIGINT / SIGTERM)
+
+
+def tell_stop() -> None:
+    """Called by a forked trial's SIGINT / SIGTERM handler: a SIGKILL that follows is NNI's escalation of that
+    stop, while a SIGKILL with no stop before it is most likely the kernel's out-of-memory killer."""
+    if _RECORD_FD is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(_RECORD_FD, f"{STOP_LINE}\n".encode())
+
+
+def _told(fd: int) -> tuple[Path | None, bool]:
+    """The last record path the trial wrote to its pipe (None if it wrote none), and whether it was told to stop."""
     os.set_blocking(fd, False)  # a worker the trial forked may still hold the write end open
     data = b""
     with contextlib.suppress(BlockingIOError, OSError):
@@ -270,7 +294,8 @@ def _told(fd: int) -> Path | None:
     os.close(fd)
     lines = data.decode(errors="replace").split("\n")
     complete = [line for line in lines[:-1] if line]  # a line cut by the kill is not a path
-    return Path(complete[-1]) if complete else None
+    paths = [line for line in complete if line != STOP_LINE]
+    return (Path(paths[-1]) if paths else None), STOP_LINE in complete
 
 
 def _record_path(req: dict) -> Path | None:
@@ -288,9 +313,22 @@ def _record_path(req: dict) -> Path | None:
     return Path(req["cwd"], out) / RECORD_NAME if out else None
 
 
-def _settle(req: dict, signum: int, told: Path | None = None) -> None:
+def killed_reason(signum: int, asked_to_stop: bool) -> str | None:
+    """Why a trial died by ``signum`` when that was not a stop: None for a stop (NNI's SIGINT / SIGTERM, or the
+    SIGKILL NNI sends when a stopped trial does not exit in time)."""
+    if signum in (signal.SIGINT, signal.SIGTERM) or (signum == signal.SIGKILL and asked_to_stop):
+        return None
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+    if signum == signal.SIGKILL:
+        return (f"killed by {name} (signal {signum}) with no stop asked: most likely the kernel's out-of-memory "
+                f"killer (see `dmesg`); give the trial less to hold (batch size, image size, width)")
+    return f"the trial process died by {name} (signal {signum})"
+
+
+def _settle(req: dict, signum: int, told: Path | None = None, asked: bool = False) -> None:
     """A trial killed by a signal it could not handle (SIGKILL: NNI escalates a stop that is slow to
-    finish; a crash) has left its record RUNNING: give it its end, so no record claims a dead trial runs."""
+    finish, or the OOM killer; a crash) has left its record RUNNING: give it its end, so no record claims a
+    dead trial runs."""
     from .records import settle_unfinished
     from .schema import Status
 
@@ -298,9 +336,10 @@ def _settle(req: dict, signum: int, told: Path | None = None) -> None:
     if path is None or not path.is_file():
         return
     name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
-    stopped = signum in (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
+    fault = killed_reason(signum, asked)
+    stopped = fault is None
     reason = (f"canceled: killed by {name} before it could write its own end (NNI kills a trial that does not "
-              f"exit soon after being told to stop)" if stopped else f"the trial process died by {name}")
+              f"exit soon after being told to stop)" if stopped else fault)
     try:
         settle_unfinished(path, Status.CANCELED if stopped else Status.FAILED, reason)
     except Exception as e:  # the supervisor must still report the end to its client

@@ -100,10 +100,14 @@ def narrow(search_space: dict, exclude: dict[str, list]) -> dict:
         valid = list(search_space[label]["_value"])
         if not isinstance(values, list):
             raise ValueError(f"exclude.{label}: a list of values, got {values!r}")
-        bad = [v for v in values if v not in valid]
+        bad = [v for v in values if not _among(v, valid)]  # exact types: true is no depth, 64.0 no width
         if bad:
             raise ValueError(f"exclude.{label}: {bad[0]!r} is not one of {valid}")
-        if not set(valid) - set(values):
+        if all(_among(v, values) for v in valid):
             raise ValueError(f"exclude.{label}: leaves no value of {valid}")
-    return {label: {**spec, "_value": [v for v in spec["_value"] if v not in exclude.get(label, [])]}
+    return {label: {**spec, "_value": [v for v in spec["_value"] if not _among(v, exclude.get(label, []))]}
             for label, spec in search_space.items()}
+
+
+def _among(value, values: list) -> bool:
+    return any(type(value) is type(v) and value == v for v in values)

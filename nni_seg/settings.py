@@ -338,7 +338,8 @@ def load_sections(path: str | Path | None, sections: dict[str, type], other: tup
                           f"valid: {', '.join([*sections, *other])}")
     out = {}
     for name, cls in sections.items():
-        body = raw.get(name) or {}
+        body = raw.get(name)
+        body = {} if body is None else body  # `train:` with nothing under it; but `train: 0` is an error
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: {name}: expected a mapping, got {type(body).__name__}")
         if name == "data" and isinstance(body.get("data_root"), str) and path:

@@ -21,6 +21,7 @@ imported (no ``nni.nas``, no Lightning).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -45,7 +46,14 @@ def process_start_time() -> float:
     """When this process started (epoch seconds): the trial's overhead is measured from here (for a trial
     forked by :mod:`nni_seg.forkserver`, when the process NNI started did)."""
     if os.environ.get("NNI_SEG_STARTED"):
-        return float(os.environ["NNI_SEG_STARTED"])
+        value = os.environ["NNI_SEG_STARTED"]
+        try:
+            started = float(value)
+        except ValueError:
+            started = math.nan
+        if not math.isfinite(started):
+            raise UserError(f"NNI_SEG_STARTED (set by the fork server): expected epoch seconds, got {value!r}")
+        return started
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
@@ -79,7 +87,7 @@ def load_arch_file(path: str) -> dict:
     return validate_arch(obj, source=path, fill_legacy=True)
 
 
-FAULTS = ("nan", "oom", "raise")
+FAULTS = ("nan", "oom", "raise", "sigkill")
 
 
 def injected_fault(sequence_id, spec: str | None = None) -> str | None:
@@ -103,6 +111,8 @@ def inject_fault(model, kind: str) -> None:
             return None
         if kind == "nan":
             return output * float("nan")  # the loss becomes NaN: the trainer's divergence check fires
+        if kind == "sigkill":  # what the kernel's OOM killer does: no handler runs, no record is written
+            os.kill(os.getpid(), signal.SIGKILL)
         if kind == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected by NNI_SEG_FAULTS)")
         raise RuntimeError("injected failure (NNI_SEG_FAULTS)")
@@ -295,6 +305,7 @@ class TrialSignal(KeyboardInterrupt):
 
 
 def _on_signal(signum, frame):
+    forkserver.tell_stop()  # a SIGKILL after this is NNI's escalation of the stop, not the OOM killer
     raise TrialSignal(signal.Signals(signum).name, signum)
 
 
@@ -366,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     clock = Clock()
-    clock.timings["startup"] = round(time.time() - process_start_time(), 3)
     try:
+        clock.timings["startup"] = round(time.time() - process_start_time(), 3)
         args, s = parse_settings(argv)
         record, path = _start(args, s, clock)
     except UserError as e:
@@ -424,7 +435,12 @@ def launch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     if forkserver.enabled() and "-h" not in argv and "--help" not in argv:
-        code = forkserver.run("nni_seg.trial:main", argv, process_start_time())
+        try:
+            started = process_start_time()
+        except UserError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
+        code = forkserver.run("nni_seg.trial:main", argv, started)
         if code is not None:
             return code
     return main(argv)

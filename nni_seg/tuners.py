@@ -75,6 +75,12 @@ class Budget:
             raise ValueError(f"budget.size: two integers H W >= 8, got {size!r}")
         if max_mmacs is None and max_mmacs_of is None:
             raise ValueError("budget: give max_mmacs and/or max_mmacs_of")
+        if max_mmacs is not None and (isinstance(max_mmacs, bool) or not isinstance(max_mmacs, (int, float))
+                                      or not max_mmacs > 0):
+            raise ValueError(f"budget.max_mmacs: a number > 0, got {max_mmacs!r}")
+        for name, v in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"budget.{name}: an integer >= 1, got {v!r}")
         if max_mmacs_of is not None and max_mmacs_of not in NAMED_ARCHS:
             raise ValueError(f"budget.max_mmacs_of: unknown network {max_mmacs_of!r}; valid: {', '.join(NAMED_ARCHS)}")
         self.size, self.num_classes, self.in_channels = tuple(size), num_classes, in_channels

@@ -36,6 +36,8 @@ def world(tmp_path_factory):
     (w / "search_epochs.yml").write_text("train: {epochs: two}\n")
     (w / "search_port.yml").write_text("search: {port: notaport}\n")
     (w / "tune_space.yml").write_text("space: {depth: {_type: choice, _value: [1]}}\n")
+    (w / "train0.yml").write_text("train: 0\n")
+    (w / "good.yml").write_text(good)
     (w / "tune_epochs.yml").write_text("tune: {trial_epochs: 2}\nspace: {epochs: {_type: choice, _value: [1, 2]}}\n")
     (w / "bomb.yml").write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi")))
@@ -132,6 +134,8 @@ CASES = [
     ("trial --arch seed --config {w}/bomb.yml", 2, "aliases expand to more than"),
     ("trial --arch seed --config {w}/deep.yml", 2, "nested deeper than"),
     ("run {w}/bomb.yml", 2, "aliases expand to more than"),
+    ("trial --arch seed --config {w}/train0.yml", 2, "train: expected a mapping, got int"),
+    ("run {w}/good.yml --out {w}/file.txt", 2, "{w}/file.txt exists"),
     # typed records: required fields and values that cannot be right
     ("evaluate {w}/std0", 2, "std: must be finite and > 0"),
     ("evaluate {w}/noarch", 2, "missing key(s) arch"),
@@ -176,3 +180,20 @@ def test_unexpected_errors_are_one_line_with_a_hint(monkeypatch, capsys):
     assert err == "error: unexpected KeyError: surprise (rerun with --debug for the traceback)\n"
     assert main(["--debug", "space"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("err,code,text", [
+    (PermissionError(13, "Permission denied", "/ro/top_arch.json"), 2, "error: /ro/top_arch.json: Permission denied; "
+                                                                       "choose a writable place"),
+    (OSError(30, "Read-only file system", "/ro/x"), 2, "error: /ro/x: Read-only file system"),
+    (OSError(28, "No space left on device", "/full/x"), 1, "error: /full/x: no space left on the device"),
+], ids=["permission", "read-only", "disk full"])
+def test_an_unwritable_or_full_output_is_one_line_not_an_unexpected_error(capsys, err, code, text):
+    from nni_seg.errors import guarded
+
+    def fail():
+        raise err
+
+    assert guarded(fail) == code
+    out = capsys.readouterr().err
+    assert out.startswith(text) and out.count("\n") == 1 and "unexpected" not in out

@@ -153,23 +153,25 @@ def test_onnx_export_matches_pytorch(ckpt, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.onnx")]
 
 
-@pytest.mark.parametrize("context", ["aspp", "ppm"])
-def test_onnx_exports_context_blocks_at_any_size(tmp_path, context):
+@pytest.mark.parametrize("change", [{"context": "aspp"}, {"context": "ppm"}, {"up": "deconv"}],
+                         ids=["aspp", "ppm", "deconv"])
+def test_onnx_exports_context_blocks_and_deconvolutions_at_any_size(tmp_path, change):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
     from nni_seg.arch import unet_arch
 
-    arch = dict(unet_arch(), context=context, enc1_width=16, enc2_width=32, enc3_width=64, enc4_width=128,
-                dec_op2="identity", dec_join="parallel_sum", down3="conv")
+    arch = dict(unet_arch(), enc1_width=16, enc2_width=32, enc3_width=64, enc4_width=128,
+                dec_op2="identity", dec_join="parallel_sum", down3="conv", **change)
     (tmp_path / "a.json").write_text(json.dumps(arch))
     assert main(["retrain", str(tmp_path / "a.json"), "--out", str(tmp_path / "ck"), "--epochs", "1", *TINY]) == 0
     export_onnx(tmp_path / "ck", tmp_path / "m.onnx")
     model, meta = load_checkpoint(tmp_path / "ck")
     from nni_seg.train import Normalizer
 
-    x = torch.randint(0, 256, (1, 3, 40, 56)).float()
-    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
-    with torch.no_grad():
-        ref = model(Normalizer(meta.mean, meta.std)(x)).numpy()
-    assert np.abs(got - ref).max() < 1e-3
+    for h, w in ((40, 56), (33, 35)):  # 33x35: pooling floors, the decoder's sizes are odd
+        x = torch.randint(0, 256, (1, 3, h, w)).float()
+        got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
+        with torch.no_grad():
+            ref = model(Normalizer(meta.mean, meta.std)(x)).numpy()
+        assert got.shape == ref.shape == (1, 5, h, w) and np.abs(got - ref).max() < 1e-3

@@ -104,17 +104,35 @@ def _forked_trial(tmp_path):
     return trial
 
 
-@pytest.mark.parametrize("sig,status", [("SIGKILL", "CANCELED"), ("SIGSEGV", "FAILED")])
-def test_a_trial_killed_before_writing_its_end_gets_one(env, tmp_path, sig, status):
-    """SIGKILL (NNI's escalation of a slow stop) or a crash leaves no chance to write the record: the
-    supervisor writes its end, and the process NNI started dies by the same signal."""
+@pytest.mark.parametrize("sig,reason", [("SIGKILL", "most likely the kernel's out-of-memory killer"),
+                                        ("SIGSEGV", "died by SIGSEGV")])
+def test_a_trial_killed_with_no_stop_asked_fails_and_says_why(env, tmp_path, sig, reason):
+    """SIGKILL with no stop before it (what the OOM killer sends) or a crash leaves no chance to write the
+    record: the supervisor writes FAILED with the reason, and the process NNI started exits non-zero (a
+    signal death would read as USER_CANCELED in NNI)."""
     proc = _trial(env, "--arch", "seed", "--epochs", "500", "--out", str(tmp_path / "t"), *TINY)
     _wait_training(tmp_path / "t" / RECORD_NAME, proc)
     trial = _forked_trial(tmp_path)
     signum = getattr(signal, sig)
     trial.send_signal(signum)
-    assert proc.wait(60) == -signum
-    _wait_status(tmp_path / "t" / RECORD_NAME, status, sig)
+    assert proc.wait(60) == 128 + signum
+    assert f"error: trial failed: {'killed by' if sig == 'SIGKILL' else 'the trial process'}" in proc.stderr.read()
+    _wait_status(tmp_path / "t" / RECORD_NAME, "FAILED", reason)
+
+
+def test_a_sigkill_after_a_stop_request_is_a_cancel(env, tmp_path):
+    """NNI sends SIGKILL when a stopped trial does not exit in time: that is still a stop (CANCELED)."""
+    proc = _trial(env, "--arch", "seed", "--epochs", "500", "--out", str(tmp_path / "t"), *TINY)
+    _wait_training(tmp_path / "t" / RECORD_NAME, proc)
+    trial = _forked_trial(tmp_path)
+    trial.send_signal(signal.SIGSTOP)  # frozen: the stop request is queued, its handler not yet run
+    trial.send_signal(signal.SIGTERM)
+    trial.send_signal(signal.SIGCONT)
+    time.sleep(0.05)
+    with __import__("contextlib").suppress(psutil.NoSuchProcess):
+        trial.send_signal(signal.SIGKILL)
+    assert proc.wait(60) in (-signal.SIGKILL, -signal.SIGTERM)
+    _wait_status(tmp_path / "t" / RECORD_NAME, "CANCELED", "")
 
 
 def test_the_trial_tells_its_supervisor_where_its_record_is(env, tmp_path):
@@ -127,8 +145,8 @@ def test_the_trial_tells_its_supervisor_where_its_record_is(env, tmp_path):
     _wait_training(out / RECORD_NAME, proc)
     trial = _forked_trial(tmp_path)
     trial.send_signal(signal.SIGKILL)
-    assert proc.wait(60) == -signal.SIGKILL
-    _wait_status(out / RECORD_NAME, "CANCELED", "SIGKILL")
+    assert proc.wait(60) == 128 + signal.SIGKILL
+    _wait_status(out / RECORD_NAME, "FAILED", "SIGKILL")
 
 
 def test_off_by_default_outside_nni_and_on_under_it(monkeypatch):

@@ -1,3 +1,4 @@
+import re
 import socket
 from pathlib import Path
 
@@ -224,8 +225,42 @@ def test_guided_tuner_arguments_are_checked_before_nnictl_starts(tmp_path):
                            r"bad.yml: tuner.classArgs: exclude.up: 'transposed' is not one of \["),
                           ("    exclude:", "    start_with: [unet]\n    exclude:",
                            "bad.yml: tuner.classArgs: start_with: a network with enc_join='serial', which exclude"),
-                          ("    exclude:", "    excluded:", "bad.yml: tuner.classArgs: .*unexpected keyword argument 'excluded'")):
+                          ("    exclude:", "    excluded:", "bad.yml: tuner.classArgs: .*unexpected keyword argument 'excluded'"),
+                          ("max_mmacs_of: unet,", "max_mmacs: -5,", "budget.max_mmacs: a number > 0, got -5"),
+                          ("num_classes: 11", "num_classes: eleven", "budget.num_classes: an integer >= 1, got 'eleven'"),
+                          ("enc1_width: [16]", "enc1_depth: [true]", r"exclude.enc1_depth: True is not one of \[1, 2, 3\]")):
         assert old in good
         bad.write_text(good.replace(old, new))
         with pytest.raises(ConfigError, match=msg):
             check_config(bad)
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"enc1_width": {"_type": "choice", "_value": [16, 24]}}, "enc1_width: 24 is not one of [16, 32, 64]"),
+    ({"enc1_depth": {"_type": "randint", "_value": [1, 3]}}, "enc1_depth: expected {_type: choice or layer_choice"),
+    ({"nosuch": {"_type": "choice", "_value": [1]}}, "unknown label(s) nosuch"),
+    ({"act": None}, "missing label(s) act"),
+    ("empty", "expected a non-empty mapping"),
+], ids=["unknown value", "randint", "extra label", "missing label", "empty"])
+def test_a_search_space_the_trial_cannot_build_is_refused_before_nnictl_starts(tmp_path, change, msg):
+    import json
+
+    space = json.loads((ROOT / "experiments" / "search_space.json").read_text())
+    if change == "empty":
+        space = {}
+    else:
+        for k, v in change.items():
+            if v is None:
+                space.pop(k)
+            else:
+                space[k] = v
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    cfg = (ROOT / "config.yml").read_text()
+    cfg = "\n".join(line for line in cfg.splitlines() if not line.startswith(("searchSpaceFile", "trialCodeDirectory")))
+    (tmp_path / "c.yml").write_text(cfg + f"\nsearchSpaceFile: {tmp_path / 'space.json'}\ntrialCodeDirectory: {ROOT}\n")
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        check_config(tmp_path / "c.yml")
+    for shipped in sorted((ROOT / "experiments").rglob("*.yml")):  # every shipped search passes
+        text = shipped.read_text()
+        if "searchSpaceFile" in text and "nni_seg.trial" in text and "trialGpuNumber" not in text:
+            check_config(shipped)

@@ -15,7 +15,8 @@ from .nni_helpers import records_of, ROOT, experiment_id, free_port, nnictl, res
 pytestmark = pytest.mark.slow
 
 FAULTS = {3: ("nan", "TrainingDiverged: loss became nan"), 7: ("oom", "out of memory: CUDA out of memory"),
-          11: ("raise", "RuntimeError: injected failure")}
+          11: ("raise", "RuntimeError: injected failure"),
+          15: ("sigkill", "killed by SIGKILL (signal 9) with no stop asked: most likely the kernel's out-of-memory")}
 N_TRIALS = 22
 
 

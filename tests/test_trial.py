@@ -165,3 +165,20 @@ def test_the_record_says_which_compute_path_ran(tmp_path, arch_file):
         assert fast == f"cpu: bf16 autocast, channels-last ({cpu_bf16_unit()})"
     else:
         assert fast == "cpu: fp32, NCHW (this CPU has no native bf16)"
+
+
+def test_a_malformed_start_stamp_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NNI_SEG_STARTED", "abc")
+    assert main(["--arch", "seed", "--out", str(tmp_path / "t"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: NNI_SEG_STARTED (set by the fork server): expected epoch seconds, got 'abc'\n"
+
+
+def test_a_fork_server_socket_path_too_long_for_the_os_says_so_and_runs_the_trial_itself(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from nni_seg import forkserver
+
+    monkeypatch.setenv("NNI_SEG_FORKSERVER_DIR", str(tmp_path / ("d" * 120)))
+    assert forkserver.run("nni_seg.trial:main", ["--help"], 0.0) is None
+    assert "fork server off: its socket path would be" in capsys.readouterr().err
+    assert not (tmp_path / ("d" * 120)).exists()  # nothing started, nothing waited for
