@@ -140,6 +140,15 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     from .records import experiment_dir
 
     check_config(Path(rc.search_config))  # before anything is removed or started
+    tune_data = None
+    if rc.tune_config:  # the tune's config and data too: not found out after the search
+        from .tune import _data_of, load_tune_config
+
+        _, yaml_data, _, _ = load_tune_config(rc.tune_config)
+        tune_data = _data_of(rc.tune_config, yaml_data, {}, data_cfg)  # the recipe's data unless the YAML says
+        if tune_data != data_cfg:
+            load_dataset(tune_data)
+    data = load_dataset(data_cfg, native=True)  # a bad --data-root stops here, before the search
     out = check_out(rc)
     times: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -168,11 +177,10 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
         from .tune import run_tune
 
         t = time.perf_counter()
-        tuned = run_tune(out / "top_arch.json", rc.tune_config, out / "tune", log=log)
+        tuned = run_tune(out / "top_arch.json", rc.tune_config, out / "tune", data=tune_data, log=log)
         searched_train = dataclasses.replace(train_cfg, **tuned.overrides())
         phase("tune", t)
 
-    data = load_dataset(data_cfg, native=True)
     networks = [("searched", top.arch, searched_train)] + \
         [(name, NAMED_ARCHS[name](), train_cfg) for name in rc.baseline_names]
     rows, first_ckpt, confusions = [], {}, {}
@@ -201,7 +209,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                           search_trials=search["trials"], search_succeeded=search["succeeded"],
                           winner_search_dice=(top.metrics or {}).get("dice"),
                           winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
-                          tuned_train=searched_train if rc.tune_config else None, split="val",
+                          tuned_train=searched_train if rc.tune_config else None, tune_data=tune_data, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
     schema.save(result, out / "results.json")
@@ -228,17 +236,23 @@ def summary_rows(result: RecipeResult) -> list[dict]:
     return out
 
 
+def _data_name(d: DataSettings | None) -> str:
+    if d is None:
+        return "(not recorded)"
+    size = "x".join(map(str, d.size)) if d.size else "its own size"
+    return f"{d.dataset}{f' ({d.data_root})' if d.data_root else ''} at {size}"
+
+
 def markdown(s: RecipeResult) -> str:
     t = s.train
     rows = summary_rows(s)
     lines = [f"# Recipe report: search {s.experiment_id} + retrain", "",
              f"Device: {s.device}. Search config: `{s.search_config}` ({s.search_trials} trials, "
              f"{s.search_succeeded} succeeded). Retrain: {t.epochs} epochs, batch {t.batch_size}, peak lr {t.lr}, "
-             f"loss {t.loss}, class weights {t.class_weights}, data {s.data.dataset} at "
-             f"{'x'.join(map(str, s.data.size)) if s.data.size else 'its own size'}."
-             + (f" The searched net's training was tuned first (see tune/): lr {s.tuned_train.lr}, "
-                f"weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, batch "
-                f"{s.tuned_train.batch_size}." if s.tuned_train else "")
+             f"loss {t.loss}, class weights {t.class_weights}, data {_data_name(s.data)}."
+             + (f" The searched net's training was tuned first (see tune/) on data {_data_name(s.tune_data)}: "
+                f"lr {s.tuned_train.lr}, weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, "
+                f"batch {s.tuned_train.batch_size}." if s.tuned_train else "")
              + (f" The searched net was {s.winner_chosen_by}." if s.winner_chosen_by else ""), "",
              f"All scores: **{s.split}** split, scored at {s.resolution}.", "",
              "## Wall time (s)", "", "| phase | seconds |", "|---|---|"]

@@ -334,6 +334,7 @@ class RecipeResult(Checked):
     data: DataSettings = _f(DataSettings())
     train: TrainSettings = _f(TrainSettings())
     tuned_train: TrainSettings | None = _f(None)
+    tune_data: DataSettings | None = _f(None)  # what the tune trained on (the recipe's data unless its YAML said)
     split: str = _f("val")
     resolution: str = _f("")
     seconds: dict[str, float] = _f({})

@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from nni_seg.recipe import confusion_png, markdown
 from nni_seg.schema import NetworkResult, RecipeResult, Scores
 from nni_seg.settings import DataSettings, TrainSettings
 
-from .nni_helpers import free_port, run_cli, write_config
+from .nni_helpers import ROOT, free_port, run_cli, write_config
 
 
 def test_confusion_png_is_row_normalised(tmp_path):
@@ -94,3 +95,17 @@ def test_recipe_bad_inputs_are_one_line(tmp_path):
     assert proc.returncode == 2 and "config not found" in proc.stderr and proc.stderr.count("\n") == 1
     proc = run_cli(["recipe", "--baselines", "seed,resnet"], tmp_path)
     assert proc.returncode == 2 and "--baselines: unknown network(s) resnet; valid: seed, unet" in proc.stderr
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--tune-config", "{t}/missing.yml"], "config not found: {t}/missing.yml"),
+    (["--dataset", "folder", "--data-root", "{t}/nodata"], "data root not found: {t}/nodata"),
+], ids=["tune config", "data root"])
+def test_recipe_checks_its_later_phases_inputs_before_the_search(tmp_path, flags, msg):
+    from nni_seg.cli import main
+
+    args = [f.replace("{t}", str(tmp_path)) for f in flags]
+    t0 = time.time()
+    code = main(["recipe", "--search-config", str(ROOT / "config.yml"), "--out", str(tmp_path / "r"), *args])
+    assert code == 2 and time.time() - t0 < 60  # no search ran
+    assert not (tmp_path / "r").exists()
