@@ -38,7 +38,7 @@ from nni_seg.arch import arch_summary, seed_arch
 from nni_seg.net import build_model
 from nni_seg.settings import TrainSettings as TrainConfig
 from nni_seg.train import Normalizer, fit, resolve_device
-from nni_seg.trial import load_arch_file
+from nni_seg.arch import load_arch
 
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense bf16, vendor spec
 
@@ -270,7 +270,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     size = tuple(args.size)
-    arch = load_arch_file(args.arch) if args.arch else seed_arch()
+    arch = load_arch(args.arch) if args.arch else seed_arch()
     data = synthetic(args.images, size)
     macs = count_macs(build_model(arch, 11), (1, 3, *size))
     train_flop_per_image = 3 * 2 * macs  # forward + backward ~ 3x forward; 2 FLOP per MAC

@@ -154,8 +154,9 @@ def measure(args) -> None:
 def import_retrains(out: Path, results: Path) -> list[tuple[str, dict]]:
     """The retrains in ``results`` (the --out folder of ``bench/search_vs_baselines.py``; the same full
     setting: 96x128, 12 epochs, the recipe's optimiser and loss; 2 threads) as full runs: each search winner
-    becomes an architecture of the table; the seed's and the U-Net's retrains become extra repeats (``repeat`` 10 + run). Their score is the kept (best)
-    epoch's val mIoU at 96x128. Returns the winners, whose proxies are then measured like the sampled ones'."""
+    becomes an architecture of the table; the seed's and the U-Net's retrains become extra repeats (``repeat`` 10 + run).
+    Their score is the kept (best) epoch's val mIoU at 96x128. Returns the winners, whose proxies are then measured like
+    the sampled ones'."""
     from nni_seg import schema
     from nni_seg.arch import arch_summary
     from nni_seg.schema import TopArch

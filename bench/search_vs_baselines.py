@@ -8,7 +8,8 @@ since with the values that reproduce it), (d) ``prior_new``: the
 default CamVid search since, ``experiments/camvid/search_cpu.yml`` (random search over the space without the
 choices its ``exclude`` prior leaves out). Each winner is retrained once with the CPU recipe's schedule (96x128, 12 epochs, CE +
 soft Dice with median-frequency weights; ``--winner-runs N``: N times), and the seed's net and the textbook
-U-Net twice each (training noise; ``--baseline-runs N``); a group's mean is over its networks, each the mean of its trainings. Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
+U-Net twice each (training noise; ``--baseline-runs N``); a group's mean is over its networks, each the mean of its
+trainings. Every network is scored on val at the labels' native 360x480 and at 96x128. ``--dataset isbi2012``:
 the same for ISBI 2012 membranes: (a) the shipped search, ``experiments/isbi2012/search_cpu.yml`` (TPE from
 the U-Net), (b) random search and (c) TPE in the first space, both that config with another tuner; retrain
 at 128x128 for 30 epochs; scored at the native 512x512 and at 128x128.

@@ -144,7 +144,8 @@ def main() -> int:
     for name, _, _ in jobs:
         b, a = results[(name, "before")], results[(name, "after")]
         lines.append(f"\n{name}: outside training {fmt(b['outside_training_median'])} -> "
-                     f"{fmt(a['outside_training_median'])} s (x{a['outside_training_median'] / b['outside_training_median']:.2f}); "
+                     f"{fmt(a['outside_training_median'])} s "
+                     f"(x{a['outside_training_median'] / b['outside_training_median']:.2f}); "
                      f"job wall {b['wall']:.0f} -> {a['wall']:.0f} s. After, median seconds per phase: "
                      + ", ".join(f"{k} {v:.2f}" for k, v in a["phases_median"].items()))
     text = "\n".join(lines)

@@ -103,10 +103,10 @@ def main() -> int:
     from nni_seg._typed import to_json
     from nni_seg.data import load_dataset
     from nni_seg.files import atomic_write_json
-    from nni_seg.trial import load_arch_file
+    from nni_seg.arch import load_arch
     from nni_seg.tune import load_tune_config
 
-    arch = load_arch_file(args.arch)
+    arch = load_arch(args.arch)
     _, data_cfg, default, _ = load_tune_config(args.config)
     data_cfg = dataclasses.replace(data_cfg, size=tuple(args.size))
     info = tune(args.arch, Path(args.config), out, args.port, Path(args.tune_result) if args.tune_result else None)

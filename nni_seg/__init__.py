@@ -1,5 +1,39 @@
-"""nni_seg: neural architecture search for semantic segmentation on Microsoft NNI.
+"""nni_seg: neural architecture search for semantic segmentation on Microsoft NNI 3.0.
 
-Importing the package is cheap: submodules (which pull in torch and nni) load on demand.
+The front door. Importing the package is cheap (no torch, no NNI); each name loads its module on first use::
+
+    from nni_seg import SegNet, load_arch, unet_arch
+    net = SegNet(unet_arch(), num_classes=11)          # a plain torch.nn.Module
+    winner = SegNet(load_arch("top_arch.json"), 11)    # the export of a search
+    logits = net(images)                               # (B, 11, H, W)
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# public name -> the module that owns it
+_OWNERS = {
+    "SegNet": "net", "CHOICES": "arch", "seed_arch": "arch", "unet_arch": "arch", "load_arch": "arch",
+    "validate_arch": "arch", "arch_summary": "arch",
+    "SegData": "data", "load_dataset": "data",
+    "DataSettings": "settings", "TrainSettings": "settings",
+    "fit": "train", "compute_path": "precision",
+    "retrain": "deploy", "evaluate": "deploy", "predict": "deploy", "export_onnx": "deploy", "load_checkpoint": "deploy",
+    "run_experiment": "experiment", "top_architecture": "export",
+}
+__all__ = ["__version__", *_OWNERS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _OWNERS:
+        raise AttributeError(f"module 'nni_seg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_OWNERS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -38,6 +38,7 @@ input, 1x1). Choices of levels beyond ``levels`` (and ``*_join`` when ``*_op2`` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -191,6 +192,27 @@ VOCABULARIES = ("full", "single_op")
 def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:
     """The committed search-space file's exact text."""
     return json.dumps(legacy_search_space(kind, vocabulary), indent=2) + "\n"
+
+
+def load_arch(path: str) -> Arch:
+    """A plain architecture dict, the ``arch`` of an exported top-architecture file, or a reference name
+    (``seed``, ``unet``). Files written by older model spaces get today's defaults for the new choices."""
+    if path in NAMED_ARCHS:
+        return NAMED_ARCHS[path]()
+    p = Path(path)
+    if not p.exists():
+        raise ArchError(f"architecture file not found: {path} (or one of {', '.join(NAMED_ARCHS)})")
+    if p.is_dir():
+        raise ArchError(f"architecture {path} is a folder; give a JSON file (top_arch.json)")
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArchError(f"architecture file {path} cannot be read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ArchError(f"architecture file {path} is not valid JSON: {e}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("arch"), dict):
+        obj = obj["arch"]
+    return validate_arch(obj, source=path, fill_legacy=True)
 
 
 def check_search_space(space: Any, source: str = "search space") -> None:

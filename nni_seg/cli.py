@@ -177,10 +177,10 @@ def _build_retrain(p):
 
 def _retrain(args) -> int:
     from .deploy import retrain
-    from .trial import load_arch_file
+    from .arch import load_arch
 
     base = load_sections(args.config, {"data": DataSettings, "train": TrainSettings})
-    arch = load_arch_file(args.arch)
+    arch = load_arch(args.arch)
     meta, _ = retrain(arch, from_flags(DataSettings, args, base["data"]), from_flags(TrainSettings, args, base["train"]),
                       Path(args.out), resume=args.resume, force=args.force)
     b = meta.best_scores
@@ -264,9 +264,9 @@ def _draw(args) -> int:
     from .arch import arch_summary
     from .draw import draw
     from .files import check_output
-    from .trial import load_arch_file
+    from .arch import load_arch
 
-    arch = load_arch_file(args.arch)
+    arch = load_arch(args.arch)
     out = Path(args.out) if args.out else (Path(args.arch).with_suffix(".png") if args.arch.endswith(".json")
                                            else Path(f"{args.arch}.png"))
     check_output(out, force=args.force, what="drawing")

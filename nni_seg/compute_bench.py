@@ -10,8 +10,8 @@ new. The incumbent is the best val Dice of an architecture trained at full proxy
 Strategies: ``random`` (NNI's Random; an over-budget draw is rejected at no compute, which in compute
 terms is the same as redrawing it), ``tpe`` (NNI's TPE, guided by the budget:
 :class:`~nni_seg.tuners.GuidedTuner`), ``default`` (the shipped CamVid search, read from
-``experiments/camvid/search_cpu.yml``: its tuner, starting points and excluded choices, guided by the budget), ``evolution`` (NNI's
-Evolution, guided), ``regularized_evolution`` (NNI's RegularizedEvolutionTuner, aging evolution, over the
+``experiments/camvid/search_cpu.yml``: its tuner, starting points and excluded choices, guided by the budget),
+``evolution`` (NNI's Evolution, guided), ``regularized_evolution`` (NNI's RegularizedEvolutionTuner, aging evolution, over the
 ``layer_choice`` form of the space, guided), ``rl`` (our REINFORCE tuner, :mod:`nni_seg.rl_tuner`; over-budget
 draws rejected at no compute, told 0), ``tpe_medianstop`` /
 ``tpe_curvefitting`` (guided TPE with NNI's Medianstop / Curvefitting assessor deciding after each epoch
@@ -30,11 +30,10 @@ import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .arch import CHOICES, canonical, decode_parameters, legacy_search_space, validate_arch
+from .arch import canonical, decode_parameters, legacy_search_space, validate_arch
 from .errors import UserError
 from .files import locked
 
@@ -182,7 +181,7 @@ class ProxyCache:
         if key not in self.table:
             self.table = self._read()  # another process may have trained it meanwhile
         if key not in self.table:
-            from .trial import Clock, over_budget
+            from .trial import over_budget
             from .cost import count_macs, count_params
             from .net import SegNet
             from .schema import DatasetInfo, TrialRecord

@@ -339,7 +339,8 @@ def follow(exp_id: str, port: int, *, timeout: float, stall: float = 180, poll: 
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
             if time.time() - last_ok > 45:
                 raise ExperimentDead(f"NNI manager of {exp_id} stopped answering on port {port} ({e}); "
-                                     f"see {exp_dir / 'log' if exp_dir else '~/nni-experiments/' + exp_id}/nnimanager.log")
+                                     f"see {exp_dir / 'log' if exp_dir else '~/nni-experiments/' + exp_id}/nnimanager.log"
+                                     ) from None
             continue
         counts: dict[str, int] = {}
         for t in trials:

@@ -33,7 +33,6 @@ unpatched NNI and prints this command, rather than patching behind the user's ba
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,15 +159,15 @@ PATCHES = [
 SHIPPED = {
     "nni/recoverable.py": "9f89f7381cba45a76d30886c322e8d07e31e079544df9f06c90a70e630f010dd",
     "nni_node/training_service/v3/compat.js": "9334774e798bd14efc5ccc0c78eef8d5fd14f91ead38ab71e9f468cdf9c05e99",
-    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",
-    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",
+    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",  # noqa: E501
+    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",  # noqa: E501
     "nni_node/training_service/remote_v3/worker.js": "f45b7db4524a85e5ed02c77c659fe9b784c2059f38bffc77600105d93ebba724",
 }
 PATCHED = {
     "nni/recoverable.py": "475539929f06511e093e887f02c156b294baab53b1752f6b477e04059e80691a",
     "nni_node/training_service/v3/compat.js": "120dee1ed6c1641fed8d51a48417c96cd0fddbf117647bc24728c0da4a5edd34",
-    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",
-    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",
+    "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",  # noqa: E501
+    "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",  # noqa: E501
     "nni_node/training_service/remote_v3/worker.js": "16e3246f45f57b4087523b13238fc5f4f3e18fdac52c63dc6e1fe30352dd0805",
 }
 FILES = tuple(SHIPPED)

@@ -2,15 +2,15 @@
 
 ``python -m nni_seg report <experiment-id>`` writes into ``<experiment dir>/report/`` (or ``--out``):
 ``dice_vs_trial.png`` (each trial's val Dice in start order, and the best so far), ``dice_vs_mmacs.png``
-(Dice against MMACs per image, the Pareto front marked), ``best_arch.png`` (the best trial's architecture), ``trials.csv`` (every trial, failed and
-rejected ones with their reason) and ``pareto.csv`` / ``pareto.md`` (the Pareto architectures).
+(Dice against MMACs per image, the Pareto front marked), ``best_arch.png`` (the best trial's architecture),
+``trials.csv`` (every trial, failed and rejected ones with their reason) and ``pareto.csv`` / ``pareto.md``
+(the Pareto architectures).
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
-import sys
 from pathlib import Path
 
 from .errors import RunFailed
@@ -131,8 +131,9 @@ def make_report(exp_dir: Path, out: Path | None = None, title: str | None = None
     if ok:  # the best trial's architecture, drawn
         from .draw import draw
 
-        best = max(ok, key=lambda r: r["dice"])
+        best = front[-1]  # the front's best score; a tie goes to the cheaper, then the earlier trial, as export's
         files.append(draw(best["arch"], out / "best_arch.png", f"best trial {best['trial_id']}: val Dice "
                           f"{best['dice']:.3f}, {best['mmacs']:.0f} MMACs"))
     return {"files": files, "trials": len(rows), "succeeded": len(ok), "pareto": front,
+            "best_trial": front[-1]["trial_id"] if ok else None,
             "unreadable": [u.error for u in unreadable]}

@@ -104,9 +104,9 @@ def enas(data_cfg: DataSettings, train_cfg: TrainSettings, cfg: SearchSettings) 
     data = load_dataset(data_cfg)
     fixed = {k: v for k, v in seed_arch().items() if k in MACRO_LABELS}
     fixed.update(cfg.fixed)
+    accelerator = "gpu" if train_cfg.device.startswith("cuda") else ("cpu" if train_cfg.device == "cpu" else "auto")
     evaluator = lightning_evaluator(data, epochs=cfg.enas_epochs, batch_size=train_cfg.batch_size, lr=train_cfg.lr,
-                                    loss=train_cfg.loss, max_seconds=cfg.enas_seconds, accelerator="gpu" if train_cfg.device.startswith("cuda") else
-                                    ("cpu" if train_cfg.device == "cpu" else "auto"))
+                                    loss=train_cfg.loss, max_seconds=cfg.enas_seconds, accelerator=accelerator)
     exp = NasExperiment(SegSpace(data.num_classes, data.in_channels, fixed=fixed), evaluator,
                         ENAS(reward_metric_name="default"))
     exp.config.experiment_working_directory = str(Path(cfg.working_dir).resolve())

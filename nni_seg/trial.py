@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import forkserver, schema
-from .arch import NAMED_ARCHS, arch_summary, decode_parameters, validate_arch
+from .arch import NAMED_ARCHS, arch_summary, decode_parameters, load_arch, validate_arch
 from .errors import RecordError, UserError, one_line
 from .schema import RECORD_NAME, DatasetInfo, Status, TrialRecord
 from .settings import (BudgetSettings, DataSettings, Parser, TrainSettings, TrialSettings, add_flags, from_flags,
@@ -62,29 +62,6 @@ def process_start_time() -> float:
         return boot + start
     except (OSError, ValueError, IndexError, StopIteration):
         return _T0
-
-
-def load_arch_file(path: str) -> dict:
-    """A plain architecture dict, the ``arch`` of an exported top-architecture file, or a reference name
-    (``seed``, ``unet``). Files written by older model spaces get today's defaults for the new choices."""
-    import json
-
-    if path in NAMED_ARCHS:
-        return NAMED_ARCHS[path]()
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"architecture file not found: {path} (or one of {', '.join(NAMED_ARCHS)})")
-    if p.is_dir():
-        raise UserError(f"architecture {path} is a folder; give a JSON file (top_arch.json)")
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"architecture file {path} cannot be read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"architecture file {path} is not valid JSON: {e}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("arch"), dict):
-        obj = obj["arch"]
-    return validate_arch(obj, source=path, fill_legacy=True)
 
 
 FAULTS = ("nan", "oom", "raise", "sigkill")
@@ -407,7 +384,7 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
         if trial.hpo:  # tune: the parameters are training settings of a fixed architecture
             if not trial.arch:
                 raise UserError("--hpo needs --arch (the architecture whose training is tuned)")
-            arch, train_cfg = load_arch_file(trial.arch), hpo_settings(rest, train_cfg)
+            arch, train_cfg = load_arch(trial.arch), hpo_settings(rest, train_cfg)
         else:
             arch = validate_arch(rest, source="trial parameters", fill_legacy=True)
         seq = nni_trial.sequence_id
@@ -420,7 +397,7 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
     else:
         if not trial.arch:
             raise UserError("a standalone trial needs --arch FILE (or seed / unet); under NNI the tuner chooses")
-        arch = load_arch_file(trial.arch)
+        arch = load_arch(trial.arch)
         ids, reporter = {"trial_id": "standalone"}, None
         fault = injected_fault("standalone")
         out = Path(trial.out or f"runs/trial-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -161,7 +161,7 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
     A checkpoint folder brings its data too: the YAML's ``data:`` keys and ``data_flags`` (the data flags given)
     change it, ``data`` replaces it. Everything is checked (the data loaded once) before any file is written."""
     from .data import load_dataset
-    from .trial import load_arch_file
+    from .arch import load_arch
 
     t_cfg, d_cfg, tr_cfg, space = load_tune_config(config)
     tune, train = tune or t_cfg, train or tr_cfg
@@ -173,7 +173,7 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
         arch = meta.arch
         data = data or _data_of(config, d_cfg, data_flags or {}, meta.data)
     else:
-        arch = load_arch_file(str(arch_source))
+        arch = load_arch(str(arch_source))
         data = data or dataclasses.replace(d_cfg, **(data_flags or {}))
     if tune.trial_epochs is not None and "epochs" in space:
         raise ConfigError(f"{config}: epochs is tuned (space.epochs): leave tune.trial_epochs unset")

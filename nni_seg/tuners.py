@@ -112,7 +112,8 @@ class GuidedTuner(Tuner):
         try:
             self.inner = create_builtin_class_instance(tuner, args, "tuners")
         except RuntimeError:
-            raise ValueError(f"unknown tuner {tuner!r} for GuidedTuner (a built-in name: TPE, Evolution, Random, ...)")
+            raise ValueError(f"unknown tuner {tuner!r} for GuidedTuner (a built-in name: TPE, Evolution, Random, ...)"
+                             ) from None
         self.known = known_archs(start_with if start_with is not None else [])
         self.budget = Budget(**budget) if budget else None
         self.pending: list[dict] = []

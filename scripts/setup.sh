@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 'setuptools<81' wheel
-.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
 # second step on purpose (see requirements-deploy.txt): the resolver would refuse it in one go
 if ! out=$(.venv/bin/python -m pip install -q -r requirements-deploy.txt 2>&1); then echo "$out" >&2; exit 1; fi
 grep -v "tianshou 0.4.11 requires protobuf\|dependency resolver does not\|Location 'file" <<<"$out" || true

@@ -80,3 +80,14 @@ def test_old_records_with_mflops_still_report(tmp_path):
         "train": {"epochs": 4, "lr": 0.003}}))
     res = make_report(tmp_path)
     assert res["succeeded"] == 1 and res["pareto"][0]["mmacs"] == 12.5
+
+
+def test_on_a_tie_the_report_draws_the_trial_export_picks(tmp_path):
+    from nni_seg.export import top_architecture
+
+    _write(tmp_path, "a", "SUCCEEDED", 0.5, 10.0, 0)
+    _write(tmp_path, "b", "SUCCEEDED", 0.5, 5.0, 1)
+    _write(tmp_path, "c", "SUCCEEDED", 0.5, 5.0, 2)
+    res = make_report(tmp_path)
+    assert res["best_trial"] == "b" == top_architecture(tmp_path).trial_id
+    assert [r["trial_id"] for r in res["pareto"]] == ["b"]

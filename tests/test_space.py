@@ -150,9 +150,9 @@ def test_old_exports_build_the_same_network(tmp_path):
         validate_arch(old)
     path = tmp_path / "top_arch.json"
     path.write_text(json.dumps({"experiment_id": "old", "arch": old, "metrics": {"dice": 0.5, "mflops": 12.0}}))
-    from nni_seg.trial import load_arch_file
+    from nni_seg.arch import load_arch
 
-    arch = load_arch_file(str(path))
+    arch = load_arch(str(path))
     assert {k: arch[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
     torch.manual_seed(0)
     new = build_model(arch, 4)
