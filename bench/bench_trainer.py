@@ -162,6 +162,7 @@ def cpu_matrix(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     archs = {"seed": seed_arch(), "unet": unet_arch(), **sampled_archs()}
+    archs = {k: v for k, v in archs.items() if not args.archs or k in args.archs}
     sizes = [tuple(s) for s in args.cpu_sizes]
     modes = [m for m in args.modes if m in CPU_MODES] or list(CPU_MODES)
     results = {"device": platform.processor() or "cpu", "bf16_unit": cpu_bf16_unit(), "torch": torch.__version__,
@@ -252,15 +253,18 @@ def main() -> None:
     ap.add_argument("--arch", help="architecture JSON (default: the seed net)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive loop")
-    ap.add_argument("--modes", nargs="+", default=["naive", "ours", "compile"])
+    ap.add_argument("--modes", nargs="+", default=["naive", "ours", "compile"],
+                    help="naive, ours, compile; with --device cpu (default there: all): " + ", ".join(CPU_MODES))
     ap.add_argument("--out", help="write results as JSON")
     ap.add_argument("--profile", action="store_true", help="then profile one epoch of `ours` (CPU: of the slowest mode)")
     ap.add_argument("--cpu-sizes", type=int, nargs=2, action="append", default=None,
                     help="--device cpu: sizes H W (repeatable; default 48 64 and 96 128)")
     ap.add_argument("--threads", type=int, default=0, help="--device cpu: torch threads (0: torch's default)")
     ap.add_argument("--repeats", type=int, default=3, help="--device cpu: rounds over the modes (medians reported)")
+    ap.add_argument("--archs", nargs="+", help="--device cpu: only these of seed, unet, sampled_context, "
+                                               "sampled_parallel, sampled_any")
     args = ap.parse_args()
-    if args.device == "cpu":
+    if args.device == "cpu" and (args.modes == ap.get_default("modes") or set(args.modes) <= set(CPU_MODES)):
         if args.cpu_sizes is None:
             args.cpu_sizes = [[48, 64], [96, 128]]
         if args.modes == ap.get_default("modes"):

@@ -99,3 +99,18 @@ def test_search_vs_baselines_counts_a_winner_trained_twice_once(tmp_path):
     assert "| tpe | 3 | 40.0 (30.0-50.0) |" in proc.stdout  # seed 0: (60 + 40) / 2; seed 1: 30
     assert "| 100 / 100 | 0.10 M / 0.10 M |" in proc.stdout  # two networks, each once
     assert "| tpe (mean of 2) | 40.0 |" in proc.stdout
+
+
+def test_bench_trainer_cpu_paths_side_by_side(tmp_path):
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "bench/bench_trainer.py", "--device", "cpu", "--cpu-sizes", "16", "16",
+                           "--images", "16", "--batch-size", "8", "--epochs", "2", "--repeats", "1", "--threads", "1",
+                           "--modes", "fp32", "bf16_cl", "--archs", "seed", "sampled_parallel", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [r["arch"] for r in res["rows"]] == ["seed", "sampled_parallel"]
+    for row in res["rows"]:
+        assert set(row["train"]) == set(row["eval"]) == {"fp32", "bf16_cl"} and row["train_x"]["fp32"] == 1.0
+        assert all(v > 0 for v in [*row["train"].values(), *row["eval"].values()])
+    assert "| seed | 16x16 |" in proc.stdout and "sampled_parallel" in res["archs"]
