@@ -1,0 +1,44 @@
+"""The compute path: bf16 autocast + channels-last where the device has native bf16, fp32 NCHW elsewhere."""
+import pytest
+import torch
+
+from nni_seg.precision import compute_path, cpu_bf16_unit
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE", "avx512_core_vnni"])
+def test_a_cpu_capped_below_bf16_runs_the_fp32_nchw_path_whatever_is_asked(monkeypatch, isa):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert cpu_bf16_unit() is None
+    path = compute_path(CPU, amp=True, channels_last=True)
+    assert (path.amp, path.channels_last) == (False, False)
+    assert str(path) == "cpu: fp32, NCHW (this CPU has no native bf16)"
+
+
+def test_native_bf16_is_the_default_and_the_flags_turn_each_part_off(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    unit = cpu_bf16_unit()
+    if unit is None:
+        pytest.skip("this CPU has no native bf16")
+    assert (compute_path(CPU).amp, compute_path(CPU).channels_last) == (True, True)
+    assert str(compute_path(CPU)) == f"cpu: bf16 autocast, channels-last ({unit})"
+    off = compute_path(CPU, amp=False, channels_last=False)
+    assert (off.amp, off.channels_last) == (False, False) and "--no-amp --no-channels-last" in str(off)
+
+
+def test_the_bf16_path_computes_convolutions_in_bf16_and_returns_what_the_model_gives():
+    from nni_seg.arch import seed_arch
+    from nni_seg.net import SegNet
+
+    if cpu_bf16_unit() is None:
+        pytest.skip("this CPU has no native bf16")
+    path = compute_path(CPU)
+    model = path.model(SegNet(dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64), 3))
+    seen = []
+    model.encoder[0].register_forward_hook(lambda m, i, o: seen.append((o.dtype, o.is_contiguous(
+        memory_format=torch.channels_last))))
+    with path.autocast():
+        out = model(path.input(torch.randn(2, 3, 16, 16)))
+    assert seen == [(torch.bfloat16, True)] and out.shape == (2, 3, 16, 16)
+    assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 (and so does AdamW's state)
