@@ -87,9 +87,14 @@ class ProxyCache:
                           other=("trial",))
         self.data_cfg, self.train_cfg, self.budget = s["data"], s["train"], s["budget"]
         self.path = Path(path)
+        from .precision import compute_path
+        from .train import resolve_device
+
+        # the arithmetic too: a bf16 training and an fp32 one of the same settings are other measurements
+        compute = compute_path(resolve_device(self.train_cfg.device), self.train_cfg.amp, self.train_cfg.channels_last)
         self.settings = {"trial_config": str(trial_config), "data": _plain(self.data_cfg),
                          "train": _plain(self.train_cfg), "budget": _plain(self.budget),
-                         "data_file_sha256": _file_sha256(self.data_cfg.data_root)}
+                         "data_file_sha256": _file_sha256(self.data_cfg.data_root), "compute": compute.key}
         self.table = self._read()
         self._data = None
         self.trained = 0
@@ -98,7 +103,8 @@ class ProxyCache:
         if not self.path.is_file():
             return {}
         saved = json.loads(self.path.read_text())
-        theirs = saved.get("settings") or {}
+        theirs = dict(saved.get("settings") or {})
+        theirs.setdefault("compute", "cpu:fp32:nchw")  # caches written before the CPU fast path
         if ("data_file_sha256" in theirs and theirs["data_file_sha256"] != self.settings["data_file_sha256"]
                 and theirs.get("data") == self.settings["data"]):
             raise UserError(f"proxy cache {self.path} was made on another data file than {self.data_cfg.data_root} "
@@ -119,6 +125,7 @@ class ProxyCache:
     def import_records(self, exp_dirs: list[Path]) -> int:
         """Fill the cache from the trials of earlier searches that trained with the same settings (the data
         file's location, threads and device aside); returns how many entries were added."""
+        from .precision import key_of
         from .records import trial_records
         from .schema import Status
 
@@ -129,7 +136,8 @@ class ProxyCache:
                     {k: v for k, v in self.settings["data"].items() if k not in ignore_d}
                     and {k: v for k, v in t.items() if k not in ignore_t} ==
                     {k: v for k, v in self.settings["train"].items() if k not in ignore_t}
-                    and _plain(rec.budget) == self.settings["budget"])
+                    and _plain(rec.budget) == self.settings["budget"]
+                    and key_of(rec.compute) == self.settings["compute"])
 
         added = 0
         for exp_dir in exp_dirs:

@@ -41,6 +41,11 @@ class ComputePath:
     channels_last: bool
     note: str = ""  # why: the bf16 unit, or why the fast path is off
 
+    @property
+    def key(self) -> str:
+        """What decides the numbers, without the notes: ``cpu:bf16:channels-last``, ``cuda:fp32:nchw``, ..."""
+        return f"{self.device.type}:{'bf16' if self.amp else 'fp32'}:{'channels-last' if self.channels_last else 'nchw'}"
+
     def __str__(self) -> str:
         kind = "bf16 autocast" if self.amp else "fp32"
         layout = "channels-last" if self.channels_last else "NCHW"
@@ -54,6 +59,15 @@ class ComputePath:
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def key_of(compute: str | None, device: str = "cpu") -> str:
+    """:attr:`ComputePath.key` of a record's ``compute`` string; a record written before the CPU fast path
+    (no ``compute``) ran fp32 NCHW on the CPU."""
+    if not compute:
+        return f"{device}:fp32:nchw"
+    kind, _, rest = compute.partition(": ")
+    return f"{kind}:{'bf16' if rest.startswith('bf16') else 'fp32'}:{'channels-last' if 'channels-last' in rest else 'nchw'}"
 
 
 def compute_path(device: torch.device, amp: bool = True, channels_last: bool = True) -> ComputePath:
