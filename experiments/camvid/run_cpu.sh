@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CamVid recipe on CPU (2 cores, about an hour): the search of search_cpu.yml, then the winner, the
+# CamVid recipe on CPU (2 cores; wall time: docs/performance.md): the search of search_cpu.yml, then the winner, the
 # seed's net and the textbook U-Net retrained at 96x128 for 12 epochs with one schedule (cross-entropy +
 # soft Dice, median-frequency class weights: measured better than plain cross-entropy; peak lr 4.7e-3,
 # weight decay 5e-5, batch 4, no random scale: a tune's settings that lifted both a searched net and the
