@@ -86,6 +86,9 @@ def check_output(path: str | os.PathLike, *, force: bool = False, what: str = "o
         raise UserError(f"{what} {p} exists; not replaced without {flag}")
     if p.parent.exists() and not p.parent.is_dir():
         raise UserError(f"{what} {p}: {p.parent} is not a folder")
+    here = next((q for q in (p.parent, *p.parent.parents) if q.exists()), None)  # the folder it would be made in
+    if here is not None and here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {p}: {here} is not writable; choose a writable place")
     return p
 
 

@@ -197,3 +197,15 @@ def test_an_unwritable_or_full_output_is_one_line_not_an_unexpected_error(capsys
     assert guarded(fail) == code
     out = capsys.readouterr().err
     assert out.startswith(text) and out.count("\n") == 1 and "unexpected" not in out
+
+
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    import os
+
+    from nni_seg.errors import UserError
+    from nni_seg.files import check_output
+
+    real = os.access
+    monkeypatch.setattr("nni_seg.files.os.access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    with pytest.raises(UserError, match=f"{tmp_path} is not writable; choose a writable place"):
+        check_output(tmp_path / "sub" / "top_arch.json", what="export")

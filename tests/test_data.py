@@ -298,3 +298,69 @@ def test_decompression_bomb_is_one_line(tmp_path, monkeypatch):
     _png(tmp_path / "big.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DataError, match="big.png is too large to open safely"):
         read_image(tmp_path / "big.png", "RGB")
+
+
+def _tamper_packed(src, dst, **changes):
+    """A copy of packed file ``src`` with some arrays replaced (``None``: removed)."""
+    import numpy as np
+
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez(dst, **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("case,msg", [
+    ("small_masks", r"train item 0: mask is 16x16 but its image is 32x32"),
+    ("label_200", r"train masks have label value\(s\) \[200\] outside classes"),
+    ("no_val_masks", r"val_masks missing"),
+    ("empty_val", r"the val split holds 0 images"),
+    ("meta", r"its meta lacks class_names"),
+], ids=["mask size", "label", "missing key", "empty split", "meta"])
+def test_packed_data_is_checked_like_folder_data(tmp_path, case, msg):
+    import json
+
+    import numpy as np
+
+    from nni_seg.data import _encode, pack_dataset
+
+    d = load_dataset(DataConfig(size=(32, 32), num_train=4, num_val=2))
+    p = pack_dataset(d, tmp_path / "d.npz", "png")
+    bad = tmp_path / "bad.npz"
+    if case == "small_masks":
+        _tamper_packed(p, bad, **dict(zip(("train_masks", "train_masks_offsets"),
+                                          _encode(d.train_masks[:, :16, :16].contiguous(), "png", 90))))
+    elif case == "label_200":
+        m = d.train_masks.clone()
+        m[0, 0, 0] = 200
+        _tamper_packed(p, bad, **dict(zip(("train_masks", "train_masks_offsets"), _encode(m, "png", 90))))
+    elif case == "no_val_masks":
+        _tamper_packed(p, bad, val_masks=None)
+    elif case == "empty_val":
+        _tamper_packed(p, bad, val_images_offsets=np.zeros(1, np.int64), val_masks_offsets=np.zeros(1, np.int64))
+    else:
+        with np.load(p) as z:
+            meta = json.loads(z["meta"].tobytes())
+        meta.pop("class_names")
+        _tamper_packed(p, bad, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(DataError, match=msg):
+        load_dataset(DataConfig(dataset="packed", data_root=str(bad), size=(32, 32)), native=True)
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    from nni_seg.data import cache_dir
+
+    monkeypatch.setenv("NNI_SEG_CACHE", str(tmp_path / "cache"))
+    cfg = DataConfig(size=(16, 16), num_train=4, num_val=2)
+    first = load_dataset(cfg)
+    (entry,) = cache_dir().glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])  # a truncated zip
+    again = load_dataset(cfg)
+    assert torch.equal(again.train_images, first.train_images)
+    (entry,) = cache_dir().glob("*.npz")
+    assert torch.equal(load_dataset(cfg).train_masks, first.train_masks) and entry.stat().st_size > 100
