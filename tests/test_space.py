@@ -235,3 +235,17 @@ def test_builder_imports_no_nni():
 def test_named_architectures():
     assert set(NAMED_ARCHS) == {"seed", "unet"}
     assert validate_arch(unet_arch()) == unet_arch()
+
+
+def test_the_front_door_builds_networks_without_importing_nni():
+    code = ("import sys, nni_seg; assert 'torch' not in sys.modules; "
+            "from nni_seg import SegNet, load_arch, unet_arch, load_dataset; "
+            "net = SegNet(load_arch('unet'), 3); assert net.arch == unet_arch(); "
+            "assert sorted(nni_seg.__all__) == sorted(dir(nni_seg)); "
+            "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith(('nni.', 'pytorch_lightning'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-1000:]
+    import nni_seg
+
+    for name in nni_seg.__all__:  # every public name resolves
+        assert getattr(nni_seg, name) is not None
