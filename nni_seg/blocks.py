@@ -27,6 +27,18 @@ def lookup(registry: dict, name: str, what: str):
         raise KeyError(f"unknown {what} {name!r}; valid: {', '.join(sorted(registry))}") from None
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise conv (``groups == in_channels``) that runs in fp32 under CPU autocast when its kernel is 5x5
+    or larger: oneDNN's bf16 channels-last kernel for it is 2-3x slower than fp32 (docs/performance.md), while
+    the pointwise conv after it gains from bf16. Same parameters and state-dict names as ``nn.Conv2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size[0] >= 5 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 class ConvBNAct(nn.Sequential):
     """Conv (optionally depthwise-separable / dilated / strided) -> BatchNorm -> activation."""
 
@@ -35,7 +47,7 @@ class ConvBNAct(nn.Sequential):
         pad = dilation * (kernel - 1) // 2
         if separable:
             layers = [
-                ("dw", nn.Conv2d(c_in, c_in, kernel, stride, pad, dilation=dilation, groups=c_in, bias=False)),
+                ("dw", DepthwiseConv2d(c_in, c_in, kernel, stride, pad, dilation=dilation, groups=c_in, bias=False)),
                 ("pw", nn.Conv2d(c_in, c_out, 1, bias=False)),
             ]
         else:

@@ -42,3 +42,20 @@ def test_the_bf16_path_computes_convolutions_in_bf16_and_returns_what_the_model_
         out = model(path.input(torch.randn(2, 3, 16, 16)))
     assert seen == [(torch.bfloat16, True)] and out.shape == (2, 3, 16, 16)
     assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 (and so does AdamW's state)
+
+
+def test_large_depthwise_convs_run_in_fp32_under_cpu_autocast_and_keep_conv2d_weights():
+    """oneDNN's bf16 channels-last depthwise 5x5 is 2-3x slower than fp32: that conv stays fp32 on the fast path;
+    a 3x3 one, and every conv on the plain path, are untouched."""
+    from nni_seg.blocks import ConvBNAct, DepthwiseConv2d
+
+    sep5 = ConvBNAct(8, 16, 5, separable=True)
+    assert isinstance(sep5.dw, DepthwiseConv2d) and set(sep5.state_dict()) >= {"dw.weight", "pw.weight"}
+    x = torch.randn(2, 8, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sep5.dw(x).dtype == torch.float32
+        assert ConvBNAct(8, 16, 3, separable=True).dw(x).dtype == torch.bfloat16
+        assert sep5.pw(sep5.dw(x)).dtype == torch.bfloat16  # the pointwise conv after it is bf16 again
+    plain = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False)
+    plain.load_state_dict(sep5.dw.state_dict())
+    assert torch.equal(sep5.dw(x), plain(x))  # outside autocast: exactly nn.Conv2d
