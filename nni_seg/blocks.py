@@ -28,12 +28,14 @@ def lookup(registry: dict, name: str, what: str):
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise conv (``groups == in_channels``) that runs in fp32 under CPU autocast when its kernel is 5x5
-    or larger: oneDNN's bf16 channels-last kernel for it is 2-3x slower than fp32 (docs/performance.md), while
-    the pointwise conv after it gains from bf16. Same parameters and state-dict names as ``nn.Conv2d``."""
+    """A depthwise conv (``groups == in_channels``) that trains in fp32 under CPU autocast when its kernel is 5x5
+    or larger: oneDNN's bf16 channels-last backward for it is 2-3x slower than fp32 (docs/performance.md), while
+    the pointwise conv after it gains from bf16; inference (no grad) stays bf16. Same parameters and state-dict
+    names as ``nn.Conv2d``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size[0] >= 5 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if (self.kernel_size[0] >= 5 and x.device.type == "cpu" and torch.is_grad_enabled()
+                and torch.is_autocast_enabled("cpu")):
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float())
         return super().forward(x)

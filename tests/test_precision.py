@@ -54,6 +54,8 @@ def test_large_depthwise_convs_run_in_fp32_under_cpu_autocast_and_keep_conv2d_we
     x = torch.randn(2, 8, 12, 12)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert sep5.dw(x).dtype == torch.float32
+        with torch.no_grad():
+            assert sep5.dw(x).dtype == torch.bfloat16  # inference: its bf16 forward is not slow
         assert ConvBNAct(8, 16, 3, separable=True).dw(x).dtype == torch.bfloat16
         assert sep5.pw(sep5.dw(x)).dtype == torch.bfloat16  # the pointwise conv after it is bf16 again
     plain = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False)
