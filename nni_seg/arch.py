@@ -91,6 +91,11 @@ class ArchError(UserError):
     """An architecture that is not in the space; the message names the source and the label."""
 
 
+def is_one_of(value: Any, values) -> bool:
+    """``value`` equals one of ``values`` with the same type: ``true`` is no depth and ``64.0`` no width."""
+    return any(type(value) is type(ok) and value == ok for ok in values)
+
+
 def validate_arch(arch: Any, *, source: str = "architecture", fill_legacy: bool = False) -> Arch:
     """Check that ``arch`` names every choice once with an allowed value (of the exact type: ``true`` is
     no depth and ``64.0`` no width) and return it (a copy). ``fill_legacy`` fills the labels that older
@@ -109,7 +114,7 @@ def validate_arch(arch: Any, *, source: str = "architecture", fill_legacy: bool 
         raise ArchError(f"{source}: missing choice(s) {', '.join(missing)}")
     for label, values in CHOICES.items():
         v = arch[label]
-        if not any(type(v) is type(ok) and v == ok for ok in values):
+        if not is_one_of(v, values):
             raise ArchError(f"{source}: {label}={v!r} is not one of {list(values)}")
     return {label: arch[label] for label in CHOICES}
 
@@ -232,7 +237,7 @@ def check_search_space(space: Any, source: str = "search space") -> None:
                 or not spec["_value"]:
             raise ArchError(f"{source}: {label}: expected {{_type: choice or layer_choice, _value: [values]}}, "
                             f"got {spec!r}")
-        bad = [v for v in spec["_value"] if not any(type(v) is type(ok) and v == ok for ok in CHOICES[label])]
+        bad = [v for v in spec["_value"] if not is_one_of(v, CHOICES[label])]
         if bad:
             raise ArchError(f"{source}: {label}: {bad[0]!r} is not one of {list(CHOICES[label])}")
 

@@ -197,7 +197,7 @@ def _score(model: SegNet, norm: Normalizer, images: torch.Tensor, masks: torch.T
         logits = logits.float()
         if isinstance(masks, list):
             for j, m in enumerate(masks[i:i + batch]):
-                up = F.interpolate(logits[j:j + 1].float(), size=tuple(m.shape), mode="bilinear", align_corners=False)
+                up = F.interpolate(logits[j:j + 1], size=tuple(m.shape), mode="bilinear", align_corners=False)
                 metric.update(up.argmax(1), m[None].to(device))
         else:
             metric.update(logits.argmax(1), masks[i:i + batch].to(device))

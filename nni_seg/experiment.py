@@ -77,13 +77,11 @@ def check_config(path: Path) -> dict:
 def _check_our_space(raw: dict, canonical, path: Path) -> None:
     """An architecture search with our trial (not ``--hpo``, whose space is training settings): its
     search space must be one the trial can build, or every trial fails."""
-    from .arch import check_search_space
+    from .arch import ArchError, check_search_space
 
     command = str(raw.get("trialCommand") or "")
     if "nni_seg.trial" not in command or "--hpo" in command.split():
         return
-    from .arch import ArchError
-
     try:
         check_search_space(canonical.search_space, f"{path}: {raw.get('searchSpaceFile') or 'searchSpace'}")
     except ArchError as e:

@@ -24,7 +24,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from .arch import CHOICES, Arch, active_labels
+from .arch import CHOICES, Arch, active_labels, is_one_of
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,11 @@ def narrow(search_space: dict, exclude: dict[str, list]) -> dict:
         valid = list(search_space[label]["_value"])
         if not isinstance(values, list):
             raise ValueError(f"exclude.{label}: a list of values, got {values!r}")
-        bad = [v for v in values if not _among(v, valid)]  # exact types: true is no depth, 64.0 no width
+        bad = [v for v in values if not is_one_of(v, valid)]  # exact types: true is no depth, 64.0 no width
         if bad:
             raise ValueError(f"exclude.{label}: {bad[0]!r} is not one of {valid}")
-        if all(_among(v, values) for v in valid):
+        if all(is_one_of(v, values) for v in valid):
             raise ValueError(f"exclude.{label}: leaves no value of {valid}")
-    return {label: {**spec, "_value": [v for v in spec["_value"] if not _among(v, exclude.get(label, []))]}
+    return {label: {**spec, "_value": [v for v in spec["_value"] if not is_one_of(v, exclude.get(label, []))]}
             for label, spec in search_space.items()}
 
-
-def _among(value, values: list) -> bool:
-    return any(type(value) is type(v) and value == v for v in values)

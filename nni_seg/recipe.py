@@ -142,10 +142,10 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     check_config(Path(rc.search_config))  # before anything is removed or started
     tune_data = None
     if rc.tune_config:  # the tune's config and data too: not found out after the search
-        from .tune import _data_of, load_tune_config
+        from .tune import tune_data_for, load_tune_config
 
         _, yaml_data, _, _ = load_tune_config(rc.tune_config)
-        tune_data = _data_of(rc.tune_config, yaml_data, {}, data_cfg)  # the recipe's data unless the YAML says
+        tune_data = tune_data_for(rc.tune_config, yaml_data, {}, data_cfg)  # the recipe's data unless the YAML says
         if tune_data != data_cfg:
             load_dataset(tune_data)
     data = load_dataset(data_cfg, native=True)  # a bad --data-root stops here, before the search

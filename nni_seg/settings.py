@@ -109,12 +109,12 @@ class SearchSettings(Checked):
         if self.sample_size > self.population_size:
             raise FieldError("sample_size", f"must be <= population_size ({self.population_size}), "
                                             f"got {self.sample_size}")
-        from .arch import CHOICES, MACRO_LABELS
+        from .arch import CHOICES, MACRO_LABELS, is_one_of
 
         for label, value in self.fixed.items():
             if label not in MACRO_LABELS:
                 raise FieldError(f"fixed.{label}", f"cannot be pinned; pinnable: {', '.join(MACRO_LABELS)}")
-            if not any(type(value) is type(v) and value == v for v in CHOICES[label]):
+            if not is_one_of(value, CHOICES[label]):
                 raise FieldError(f"fixed.{label}", f"must be one of {list(CHOICES[label])}; got {value!r}")
 
 

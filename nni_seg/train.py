@@ -50,8 +50,12 @@ class FitResult:
     train_seconds: float = 0.0
     images_per_second: float | None = None
     device: str = "cpu"
-    compute: str = ""  # the arithmetic that ran, e.g. "cpu: bf16 autocast, channels-last (AMX-BF16)"
-    path: ComputePath | None = None
+    path: ComputePath | None = None  # the arithmetic that ran
+
+    @property
+    def compute(self) -> str:
+        """The path as records say it, e.g. ``cpu: bf16 autocast, channels-last (AMX-BF16)``."""
+        return str(self.path) if self.path is not None else ""
 
 
 class Normalizer(nn.Module):
@@ -222,7 +226,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
                      train_seconds=round(train_time, 3),
                      images_per_second=round(seen / train_time, 2) if train_time else None,
                      device=str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
-                     compute=str(path), path=path)
+                     path=path)
 
 
 def one_cycle(total_steps: int, warmup: float = 0.25, floor: float = 0.02) -> Callable[[int], float]:

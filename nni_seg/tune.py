@@ -146,7 +146,7 @@ def tuned_settings(top: TopArch, base: TrainSettings, space: dict) -> tuple[dict
     return tuned, dataclasses.replace(base, **tuned)
 
 
-def _data_of(config: str | Path | None, d_cfg: DataSettings, data_flags: dict, base: DataSettings) -> DataSettings:
+def tune_data_for(config: str | Path | None, d_cfg: DataSettings, data_flags: dict, base: DataSettings) -> DataSettings:
     """``base`` (a checkpoint's data) with what the tune YAML's ``data:`` section and the flags set on top."""
     in_yaml = (read_yaml(config).get("data") or {}) if config else {}
     keys = set(in_yaml) if isinstance(in_yaml, dict) else set()
@@ -171,7 +171,7 @@ def run_tune(arch_source: str | Path, config: str | Path | None, out: str | Path
     if src.is_dir():  # a checkpoint folder: its architecture, and its data unless given
         meta = schema.load(schema.CheckpointMeta, src / schema.META_NAME)
         arch = meta.arch
-        data = data or _data_of(config, d_cfg, data_flags or {}, meta.data)
+        data = data or tune_data_for(config, d_cfg, data_flags or {}, meta.data)
     else:
         arch = load_arch(str(arch_source))
         data = data or dataclasses.replace(d_cfg, **(data_flags or {}))

@@ -121,12 +121,12 @@ def test_tune_result_is_a_versioned_record(tmp_path):
 
 def test_a_checkpoint_brings_its_data_to_the_tune_and_the_yaml_and_flags_change_it(tmp_path):
     from nni_seg.settings import DataSettings
-    from nni_seg.tune import _data_of
+    from nni_seg.tune import tune_data_for
 
     ckpt = DataSettings(dataset="packed", data_root="/data/camvid.npz", size=(96, 128))
     cfg = tmp_path / "tune.yml"
     cfg.write_text("data: {size: [48, 64]}\n")
     yaml_data = DataSettings(size=(48, 64))  # what load_sections made of the YAML: digits elsewhere
-    got = _data_of(cfg, yaml_data, {"num_train": 10}, ckpt)
+    got = tune_data_for(cfg, yaml_data, {"num_train": 10}, ckpt)
     assert (got.dataset, got.data_root, got.size, got.num_train) == ("packed", "/data/camvid.npz", (48, 64), 10)
-    assert _data_of(None, DataSettings(), {}, ckpt) == ckpt
+    assert tune_data_for(None, DataSettings(), {}, ckpt) == ckpt
