@@ -33,12 +33,12 @@ class Status(str, enum.Enum):
     REJECTED = "REJECTED"  # over the cost budget: not trained
 
 
-def _f(default: Any = None, *, required: bool = False, **checks: Any) -> Any:
+def _f(default: Any = None, *, required: bool = False) -> Any:
     """A record field (never a flag); list, dict and dataclass defaults are copied per record. ``required``:
     a file must give it."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return setting(flag=False, default_factory=lambda d=default: copy.deepcopy(d), required=required, **checks)
-    return setting(default, flag=False, required=required, **checks)
+        return setting(flag=False, default_factory=lambda d=default: copy.deepcopy(d), required=required)
+    return setting(default, flag=False, required=required)
 
 
 @dataclasses.dataclass
