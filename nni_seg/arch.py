@@ -173,6 +173,56 @@ def unet_arch() -> Arch:
 NAMED_ARCHS = {"seed": seed_arch, "unet": unet_arch}
 """Reference points usable wherever an architecture is (``--arch seed``, ``retrain unet``)."""
 
+# The training recipe as labels beside the architecture's (the joint vocabulary): every NNI tuner searches
+# both, the trial applies both. Discrete values (``choice``) so that every tuner, Evolution's included, can
+# take them; the recipe's current settings (lr 4.7e-3, wd 5e-5, batch 4, no random scale, ce+dice,
+# median_freq) are one point. The number of epochs is not a label: the budget (a ladder's rung) sets it.
+RECIPE_CHOICES: dict[str, tuple] = {
+    "train_lr": (1e-3, 2e-3, 4.7e-3, 1e-2),
+    "train_weight_decay": (5e-5, 5e-4, 5e-3),
+    "train_batch_size": (4, 8),
+    "train_scale": ("1.0-1.0", "0.75-1.25", "0.5-1.5"),
+    "train_loss": ("ce", "ce+dice"),
+    "train_class_weights": ("none", "median_freq"),
+}
+"""recipe label -> allowed values; :func:`recipe_settings` maps them to training settings."""
+
+RECIPE_DEFAULTS: dict[str, Any] = {"train_lr": 4.7e-3, "train_weight_decay": 5e-5, "train_batch_size": 4,
+                                   "train_scale": "1.0-1.0", "train_loss": "ce+dice", "train_class_weights": "median_freq"}
+"""The CamVid recipe's tuned settings as recipe labels: what a known network (``start_with: [unet]``)
+trains with in a joint search."""
+
+
+def recipe_settings(labels: dict[str, Any], source: str = "recipe") -> dict[str, Any]:
+    """Training-settings fields (``lr``, ``scale_min``, ...) from recipe labels (some or all of
+    :data:`RECIPE_CHOICES`), each checked like an architecture choice."""
+    out: dict[str, Any] = {}
+    for label, value in labels.items():
+        if label not in RECIPE_CHOICES:
+            raise ArchError(f"{source}: unknown recipe label {label}; valid: {', '.join(RECIPE_CHOICES)}")
+        if not is_one_of(value, RECIPE_CHOICES[label]):
+            raise ArchError(f"{source}: {label}={value!r} is not one of {list(RECIPE_CHOICES[label])}")
+        if label == "train_scale":
+            out["scale_min"], out["scale_max"] = (float(v) for v in value.split("-"))
+        else:
+            out[label.removeprefix("train_")] = value
+    return out
+
+
+def recipe_labels(train: Any) -> dict[str, Any]:
+    """The recipe labels of training settings ``train`` (a :class:`~nni_seg.settings.TrainSettings`) where
+    each lies in :data:`RECIPE_CHOICES` (a label whose value is not a choice is left out)."""
+    values = {"train_lr": train.lr, "train_weight_decay": train.weight_decay, "train_batch_size": train.batch_size,
+              "train_scale": f"{float(train.scale_min)}-{float(train.scale_max)}", "train_loss": train.loss,
+              "train_class_weights": train.class_weights}
+    return {k: v for k, v in values.items() if is_one_of(v, RECIPE_CHOICES[k])}
+
+
+def split_joint(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trial parameters -> (architecture labels, recipe labels)."""
+    return ({k: v for k, v in params.items() if k not in RECIPE_CHOICES},
+            {k: v for k, v in params.items() if k in RECIPE_CHOICES})
+
 
 def legacy_search_space(kind: str = "choice", vocabulary: str = "full") -> dict[str, dict]:
     """The search-space JSON for ``nnictl`` (``searchSpaceFile``), from :data:`CHOICES`.
@@ -181,17 +231,19 @@ def legacy_search_space(kind: str = "choice", vocabulary: str = "full") -> dict[
     ``kind="layer_choice"``: the variant NNI's ``RegularizedEvolutionTuner`` requires.
     ``vocabulary="single_op"``: the first model space (one op per cell, max-pool down, no context block):
     the labels it had, the others left to the trial, which fills them with :data:`LEGACY_DEFAULTS`.
+    ``vocabulary="joint"``: the full model space and the training recipe (:data:`RECIPE_CHOICES`).
     """
     if kind not in SPACE_KINDS:
         raise ValueError(f"unknown search-space kind {kind!r}; valid: {', '.join(SPACE_KINDS)}")
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"unknown vocabulary {vocabulary!r}; valid: {', '.join(VOCABULARIES)}")
-    return {label: {"_type": kind, "_value": list(values)} for label, values in CHOICES.items()
-            if vocabulary == "full" or label not in LEGACY_DEFAULTS}
+    choices = {**CHOICES, **RECIPE_CHOICES} if vocabulary == "joint" else CHOICES
+    return {label: {"_type": kind, "_value": list(values)} for label, values in choices.items()
+            if vocabulary != "single_op" or label not in LEGACY_DEFAULTS}
 
 
 SPACE_KINDS = ("choice", "layer_choice")
-VOCABULARIES = ("full", "single_op")
+VOCABULARIES = ("full", "single_op", "joint")
 
 
 def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:
@@ -220,15 +272,34 @@ def load_arch(path: str) -> Arch:
     return validate_arch(obj, source=path, fill_legacy=True)
 
 
+def load_recipe(path: str) -> dict[str, Any]:
+    """The training recipe an exported ``top_arch.json`` carries (a joint search's), as training-settings
+    fields; ``{}`` for a reference name, a plain architecture or an export without one."""
+    if path in NAMED_ARCHS:
+        return {}
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # load_arch has said what is wrong with the file
+    recipe = obj.get("recipe") if isinstance(obj, dict) else None
+    if recipe is None:
+        return {}
+    if not isinstance(recipe, dict):
+        raise ArchError(f"{path}: recipe: expected an object of recipe labels, got {type(recipe).__name__}")
+    return recipe_settings(recipe, f"{path}: recipe")
+
+
 def check_search_space(space: Any, source: str = "search space") -> None:
     """A search space our trial can train: every entry a label of :data:`CHOICES` as a ``choice`` /
     ``layer_choice`` over some of its values, and every label there unless the trial fills it
-    (:data:`LEGACY_DEFAULTS`). NNI would accept anything and every trial would fail: say it before."""
+    (:data:`LEGACY_DEFAULTS`); recipe labels (:data:`RECIPE_CHOICES`) may be there too (the trial's own
+    settings give the others). NNI would accept anything and every trial would fail: say it before."""
     if not isinstance(space, dict) or not space:
         raise ArchError(f"{source}: expected a non-empty mapping of labels to {{_type, _value}}")
-    unknown = sorted(set(space) - set(CHOICES))
+    known = {**CHOICES, **RECIPE_CHOICES}
+    unknown = sorted(set(space) - set(known))
     if unknown:
-        raise ArchError(f"{source}: unknown label(s) {', '.join(map(str, unknown))}; valid: {', '.join(CHOICES)}")
+        raise ArchError(f"{source}: unknown label(s) {', '.join(map(str, unknown))}; valid: {', '.join(known)}")
     missing = [label for label in CHOICES if label not in space and label not in LEGACY_DEFAULTS]
     if missing:
         raise ArchError(f"{source}: missing label(s) {', '.join(missing)} (python -m nni_seg space writes a full one)")
@@ -237,9 +308,9 @@ def check_search_space(space: Any, source: str = "search space") -> None:
                 or not spec["_value"]:
             raise ArchError(f"{source}: {label}: expected {{_type: choice or layer_choice, _value: [values]}}, "
                             f"got {spec!r}")
-        bad = [v for v in spec["_value"] if not is_one_of(v, CHOICES[label])]
+        bad = [v for v in spec["_value"] if not is_one_of(v, known[label])]
         if bad:
-            raise ArchError(f"{source}: {label}: {bad[0]!r} is not one of {list(CHOICES[label])}")
+            raise ArchError(f"{source}: {label}: {bad[0]!r} is not one of {list(known[label])}")
 
 
 def decode_parameters(params: dict[str, Any]) -> Arch:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from .errors import UserError, guarded
 from .settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
-                       TuneSettings, add_flags, from_flags, given_flags, load_sections)
+                       TuneSettings, add_flags, from_flags, given_flags, load_sections, read_yaml)
 
 
 @dataclass(frozen=True)
@@ -177,11 +177,17 @@ def _build_retrain(p):
 
 def _retrain(args) -> int:
     from .deploy import retrain
-    from .arch import load_arch
+    from .arch import load_arch, load_recipe
 
     base = load_sections(args.config, {"data": DataSettings, "train": TrainSettings})
     arch = load_arch(args.arch)
-    meta, _ = retrain(arch, from_flags(DataSettings, args, base["data"]), from_flags(TrainSettings, args, base["train"]),
+    # a joint search's recipe is the base; what --config's train section gives, and the flags, override it
+    in_config = (read_yaml(args.config).get("train") or {}) if args.config else {}
+    recipe = {k: v for k, v in load_recipe(args.arch).items() if k not in in_config}
+    train = from_flags(TrainSettings, args, dataclasses.replace(base["train"], **recipe))
+    if recipe:
+        _out("training recipe from the search: " + ", ".join(f"{k}={getattr(train, k)}" for k in recipe))
+    meta, _ = retrain(arch, from_flags(DataSettings, args, base["data"]), train,
                       Path(args.out), resume=args.resume, force=args.force)
     b = meta.best_scores
     _out(f"best val dice {b.dice:.4f} miou {b.miou:.4f} at epoch {meta.epoch} (scored at the training size "
@@ -308,6 +314,8 @@ def _pack(args) -> int:
 
     from .progress import Progress
 
+    if args.holdout:
+        raise UserError("pack-data packs the dataset's own splits; give --holdout to the trials that read it")
     out = check_output(args.out, force=args.force, what="--out")
     with Progress(0, "pack-data: reading", "img") as bar:  # the total is not known before the folders are listed
         data = load_dataset(from_flags(DataSettings, args), test=None, progress=bar.update)
@@ -321,8 +329,9 @@ def _pack(args) -> int:
 def _build_space(p):
     p.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
-    p.add_argument("--vocabulary", choices=["full", "single_op"], default="full",
-                   help="single_op: the first model space (one op per cell, max-pool down, no context block)")
+    p.add_argument("--vocabulary", choices=["full", "single_op", "joint"], default="full",
+                   help="single_op: the first model space (one op per cell, max-pool down, no context block); "
+                        "joint: the model space and the training recipe")
     p.add_argument("--out", help="file to write (default: print)")
     p.add_argument("--force", action="store_true", help="replace an --out file whose content differs")
 

@@ -11,6 +11,7 @@ nowhere else; :meth:`SegData.class_weights` derives loss weights from the traini
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,7 @@ class SegData:
     test_images: torch.Tensor | None = None
     test_masks: torch.Tensor | None = None
     native: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    names: dict[str, list[str]] = field(default_factory=dict)  # per split, each image's name (file stem)
 
     def __post_init__(self) -> None:
         """Every loader's data, however it was read (folders, a packed file, the cache, generated), is checked
@@ -64,6 +66,8 @@ class SegData:
             if len(x) != len(y) or x.shape[-2:] != y.shape[-2:]:
                 raise DataError(f"{where}: {split} has {len(x)} images of {x.shape[-2]}x{x.shape[-1]} but {len(y)} "
                                 f"masks of {y.shape[-2]}x{y.shape[-1]}")
+            if split in self.names and len(self.names[split]) != len(x):
+                raise DataError(f"{where}: {split} has {len(x)} images but {len(self.names[split])} names")
             for masks in [y, *self.native.get(split, [])]:
                 if int(masks.max()) < c:  # one cheap pass on every load (trials read the cache): all in range
                     continue
@@ -321,12 +325,62 @@ def resize(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int] | None) -> tu
     return x, y
 
 
-def _assemble(name: str, loaded: dict[str, tuple], class_names: list[str], **kw) -> SegData:
-    """SegData from ``{split: (images, masks, native masks or None)}``."""
+def _stems(pairs: dict[str, list[tuple[Path, Path]]]) -> dict[str, list[str]]:
+    """Each split's image names: the images' file stems (``0001TP_006690``)."""
+    return {split: [img.stem for img, _ in ps] for split, ps in pairs.items()}
+
+
+def _assemble(name: str, loaded: dict[str, tuple], class_names: list[str], names: dict[str, list[str]] | None = None,
+              **kw) -> SegData:
+    """SegData from ``{split: (images, masks, native masks or None)}``; ``names``: per split, the images'
+    names (for :func:`hold_out`)."""
     native = {split: v[2] for split, v in loaded.items() if v[2] is not None}
     test = loaded.get("test", (None, None, None))
     return SegData(name, *loaded["train"][:2], *loaded["val"][:2], class_names, test_images=test[0],
-                   test_masks=test[1], native=native, **kw)
+                   test_masks=test[1], native=native, names=dict(names or {}), **kw)
+
+
+def hold_out(data: SegData, spec: str) -> SegData:
+    """``data`` whose training images named by ``spec`` become the split trials select on (its ``val``),
+    and are no longer trained on: a drive of CamVid (``0006R0``), a patient, a site. ``spec``: name
+    prefixes, comma-separated, or ``@file`` listing one name or prefix per line. The dataset's own val
+    split is set aside (trials never see it); its test split stays."""
+    prefixes = _holdout_prefixes(spec)
+    names = data.names.get("train")
+    if not names:
+        where = data.info.get("packed")
+        raise DataError(f"holdout {spec!r}: dataset {data.name} has no image names" + (
+            f" ({where} was packed before names were kept: pack it again with python -m nni_seg pack-data)"
+            if where else ""))
+    keep = torch.tensor([n.startswith(prefixes) for n in names])
+    if not keep.any():
+        raise DataError(f"holdout {spec!r} matches no training image (names look like {names[0]!r})")
+    if keep.all():
+        raise DataError(f"holdout {spec!r} matches every training image: nothing would be left to train on")
+    idx, rest = keep.nonzero()[:, 0], (~keep).nonzero()[:, 0]
+    picked = [names[i] for i in idx.tolist()]
+    groups = sorted({p for p in prefixes if any(n.startswith(p) for n in picked)})
+    info = {**data.info, "selection": f"held-out training images {','.join(groups)} ({len(idx)} of {len(names)})"}
+    return dataclasses.replace(
+        data, train_images=data.train_images[rest], train_masks=data.train_masks[rest],
+        val_images=data.train_images[idx], val_masks=data.train_masks[idx], info=info,
+        native={k: v for k, v in data.native.items() if k == "test"},
+        names={**data.names, "train": [names[i] for i in rest.tolist()], "val": picked})
+
+
+def _holdout_prefixes(spec: str) -> tuple[str, ...]:
+    if spec.startswith("@"):
+        path = Path(spec[1:]).expanduser()
+        try:
+            items = [line.strip() for line in path.read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"holdout list {path} cannot be read: {e}") from None
+    else:
+        items = [p.strip() for p in spec.split(",")]
+    items = [i for i in items if i and not i.startswith("#")]
+    if not items:
+        raise DataError(f"holdout {spec!r}: no names or prefixes given")
+    return tuple(items)
 
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
@@ -359,15 +413,15 @@ def load_camvid(cfg: DataSettings, want: Want) -> SegData:
     11 classes, 11 = void."""
     root = _root(cfg)
     size = cfg.size or (360, 480)
-    loaded = {}
+    loaded, read = {}, {}
     for split in _splits(want, (root / "test").is_dir() and (root / "testannot").is_dir(), "camvid",
                          f"{root}/test + testannot"):
         img_dir, mask_dir = root / split, root / f"{split}annot"
         n = {"train": cfg.num_train, "val": cfg.num_val}.get(split)
-        pairs = _head(_pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir), n)
+        read[split] = pairs = _head(_pair(_list_images(img_dir), _list_images(mask_dir), img_dir, mask_dir), n)
         loaded[split] = load_pairs(pairs, size, 11, 11, native=want.native and split != "train", progress=want.progress)
-    return _assemble("camvid", loaded, CAMVID_CLASSES, ignore_index=11, background=None, palette=CAMVID_PALETTE,
-                     info={"root": str(root)})
+    return _assemble("camvid", loaded, CAMVID_CLASSES, names=_stems(read), ignore_index=11, background=None,
+                     palette=CAMVID_PALETTE, info={"root": str(root)})
 
 
 def load_isbi2012(cfg: DataSettings, want: Want) -> SegData:
@@ -382,11 +436,10 @@ def load_isbi2012(cfg: DataSettings, want: Want) -> SegData:
     if n_val >= len(pairs):
         raise DataError(f"{img_dir} has {len(pairs)} image(s): too few to keep {n_val} for validation")
     to_class = lambda m: (m > 127).astype(np.uint8)  # noqa: E731  (0 membrane, 1 cell)
-    loaded = {"train": load_pairs(_head(pairs[:-n_val], cfg.num_train), size, 2, None, rgb=False, mask_map=to_class,
-                                  progress=want.progress),
-              "val": load_pairs(pairs[-n_val:], size, 2, None, rgb=False, mask_map=to_class, native=want.native,
-                                progress=want.progress)}
-    return _assemble("isbi2012", loaded, ["membrane", "cell"], palette=[(0, 0, 0), (255, 255, 255)],
+    read = {"train": _head(pairs[:-n_val], cfg.num_train), "val": pairs[-n_val:]}
+    loaded = {split: load_pairs(ps, size, 2, None, rgb=False, mask_map=to_class,
+                                native=want.native and split == "val", progress=want.progress) for split, ps in read.items()}
+    return _assemble("isbi2012", loaded, ["membrane", "cell"], names=_stems(read), palette=[(0, 0, 0), (255, 255, 255)],
                      info={"root": str(root)})
 
 
@@ -509,7 +562,7 @@ def load_folder(cfg: DataSettings, want: Want) -> SegData:
     size = cfg.size or (256, 256)
     loaded = {split: load_pairs(pairs, size, len(names), 255, native=want.native and split != "train",
                                 progress=want.progress) for split, pairs in split_pairs.items()}
-    return _assemble("folder", loaded, names, ignore_index=255, background=None,
+    return _assemble("folder", loaded, names, names=_stems(split_pairs), ignore_index=255, background=None,
                      palette=_read_palette(root / "palette.txt", len(names)), info={"root": str(root)})
 
 
@@ -569,7 +622,8 @@ def pack_dataset(data: SegData, path: str | Path, image_format: str = "jpeg", qu
     meta = {"name": data.name, "class_names": data.class_names, "ignore_index": data.ignore_index,
             "background": data.background, "palette": [list(c) for c in data.colours()],
             "size": list(data.size), "in_channels": data.in_channels, "image_format": image_format,
-            "quality": quality if image_format == "jpeg" else None, "info": data.info, "splits": splits}
+            "quality": quality if image_format == "jpeg" else None, "info": data.info, "splits": splits,
+            "names": {split: data.names[split] for split in splits if split in data.names}}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8)
     with atomic_path(path, suffix=".npz") as tmp:  # .npz: np.savez would append it otherwise
         np.savez(tmp, **arrays)
@@ -626,14 +680,16 @@ def _decode_packed(path: Path, meta: dict, parts: dict, cfg: DataSettings, want:
         y0 = torch.from_numpy(np.stack(ms))
         x, y = resize(x, y0, cfg.size)
         loaded[split] = (x.contiguous(), y.contiguous(), list(y0) if want.native and split != "train" else None)
-    return _assemble(meta["name"], loaded, meta["class_names"], ignore_index=meta["ignore_index"],
+    stored = meta.get("names") if isinstance(meta.get("names"), dict) else {}
+    names = {split: [str(n) for n in stored[split][:len(loaded[split][0])]] for split in loaded if split in stored}
+    return _assemble(meta["name"], loaded, meta["class_names"], names=names, ignore_index=meta["ignore_index"],
                      background=meta["background"], palette=[tuple(c) for c in meta["palette"]],
                      info={**meta.get("info", {}), "packed": str(path), "image_format": meta["image_format"],
                            "quality": meta.get("quality")})
 
 
 # --------------------------------------------------------------------------- decoded-data cache
-CACHE_VERSION = 1  # bump when what a loader produces changes
+CACHE_VERSION = 2  # bump when what a loader produces changes (2: image names)
 
 
 def cache_dir(near: Path | None = None) -> Path:
@@ -677,7 +733,8 @@ def cached(key: dict, folder: Path, make: Callable[[], SegData]) -> SegData:
                            arrays["val_masks"], meta["class_names"], ignore_index=meta["ignore_index"],
                            background=meta["background"],
                            palette=[tuple(c) for c in meta["palette"]] if meta["palette"] else None, info=meta["info"],
-                           test_images=arrays.get("test_images"), test_masks=arrays.get("test_masks"))
+                           test_images=arrays.get("test_images"), test_masks=arrays.get("test_masks"),
+                           names=meta.get("names") or {})
         except Exception:  # noqa: BLE001  any damage (BadZipFile, bad meta, wrong shapes): rebuilt below
             pass
     data = make()
@@ -685,7 +742,7 @@ def cached(key: dict, folder: Path, make: Callable[[], SegData]) -> SegData:
               if getattr(data, f"{s}_{k}") is not None}
     meta = {"name": data.name, "class_names": data.class_names, "ignore_index": data.ignore_index,
             "background": data.background, "palette": [list(c) for c in data.palette] if data.palette else None,
-            "info": data.info}
+            "info": data.info, "names": data.names}
     try:
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8), **arrays)
@@ -715,4 +772,5 @@ def load_dataset(cfg: DataSettings, *, test: bool | None = False, native: bool =
         loader = lookup(DATASETS, cfg.dataset, "dataset")
     except KeyError as e:
         raise DataError(e.args[0]) from None
-    return loader(cfg, Want(test=test, native=native, progress=progress))
+    data = loader(cfg, Want(test=test, native=native, progress=progress))
+    return hold_out(data, cfg.holdout) if cfg.holdout else data

@@ -92,15 +92,26 @@ def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
     """Our GuidedTuner's classArgs (tuner, start_with, budget, exclude) meet the search space only in NNI's
     dispatcher, whose error ends the experiment in its log; build it here against the config's space."""
     tuner = raw.get("tuner")
-    if not isinstance(tuner, dict) or tuner.get("className") != "nni_seg.tuners.GuidedTuner":
+    name = tuner.get("className") if isinstance(tuner, dict) else None
+    if name not in ("nni_seg.tuners.GuidedTuner", "nni_seg.ladder.LadderAdvisor"):
         return
-    from .tuners import GuidedTuner
-
-    space = canonical.search_space
+    space, args = canonical.search_space, tuner.get("classArgs") or {}
     try:
-        GuidedTuner(**(tuner.get("classArgs") or {})).update_search_space(space)
+        if name == "nni_seg.tuners.GuidedTuner":
+            from .tuners import GuidedTuner
+
+            GuidedTuner(**args).update_search_space(space)
+            return
+        from .ladder import Ladder, plan_trials
+
+        ladder = Ladder(**args)
+        ladder.update_search_space(space)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{path}: tuner.classArgs: {e}") from None
+    need, given = plan_trials(ladder.rungs), raw.get("maxTrialNumber")
+    if isinstance(given, int) and given < need:
+        raise ConfigError(f"{path}: maxTrialNumber {given} < the {need} trials of the ladder's rungs (the top rung "
+                          f"would be cut short)")
 
 
 def probe_gpus() -> dict:

@@ -19,7 +19,7 @@ from . import schema
 from .errors import RecordError, RunFailed, UserError
 from .files import check_output
 from .records import Loaded, db_records, db_score, experiment_dir, nni_db, trial_records
-from .schema import TOP_NAME, CrossCheck, Mismatch, Status, TopArch, TrialRecord
+from .schema import TOP_NAME, CrossCheck, LadderChoice, Mismatch, Status, TopArch, TrialRecord
 
 
 def cross_check(loaded: list[Loaded], db: dict[str, dict]) -> CrossCheck:
@@ -57,8 +57,37 @@ def rank(metric: str) -> Callable[[Loaded], tuple]:
 
 
 def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
+    if any(x.record.rung is not None for x in loaded):
+        chosen = ladder_best(loaded, metric)
+        return chosen[0] if chosen else None
     scored = [x for x in loaded if x.record.score(metric) is not None]
     return max(scored, key=rank(metric)) if scored else None
+
+
+def ladder_best(loaded: list[Loaded], metric: str) -> tuple[Loaded, LadderChoice] | None:
+    """A ladder's winner (:mod:`nni_seg.ladder`): at the highest rung with a scored trial, the candidate
+    with the best mean over its trainings there (ties: the cheaper network, then the earlier candidate);
+    returned as its best-scoring training and how it was chosen."""
+    scored = [x for x in loaded if x.record.rung is not None and x.record.score(metric) is not None]
+    if not scored:
+        return None
+    top = max(x.record.rung.rung for x in scored)
+    by: dict[int, list[Loaded]] = {}
+    for x in scored:
+        if x.record.rung.rung == top:
+            by.setdefault(x.record.rung.candidate, []).append(x)
+
+    def key(c: int) -> tuple:
+        xs = by[c]
+        mmacs = xs[0].record.mmacs if xs[0].record.mmacs is not None else math.inf
+        return sum(x.record.score(metric) for x in xs) / len(xs), -mmacs, -c
+
+    best = max(by, key=key)
+    r = by[best][0].record.rung
+    choice = LadderChoice(rung=top, epochs=r.epochs, size=r.size, metric=metric, candidate=best,
+                          scores=[x.record.score(metric) for x in by[best]],
+                          candidates={str(c): [x.record.score(metric) for x in xs] for c, xs in sorted(by.items())})
+    return max(by[best], key=rank(metric)), choice
 
 
 def _states(loaded: list[Loaded]) -> dict[str, int]:
@@ -134,7 +163,9 @@ def _top(best: Loaded | None, loaded: list[Loaded], metric: str, source: str, ch
         raise RunFailed(f"no succeeded trial with metric {metric!r} in {exp_dir} "
                         f"(trial records: {_states(loaded) or 'none'})")
     rec: TrialRecord = best.record
-    return TopArch(arch=rec.arch, summary=rec.summary, experiment_id=rec.experiment_id or exp_dir.name,
+    ladder = ladder_best(loaded, metric) if rec.rung is not None else None
+    return TopArch(recipe=rec.recipe, ladder=ladder[1] if ladder and ladder[0] is best else None,
+                   arch=rec.arch, summary=rec.summary, experiment_id=rec.experiment_id or exp_dir.name,
                    trial_id=rec.trial_id, parameter_id=rec.parameter_id, sequence_id=rec.sequence_id, metric=metric,
                    metrics=rec.metrics, dataset=rec.dataset, data=rec.data, train=rec.train,
                    trials_succeeded=sum(x.record.status == Status.SUCCEEDED for x in loaded),
@@ -182,5 +213,12 @@ def one_line(top: TopArch) -> str:
     m = top.metrics or {}
     score = (f"dice={m['dice']:.4f} miou={m['miou']:.4f} params={int(m.get('params', 0))} "
              f"mmacs={m.get('mmacs', float('nan')):.1f}" if "dice" in m else "not scored")
+    if top.ladder:
+        lad = top.ladder
+        score += (f" | chosen at ladder rung {lad.rung} ({lad.epochs} epochs"
+                  + (f" at {lad.size[0]}x{lad.size[1]}" if lad.size else "")
+                  + f") by the mean {top.ladder.metric} of {len(lad.scores)}: {sum(lad.scores) / len(lad.scores):.4f}")
+    if top.recipe:
+        score += " | recipe " + " ".join(f"{k.removeprefix('train_')}={v}" for k, v in top.recipe.items())
     return (f"top architecture of {top.experiment_id}: trial {top.trial_id} (parameter {top.parameter_id}) "
             f"{score} | {top.summary}")

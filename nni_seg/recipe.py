@@ -172,13 +172,13 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     search = make_report(experiment_dir(top.experiment_id), out / "search", title=f"search {top.experiment_id}")
     phase("search_report", t)
 
-    searched_train = train_cfg
+    searched_train = dataclasses.replace(train_cfg, **top.recipe_settings()) if rc.searched_recipe else train_cfg
     if rc.tune_config:
         from .tune import run_tune
 
         t = time.perf_counter()
         tuned = run_tune(out / "top_arch.json", rc.tune_config, out / "tune", data=tune_data, log=log)
-        searched_train = dataclasses.replace(train_cfg, **tuned.overrides())
+        searched_train = dataclasses.replace(searched_train, **tuned.overrides())
         phase("tune", t)
 
     networks = [("searched", top.arch, searched_train)] + \

@@ -48,6 +48,19 @@ class DatasetInfo(Checked):
     classes: list[str] = _f([])
     num_train: int = _f(0)
     num_val: int = _f(0)
+    selection: str = _f("val")  # what the trial's score was computed on: val, or held-out training images
+
+
+@dataclasses.dataclass
+class Rung(Checked):
+    """Where a trial stands on a fidelity ladder (:mod:`nni_seg.ladder`): its rung (0: the screen), the
+    epochs and image size of that rung, the candidate it trains (the ladder's number for an architecture
+    with its recipe) and which of the rung's trainings of that candidate it is (``repeat``: its seed)."""
+    rung: int = _f(0)
+    epochs: int = _f(1)
+    size: tuple[int, int] | None = _f(None)
+    candidate: int = _f(0)
+    repeat: int = _f(0)
 
 
 @dataclasses.dataclass
@@ -100,6 +113,8 @@ class TrialRecord(Checked):
     sequence_id: int | None = _f(None)
     raw_parameters: dict[str, Any] | None = _f(None)
     nni_budget: float | None = _f(None)  # TRIAL_BUDGET sent by a multi-fidelity advisor (Hyperband, BOHB)
+    rung: Rung | None = _f(None)  # set by nni_seg.ladder's advisor
+    recipe: dict[str, Any] | None = _f(None)  # the recipe labels the tuner chose (joint search), as trained
     started: str | None = _f(None)
     finished: str | None = _f(None)
     host: str | None = _f(None)
@@ -159,6 +174,18 @@ class Confirmation(Checked):
 
 
 @dataclasses.dataclass
+class LadderChoice(Checked):
+    """How a ladder's winner was chosen: the best mean over the top rung's trainings of each candidate."""
+    rung: int = _f(0)
+    epochs: int = _f(0)
+    size: tuple[int, int] | None = _f(None)
+    metric: str = _f("default")
+    candidate: int = _f(0)
+    scores: list[float] = _f([])  # the winner's trainings at that rung
+    candidates: dict[str, list[float]] = _f({})  # every candidate of that rung: its scores
+
+
+@dataclasses.dataclass
 class TopArch(Checked):
     """``top_arch.json``: an experiment's best architecture, from its trials' own records."""
     arch: dict[str, Any] = _f({}, required=True)
@@ -181,7 +208,15 @@ class TopArch(Checked):
     note: str | None = _f(None)
     warnings: list[str] = _f([])
     confirmation: Confirmation | None = _f(None)  # set when chosen by ``export --confirm``
+    recipe: dict[str, Any] | None = _f(None)  # the searched training recipe (labels): retrain's defaults
+    ladder: LadderChoice | None = _f(None)  # set when chosen at a ladder's top rung
     format_version: int = _f(FORMAT_VERSION)
+
+    def recipe_settings(self) -> dict[str, Any]:
+        """The searched recipe as training-settings fields (``{}`` for an architecture-only search)."""
+        from .arch import recipe_settings
+
+        return recipe_settings(self.recipe or {}, "top architecture's recipe")
 
 
 @dataclasses.dataclass

@@ -40,6 +40,9 @@ class DataSettings(Checked):
                                     min=1)
     num_val: int | None = setting(None, "digits: scenes to generate; others: validation images", min=1)
     data_seed: int = setting(0, "digits: generator seed", min=0)
+    holdout: str | None = setting(None, "select on these training images instead of val, and train on the rest: "
+                                        "name prefixes, comma-separated (CamVid: a drive, e.g. 0006R0), or @FILE "
+                                        "of names")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +173,8 @@ class RecipeSettings(Checked):
     tune_config: str | None = setting(None, "also tune the winner's training (a tune YAML) before retraining it")
     confirm: int = setting(0, "train the search's top K trials once more at the search's settings and take the "
                               "best mean as the winner (export --confirm; 0: the single best trial)", min=0, max=20)
+    searched_recipe: bool = setting(True, "retrain the searched net with the training recipe its search chose "
+                                          "(a joint search's; the training flags are the baselines' and fill the rest)")
     force: bool = setting(False, "replace the results of an earlier recipe in --out")
 
     @property

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from . import forkserver, schema
-from .arch import NAMED_ARCHS, arch_summary, decode_parameters, load_arch, validate_arch
+from .arch import NAMED_ARCHS, arch_summary, decode_parameters, load_arch, recipe_settings, split_joint, validate_arch
 from .errors import RecordError, UserError, one_line
-from .schema import RECORD_NAME, DatasetInfo, Status, TrialRecord
+from .schema import RECORD_NAME, DatasetInfo, Rung, Status, TrialRecord
 from .settings import (BudgetSettings, DataSettings, Parser, TrainSettings, TrialSettings, add_flags, from_flags,
                        load_sections)
 
@@ -218,7 +218,8 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
     record.params = count_params(model)
     record.mmacs = round(count_macs(model, (1, data.in_channels, h, w)) / 1e6, 3)
     record.dataset = DatasetInfo(name=data.name, size=(h, w), classes=data.class_names,
-                                 num_train=len(data.train_images), num_val=len(data.val_images))
+                                 num_train=len(data.train_images), num_val=len(data.val_images),
+                                 selection=data.info.get("selection", "val"))
     over = over_budget(record, budget, data.num_classes, data.in_channels)
     clock.lap("cost")
     if over:
@@ -317,6 +318,38 @@ def nni_budget_epochs(params: dict, train_cfg: TrainSettings) -> tuple[TrainSett
     return dataclasses.replace(train_cfg, epochs=max(1, round(budget))), float(budget)
 
 
+def ladder_fidelity(params: dict, data_cfg: DataSettings, train_cfg: TrainSettings
+                    ) -> tuple[DataSettings, TrainSettings, Rung | None]:
+    """A ladder advisor's ``LADDER`` parameter (:mod:`nni_seg.ladder`): the rung's epochs and image size, and
+    the repeat's seed (the trial's seed + repeat), applied to the trial's settings."""
+    if "LADDER" not in params:
+        return data_cfg, train_cfg, None
+    from ._typed import FieldError, convert
+
+    where = f"LADDER parameter from NNI ({params['LADDER']!r})"
+    try:
+        rung = convert(Rung, params["LADDER"], "")
+        if rung.epochs < 1 or rung.repeat < 0 or rung.rung < 0:
+            raise UserError(f"{where}: rung and repeat must be >= 0 and epochs >= 1")
+        if rung.size is not None:
+            data_cfg = dataclasses.replace(data_cfg, size=tuple(rung.size))
+        train_cfg = dataclasses.replace(train_cfg, epochs=rung.epochs, seed=train_cfg.seed + rung.repeat)
+    except (FieldError, UserError) as e:
+        raise UserError(f"{where}: {one_line(e)}" if isinstance(e, FieldError) else one_line(e)) from None
+    return data_cfg, train_cfg, rung
+
+
+def recipe_from(params: dict, train_cfg: TrainSettings) -> tuple[dict, TrainSettings, dict | None]:
+    """Joint search: (architecture labels, ``train_cfg`` with the recipe labels applied, those labels)."""
+    arch_params, recipe = split_joint(params)
+    if not recipe:
+        return arch_params, train_cfg, None
+    try:
+        return arch_params, dataclasses.replace(train_cfg, **recipe_settings(recipe, "trial parameters")), recipe
+    except UserError as e:
+        raise UserError(f"trial parameters: {one_line(e)}") from None
+
+
 def hpo_settings(params: dict, train_cfg: TrainSettings) -> TrainSettings:
     """``train_cfg`` with the tuner's values for some of its fields (each checked like a flag)."""
     names = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -380,18 +413,21 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
         if params is None:
             raise RecordError("NNI gave this trial no parameters")
         train_cfg, nni_budget = nni_budget_epochs(params, train_cfg)
-        rest = decode_parameters({k: v for k, v in params.items() if k != "TRIAL_BUDGET"})
+        data_cfg, train_cfg, rung = ladder_fidelity(params, data_cfg, train_cfg)
+        rest = decode_parameters({k: v for k, v in params.items() if k not in ("TRIAL_BUDGET", "LADDER")})
+        recipe = None
         if trial.hpo:  # tune: the parameters are training settings of a fixed architecture
             if not trial.arch:
                 raise UserError("--hpo needs --arch (the architecture whose training is tuned)")
             arch, train_cfg = load_arch(trial.arch), hpo_settings(rest, train_cfg)
-        else:
+        else:  # an architecture, and in a joint search its training recipe too
+            rest, train_cfg, recipe = recipe_from(rest, train_cfg)
             arch = validate_arch(rest, source="trial parameters", fill_legacy=True)
         seq = nni_trial.sequence_id
         fault = injected_fault(seq)
         ids = {"trial_id": nni_trial.trial_id, "experiment_id": nni_trial.experiment_id,
                "parameter_id": nni_trial.parameter_id, "sequence_id": seq, "raw_parameters": params,
-               "nni_budget": nni_budget}
+               "nni_budget": nni_budget, "rung": rung, "recipe": recipe}
         out = Path(trial.out or os.environ.get("NNI_OUTPUT_DIR", "."))
         reporter = nni_trial
     else:

@@ -31,7 +31,7 @@ import logging
 
 from nni.tuner import Tuner
 
-from .arch import CHOICES, NAMED_ARCHS, Arch, validate_arch
+from .arch import CHOICES, NAMED_ARCHS, RECIPE_CHOICES, RECIPE_DEFAULTS, Arch, split_joint, validate_arch
 
 _logger = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ def known_archs(start_with: list) -> list[Arch]:
 
 def encode(arch: Arch, search_space: dict) -> dict:
     """``arch`` as the trial parameters of ``search_space``'s kind (``choice``: plain values;
-    ``layer_choice``: ``{"_value", "_idx"}``); labels not in the space are left out."""
+    ``layer_choice``: ``{"_value", "_idx"}``); labels not in the space are left out. In a joint space, recipe
+    labels ``arch`` does not give take :data:`~nni_seg.arch.RECIPE_DEFAULTS`."""
     out = {}
     for label, spec in search_space.items():
-        value = arch[label]
+        value = arch[label] if label in arch else RECIPE_DEFAULTS[label]
         if spec["_type"] == "layer_choice":
             out[label] = {"_value": value, "_idx": list(spec["_value"]).index(value)}
         else:
@@ -123,7 +124,7 @@ class GuidedTuner(Tuner):
         self.exclude = dict(exclude or {})
 
     def update_search_space(self, search_space: dict) -> None:
-        unknown = [label for label in search_space if label not in CHOICES]
+        unknown = [label for label in search_space if label not in CHOICES and label not in RECIPE_CHOICES]
         if unknown:
             raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
         from .prior import narrow
@@ -191,7 +192,8 @@ class GuidedTuner(Tuner):
 
         for _ in range(MAX_TRIES):
             params = self.inner.generate_parameters(parameter_id, **kwargs)
-            if self.budget is None or self.budget.allows(validate_arch(decode_parameters(params), fill_legacy=True)):
+            arch = validate_arch(split_joint(decode_parameters(params))[0], fill_legacy=True)
+            if self.budget is None or self.budget.allows(arch):
                 return params
             self.skipped += 1
             self.inner.receive_trial_result(parameter_id, params, {"default": 0.0, "rejected": 1})

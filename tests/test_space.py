@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nni_seg.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_ARCHS, ArchError, active_labels, canonical,
-                          decode_parameters, dumps_space, legacy_search_space, seed_arch, unet_arch, validate_arch)
+                          decode_parameters, dumps_space, RECIPE_CHOICES, legacy_search_space, seed_arch, unet_arch, validate_arch)
 from nni_seg.cost import count_macs, count_params
 from nni_seg.net import SegNet, build_model
 
@@ -167,14 +167,15 @@ def test_decode_parameters_formats():
 
 @pytest.mark.parametrize("kind,vocabulary,name", [("choice", "full", "search_space.json"),
                                                   ("layer_choice", "full", "search_space_layer_choice.json"),
-                                                  ("choice", "single_op", "search_space_single_op.json")])
+                                                  ("choice", "single_op", "search_space_single_op.json"),
+                                                  ("choice", "joint", "search_space_joint.json")])
 def test_committed_search_space_matches_code(kind, vocabulary, name):
     committed = (ROOT / "experiments" / name).read_text()
     assert committed == dumps_space(kind, vocabulary), (
         f"experiments/{name} drifted from the model space; regenerate: "
         f"python -m nni_seg space --kind {kind} --vocabulary {vocabulary} --out experiments/{name}")
-    labels = [label for label in CHOICES if vocabulary == "full" or label not in LEGACY_DEFAULTS]
-    assert list(json.loads(committed)) == labels
+    labels = [label for label in CHOICES if vocabulary != "single_op" or label not in LEGACY_DEFAULTS]
+    assert list(json.loads(committed)) == labels + (list(RECIPE_CHOICES) if vocabulary == "joint" else [])
 
 
 def test_the_single_op_vocabulary_is_the_first_space_and_its_trials_build():
