@@ -1,0 +1,208 @@
+"""Does the joint search (architecture + recipe, on a ladder, selected on a held-out drive) beat tuning
+the U-Net's training with NNI, at equal compute? CamVid on this machine's CPU.
+
+Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.ladder.plan_cost):
+  joint    experiments/camvid/joint_cpu.yml (joint space, ladder, random rung 0), its tuner seeded
+  tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first
+  random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
+  unet     (continuity) the U-Net with the recipe's current settings, no search
+All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
+twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
+recipe's), and scored on val at the native 360x480.
+
+Resumable: a finished search (search.json) or retrain (run<k>.json) is not redone.
+  python bench/joint_search.py --seeds 0 1 2 --arms joint tune random unet
+  python bench/joint_search.py --summary        # the table for docs/results.md
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from nni_seg.arch import NAMED_ARCHS
+from nni_seg.settings import DataSettings, RunSettings, TrainSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "joint_search"
+DATA = str(ROOT / "data" / "camvid_360x480.npz")
+HOLDOUT = "0006R0"
+RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
+              class_weights="median_freq", device="cpu")  # run_cpu.sh's retrain settings
+RETRAIN_DATA = DataSettings(dataset="packed", data_root=DATA, size=(96, 128))
+ARMS = ("joint", "tune", "random", "unet")
+
+
+def _save(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _trial_seconds(exp_dir: Path) -> dict:
+    """Trials' wall seconds summed (each trial uses one core: core-seconds) and epochs at 48x64's pixels."""
+    from nni_seg.records import trial_records
+
+    secs, base_epochs, n = 0.0, 0.0, 0
+    for x in trial_records(exp_dir)[0]:
+        r = x.record
+        if r.started and r.finished:
+            secs += (dt.datetime.fromisoformat(r.finished) - dt.datetime.fromisoformat(r.started)).total_seconds()
+        if r.dataset and r.train:
+            h, w = r.dataset.size
+            base_epochs += r.train.epochs * h * w / (48 * 64)
+        n += 1
+    return {"trials": n, "trial_core_seconds": round(secs, 1), "base_epochs": round(base_epochs, 1)}
+
+
+def _experiment(config: dict, folder: Path, name: str) -> dict:
+    from nni_seg.experiment import run_experiment
+    from nni_seg.records import experiment_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    t = time.perf_counter()
+    top = run_experiment(path, RunSettings(out=str(folder / "top_arch.json"), timeout=7200))
+    wall = time.perf_counter() - t
+    return {"experiment_id": top.experiment_id, "arch": top.arch, "recipe": top.recipe or {},
+            "overrides": top.recipe_settings(), "search_score": (top.metrics or {}).get("default"),
+            "ladder": dataclasses.asdict(top.ladder) if top.ladder else None, "search_wall_seconds": round(wall, 1),
+            **_trial_seconds(experiment_dir(top.experiment_id))}
+
+
+def _search_config(base: str, seed: int, folder: Path, **changes) -> dict:
+    cfg = yaml.safe_load((ROOT / base).read_text())
+    here = (ROOT / base).parent
+    cfg["searchSpaceFile"] = str((here / cfg["searchSpaceFile"]).resolve())
+    cfg["trialCodeDirectory"] = str(ROOT)
+    cfg["experimentWorkingDirectory"] = str(folder / "nni")
+    cfg["tuner"]["codeDirectory"] = str(ROOT)
+    cfg["tuner"]["classArgs"]["tuner_args"] = {"seed": seed}
+    cfg["trialCommand"] = cfg["trialCommand"].replace("experiments/", str(ROOT / "experiments") + "/")
+    cfg.update(changes)
+    return cfg
+
+
+def search_joint(seed: int, folder: Path) -> dict:
+    return _experiment(_search_config("experiments/camvid/joint_cpu.yml", seed, folder), folder, "joint")
+
+
+def search_random(seed: int, folder: Path) -> dict:
+    cfg = _search_config("experiments/camvid/joint_cpu.yml", seed, folder, maxTrialNumber=60)
+    args = cfg["tuner"]["classArgs"]
+    cfg["tuner"] = {"className": "nni_seg.tuners.GuidedTuner", "codeDirectory": str(ROOT),
+                    "classArgs": {"tuner": "Random", "tuner_args": {"seed": seed}, "budget": args["budget"]}}
+    cfg["experimentName"] = "nni_seg-camvid-cpu-joint-random"
+    return _experiment(cfg, folder, "random")
+
+
+def search_tune(seed: int, folder: Path) -> dict:
+    from nni_seg.records import experiment_dir
+    from nni_seg.tune import run_tune
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed, "trial_epochs": 6,
+                    "out": str(folder / "tune"), "timeout": 7200},
+           "data": {"dataset": "packed", "data_root": DATA, "size": [48, 64], "holdout": HOLDOUT},
+           "train": {**RECIPE, "threads": 1}}
+    path = folder / "tune.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    t = time.perf_counter()
+    res = run_tune("unet", path)
+    wall = time.perf_counter() - t
+    return {"experiment_id": res.experiment_id, "arch": NAMED_ARCHS["unet"](), "recipe": {}, "overrides": res.tuned,
+            "search_score": res.score, "base_score": res.base_score, "search_wall_seconds": round(wall, 1),
+            **_trial_seconds(experiment_dir(res.experiment_id, [str(folder / "tune" / "experiments")]))}
+
+
+def no_search(seed: int, folder: Path) -> dict:
+    return {"arch": NAMED_ARCHS["unet"](), "recipe": {}, "overrides": {}, "search_wall_seconds": 0, "trials": 0,
+            "trial_core_seconds": 0, "base_epochs": 0}
+
+
+SEARCHES = {"joint": search_joint, "tune": search_tune, "random": search_random, "unet": no_search}
+
+
+def retrain_run(found: dict, run: int, folder: Path) -> dict:
+    from nni_seg.deploy import evaluate, retrain
+
+    train = TrainSettings(**{**RECIPE, **found["overrides"], "threads": 2, "seed": run})
+    ckpt = folder / f"ckpt{run}"
+    t = time.perf_counter()
+    meta, _ = retrain(found["arch"], RETRAIN_DATA, train, ckpt, force=True)
+    seconds = time.perf_counter() - t
+    rep = evaluate(ckpt, split="val", device="cpu", native=True)
+    return {"run": run, "miou": rep.scores.miou, "dice": rep.scores.dice, "iou_per_class": rep.scores.iou_per_class,
+            "class_names": rep.class_names, "mmacs": meta.mmacs, "params": meta.params, "retrain_seconds": round(seconds, 1),
+            "train": dataclasses.asdict(train), "compute": meta.compute}
+
+
+def run(arms: list[str], seeds: list[int], runs: int) -> None:
+    for seed in seeds:
+        for arm in arms:
+            if arm == "unet" and seed != seeds[0]:
+                continue  # no search: one set of retrains
+            folder = OUT / f"{arm}_s{seed}"
+            found_path = folder / "search.json"
+            if not found_path.exists():
+                print(f"=== search {arm} seed {seed}", flush=True)
+                _save(found_path, SEARCHES[arm](seed, folder))
+            found = json.loads(found_path.read_text())
+            for r in range(runs):
+                p = folder / f"run{r}.json"
+                if not p.exists():
+                    print(f"=== retrain {arm} seed {seed} run {r}: {found['overrides']}", flush=True)
+                    _save(p, retrain_run(found, r, folder))
+
+
+def summary() -> str:
+    rows = []
+    for arm in ARMS:
+        for folder in sorted(OUT.glob(f"{arm}_s*")):
+            runs = [json.loads(p.read_text()) for p in sorted(folder.glob("run*.json"))]
+            if not (folder / "search.json").exists() or not runs:
+                continue
+            s = json.loads((folder / "search.json").read_text())
+            rows.append({"arm": arm, "seed": int(folder.name.split("_s")[1]), "search": s, "runs": runs,
+                         "miou": statistics.mean(r["miou"] for r in runs)})
+    out = ["| arm | seed | val mIoU, 2 retrains (mean: each) | MMACs at 96x128 | search wall s | trial core-s | "
+           "epochs at 48x64 | found |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["search"]
+        found = ", ".join(f"{k}={v}" for k, v in s["overrides"].items()) or "recipe's settings"
+        out.append(f"| {r['arm']} | {r['seed']} | {100 * r['miou']:.1f}: "
+                   + ", ".join(f"{100 * x['miou']:.1f}" for x in r["runs"])
+                   + f" | {r['runs'][0]['mmacs']:.0f} | {s['search_wall_seconds']:.0f} | {s['trial_core_seconds']:.0f} | "
+                     f"{s['base_epochs']:.0f} | {found} |")
+    out += ["", "| arm | seeds | mean val mIoU over seeds (min-max of the seeds' means) |", "|---|---|---|"]
+    for arm in ARMS:
+        ms = [r["miou"] for r in rows if r["arm"] == arm]
+        if ms:
+            out.append(f"| {arm} | {len(ms)} | {100 * statistics.mean(ms):.1f} ({100 * min(ms):.1f}-{100 * max(ms):.1f}) |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--runs", type=int, default=2, help="retrains of each winner")
+    p.add_argument("--summary", action="store_true")
+    a = p.parse_args()
+    if a.summary:
+        print(summary())
+        return
+    run(a.arms, a.seeds, a.runs)
+    print(summary())
+
+
+if __name__ == "__main__":
+    main()
