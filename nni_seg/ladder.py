@@ -167,6 +167,10 @@ class Ladder:
         if slot[0] == 0:
             self.inner.receive_trial_result(parameter_id, self.candidates[slot[1]], value)
 
+    def has_result(self, parameter_id: Any) -> bool:
+        slot = self.running.get(parameter_id)
+        return slot is None or slot in self.scores
+
     def end(self, parameter_id: Any, success: bool = True) -> None:
         slot = self.running.pop(parameter_id, None)
         if slot is None:
@@ -280,13 +284,24 @@ def _advisor_base():
     return MsgDispatcherBase
 
 
+RESULT_WAIT_SECONDS = 30.0  # how long a trial's end waits for its final result (they come on two threads)
+
+
 class LadderAdvisor(_advisor_base()):
-    """NNI advisor running a :class:`Ladder` (class arguments: those of :class:`Ladder`)."""
+    """NNI advisor running a :class:`Ladder` (class arguments: those of :class:`Ladder`).
+
+    NNI's dispatcher handles a trial's end on another thread than its metrics and the requests for trials:
+    every handler holds one lock, and an end waits (up to :data:`RESULT_WAIT_SECONDS`) for the trial's
+    final result, so that a rung is never closed before its last score has arrived.
+    """
 
     def __init__(self, rungs: list, tuner: str = "Random", tuner_args: dict | None = None,
                  start_with: list | None = None, budget: dict | None = None, exclude: dict | None = None,
                  optimize_mode: str = "maximize"):
+        import threading
+
         super().__init__()
+        self.lock = threading.RLock()
         self.ladder = Ladder(rungs, tuner, tuner_args, start_with, budget, exclude, optimize_mode)
         self.credit = 0  # trials NNI asked for that the ladder could not give yet (a rung still running)
         self.next_id = 0
@@ -295,15 +310,18 @@ class LadderAdvisor(_advisor_base()):
     def handle_initialize(self, data):
         from nni.runtime.tuner_command_channel import CommandType
 
-        self.ladder.update_search_space(data)
+        with self.lock:
+            self.ladder.update_search_space(data)
         self.send(CommandType.Initialized, "")
 
     def handle_update_search_space(self, data):
-        self.ladder.update_search_space(data)
+        with self.lock:
+            self.ladder.update_search_space(data)
 
     def handle_request_trial_jobs(self, data):
-        self.credit += int(data)
-        self._serve()
+        with self.lock:
+            self.credit += int(data)
+            self._serve()
 
     def _serve(self) -> None:
         import nni
@@ -330,19 +348,32 @@ class LadderAdvisor(_advisor_base()):
             return
         value = _scalar(nni.load(data["value"]) if isinstance(data.get("value"), str) else data.get("value"))
         if value is not None:
-            self.ladder.result(data.get("parameter_id"), value)
+            with self.lock:
+                self.ladder.result(data.get("parameter_id"), value)
 
     def handle_trial_end(self, data):
+        import time
+
         import nni
 
         params = nni.load(data["hyper_params"]) if isinstance(data.get("hyper_params"), str) else data.get("hyper_params")
         pid = (params or {}).get("parameter_id")
-        self.ladder.end(pid, data.get("event") == "SUCCEEDED")
-        self._serve()
+        success = data.get("event") == "SUCCEEDED"
+        deadline = time.monotonic() + RESULT_WAIT_SECONDS
+        while success and time.monotonic() < deadline:
+            with self.lock:
+                if self.ladder.has_result(pid):
+                    break
+            time.sleep(0.1)
+        with self.lock:
+            self.ladder.end(pid, success)
+            self._serve()
 
     def handle_import_data(self, data):
-        self.ladder.import_data(data if isinstance(data, list) else [])
-        self.next_id = max(self.next_id, 1 + max((p for p in self.recovered_trial_params), default=-1))
+        with self.lock:
+            self.ladder.import_data(data if isinstance(data, list) else [])
+            self.next_id = max(self.next_id, 1 + max((p for p in self.recovered_trial_params), default=-1))
 
     def handle_add_customized_trial(self, data):
-        self.next_id = max(self.next_id, self.recover_parameter_id(data) + 1)
+        with self.lock:
+            self.next_id = max(self.next_id, self.recover_parameter_id(data) + 1)

@@ -1,0 +1,279 @@
+"""The joint search: recipe labels beside the architecture's, the fidelity ladder, held-out selection, and the
+export that carries the recipe and the rung it was chosen at."""
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nni_seg.arch import (RECIPE_CHOICES, RECIPE_DEFAULTS, ArchError, check_search_space, is_one_of,
+                          legacy_search_space, load_recipe, recipe_labels, recipe_settings, seed_arch)
+from nni_seg.errors import DataError, UserError
+from nni_seg.ladder import Ladder, parse_rungs, plan_cost, plan_trials
+from nni_seg.schema import RECORD_NAME
+from nni_seg.settings import DataSettings, TrainSettings
+
+from .nni_helpers import ROOT, experiment_id, records_of, run_cli
+
+RUNGS = [{"trials": 4, "epochs": 1, "size": [32, 32]}, {"keep": 2, "epochs": 2, "size": [64, 64], "repeats": 2}]
+BUDGET = {"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5}
+
+
+# ------------------------------------------------------------------ recipe labels
+def test_recipe_labels_map_to_training_settings_and_back():
+    s = recipe_settings(RECIPE_DEFAULTS)
+    assert s == {"lr": 4.7e-3, "weight_decay": 5e-5, "batch_size": 4, "scale_min": 1.0, "scale_max": 1.0,
+                 "loss": "ce+dice", "class_weights": "median_freq"}
+    assert recipe_labels(TrainSettings(**s)) == RECIPE_DEFAULTS
+    assert all(is_one_of(v, RECIPE_CHOICES[k]) for k, v in RECIPE_DEFAULTS.items())
+
+
+@pytest.mark.parametrize("labels,says", [({"train_lr": 0.5}, "train_lr=0.5 is not one of"),
+                                         ({"train_batch_size": 4.0}, "train_batch_size=4.0"),
+                                         ({"train_epochs": 3}, "unknown recipe label train_epochs")])
+def test_a_bad_recipe_label_is_one_line_naming_it(labels, says):
+    with pytest.raises(ArchError, match=says):
+        recipe_settings(labels, "x")
+
+
+def test_the_joint_space_is_the_model_space_plus_the_recipe_and_passes_the_trial_check():
+    space = legacy_search_space("choice", "joint")
+    assert list(space)[-len(RECIPE_CHOICES):] == list(RECIPE_CHOICES)
+    check_search_space(space)
+    with pytest.raises(ArchError, match="train_lr: 0.3 is not one of"):
+        check_search_space({**space, "train_lr": {"_type": "choice", "_value": [0.3]}})
+
+
+def test_an_export_with_a_recipe_gives_retrain_its_settings_and_an_old_one_gives_none(tmp_path):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    new.write_text(json.dumps({"arch": seed_arch(), "recipe": {"train_lr": 1e-3, "train_scale": "0.5-1.5"}}))
+    old.write_text(json.dumps({"arch": seed_arch()}))
+    assert load_recipe(str(new)) == {"lr": 1e-3, "scale_min": 0.5, "scale_max": 1.5}
+    assert load_recipe(str(old)) == {} and load_recipe("unet") == {}
+    new.write_text(json.dumps({"arch": seed_arch(), "recipe": {"train_lr": 7}}))
+    with pytest.raises(ArchError, match="new.json: recipe: train_lr=7"):
+        load_recipe(str(new))
+
+
+# ------------------------------------------------------------------ the ladder
+@pytest.mark.parametrize("rungs,says", [
+    ([], "non-empty list"),
+    ([{"keep": 2, "epochs": 1}], "rung 0 gives trials"),
+    ([{"trials": 4, "epochs": 1}, {"trials": 2, "epochs": 1, "repeats": 2}], "later rungs keep"),
+    ([{"trials": 4, "epochs": 0}], r"rungs\[0\].epochs: an integer >= 1"),
+    ([{"trials": 4, "epochs": 1, "size": [4, 4]}], r"rungs\[0\].size"),
+    ([{"trials": 4, "epochs": 1}, {"keep": 5, "epochs": 1, "repeats": 2}], "keep: 5 > the 4 candidates"),
+    ([{"trials": 4, "epochs": 1}, {"keep": 2, "epochs": 1}], "top rung chooses by a mean"),
+    ([{"trials": 4, "epochs": 1, "seeds": 2}], "unknown key"),
+])
+def test_a_bad_ladder_is_one_line_naming_the_rung(rungs, says):
+    with pytest.raises(ValueError, match=says):
+        parse_rungs(rungs)
+
+
+def test_the_plan_counts_trials_and_compute_at_rung_0s_pixels():
+    rungs = parse_rungs(RUNGS)
+    assert plan_trials(rungs) == 4 + 2 * 2
+    assert plan_cost(rungs) == {"trials": 8, "trial_epochs": 4 + 8, "base_epochs": 4 + 2 * 2 * 2 * 4.0}
+
+
+def _ladder(rungs=RUNGS) -> Ladder:
+    lad = Ladder(rungs, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET)
+    lad.update_search_space(legacy_search_space("choice", "joint"))
+    return lad
+
+
+def test_the_ladder_waits_for_a_rung_then_promotes_the_best_means_with_repeats():
+    lad = _ladder()
+    served = {pid: lad.propose(pid) for pid in range(4)}
+    assert [p["LADDER"]["rung"] for p in served.values()] == [0] * 4
+    assert lad.propose(4) is None  # rung 0 still running: nothing to hand out
+    for pid, score in zip(range(4), [0.2, 0.9, 0.5, 0.7]):
+        lad.result(pid, score)
+        lad.end(pid)
+    nxt = [lad.propose(pid) for pid in range(4, 8)]
+    assert [(p["LADDER"]["candidate"], p["LADDER"]["repeat"]) for p in nxt] == [(1, 0), (1, 1), (3, 0), (3, 1)]
+    assert all(p["LADDER"]["size"] == [64, 64] and p["LADDER"]["epochs"] == 2 for p in nxt)
+    assert {k: v for k, v in nxt[0].items() if k != "LADDER"} == {k: v for k, v in served[1].items() if k != "LADDER"}
+    assert lad.propose(8) is None and not lad.done
+    for pid, score in zip(range(4, 8), [0.5, 0.5, 0.6, 0.6]):  # the rung-0 best is not the top rung's best
+        lad.result(pid, score)
+        lad.end(pid)
+    assert lad.done and lad.ranking(1) == [(3, 0.6), (1, 0.5)] and lad.propose(9) is None
+
+
+def test_a_failed_trial_is_not_promoted():
+    lad = _ladder()
+    for pid in range(4):
+        lad.propose(pid)
+    for pid in range(4):
+        if pid != 1:
+            lad.result(pid, 0.1 * pid)
+        lad.end(pid, success=pid != 1)  # candidate 1 failed: no score
+    assert {lad.propose(pid)["LADDER"]["candidate"] for pid in range(4, 8)} == {3, 2}
+
+
+def test_a_resumed_ladder_reruns_only_what_had_not_finished():
+    first = _ladder()
+    params = {pid: first.propose(pid) for pid in range(4)}
+    for pid, score in zip(range(4), [0.2, 0.9, 0.5, 0.7]):
+        first.result(pid, score)
+        first.end(pid)
+    promoted = first.propose(4)  # candidate 1, repeat 0: finished before the stop
+    data = [{"parameter": p, "value": {"default": s}} for p, s in zip(params.values(), [0.2, 0.9, 0.5, 0.7])]
+    data.append({"parameter": promoted, "value": 0.8})
+    again = _ladder()
+    again.import_data(data)
+    left = [again.propose(pid)["LADDER"] for pid in range(10, 13)]
+    assert [(x["candidate"], x["repeat"]) for x in left] == [(1, 1), (3, 0), (3, 1)]
+    assert again.propose(13) is None
+
+
+# ------------------------------------------------------------------ held-out selection
+def _named(n_a=3, n_b=2):
+    from nni_seg.data import SegData
+
+    n = n_a + n_b
+    x, y = torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.zeros(n, 8, 8, dtype=torch.uint8)
+    for i in range(n):
+        y[i] = i  # each image is identifiable by its label
+    names = [f"A_{i}" for i in range(n_a)] + [f"B_{i}" for i in range(n_b)]
+    return SegData("toy", x, y, x[:1], y[:1], [f"c{i}" for i in range(n)], names={"train": names, "val": ["v"]})
+
+
+def test_holdout_selects_on_the_named_training_images_and_trains_on_the_rest():
+    from nni_seg.data import hold_out
+
+    d = hold_out(_named(), "B")
+    assert d.names["val"] == ["B_0", "B_1"] and d.names["train"] == ["A_0", "A_1", "A_2"]
+    assert d.val_masks[:, 0, 0].tolist() == [3, 4] and d.train_masks[:, 0, 0].tolist() == [0, 1, 2]
+    assert d.info["selection"] == "held-out training images B (2 of 5)"
+
+
+@pytest.mark.parametrize("spec,says", [("C", "matches no training image"), ("A,B", "matches every training image"),
+                                       (" , ", "no names or prefixes"), ("@/nonexistent/list", "cannot be read")])
+def test_a_holdout_that_cannot_work_is_one_line(spec, says):
+    from nni_seg.data import hold_out
+
+    with pytest.raises(DataError, match=says):
+        hold_out(_named(), spec)
+
+
+def test_holdout_of_data_without_names_says_why():
+    from nni_seg.data import load_dataset
+
+    with pytest.raises(DataError, match="dataset digits has no image names"):
+        load_dataset(DataSettings(size=(16, 16), num_train=4, num_val=2, holdout="x"))
+
+
+def test_a_packed_folder_dataset_keeps_its_names_for_holdout(tmp_path):
+    from PIL import Image
+
+    from nni_seg.data import load_dataset, pack_dataset
+
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("bg\nfg\n")
+    for i, name in enumerate(["siteA_1", "siteA_2", "siteB_1", "siteB_2", "val_1"]):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / "images" / f"{name}.png")
+        Image.new("L", (16, 16), i % 2).save(root / "masks" / f"{name}.png")
+    data = load_dataset(DataSettings(dataset="folder", data_root=str(root), num_val=1))
+    assert data.names["train"] == ["siteA_1", "siteA_2", "siteB_1", "siteB_2"] and data.names["val"] == ["val_1"]
+    packed = pack_dataset(data, tmp_path / "p.npz")
+    d = load_dataset(DataSettings(dataset="packed", data_root=str(packed), holdout="siteB"))
+    assert d.names["val"] == ["siteB_1", "siteB_2"] and len(d.train_images) == 2
+
+
+# ------------------------------------------------------------------ the trial
+def test_a_trial_takes_its_rung_and_recipe_from_its_parameters():
+    from nni_seg.trial import ladder_fidelity, recipe_from
+
+    params = {"LADDER": {"rung": 1, "epochs": 5, "size": [64, 96], "candidate": 3, "repeat": 1}}
+    data, train, rung = ladder_fidelity(params, DataSettings(size=(32, 32)), TrainSettings(seed=10, epochs=1))
+    assert data.size == (64, 96) and train.epochs == 5 and train.seed == 11 and rung.candidate == 3
+    arch, train, recipe = recipe_from({**seed_arch(), "train_lr": 1e-2, "train_loss": "ce"}, TrainSettings())
+    assert arch == seed_arch() and (train.lr, train.loss) == (1e-2, "ce") and recipe == {"train_lr": 1e-2, "train_loss": "ce"}
+
+
+@pytest.mark.parametrize("ladder,says", [({"rung": 0, "epochs": 0}, "epochs >= 1"),
+                                         ({"rung": "x"}, "rung"), ({"size": [8]}, "size")])
+def test_a_bad_ladder_parameter_is_one_line(ladder, says):
+    from nni_seg.trial import ladder_fidelity
+
+    with pytest.raises(UserError, match=says):
+        ladder_fidelity({"LADDER": ladder}, DataSettings(), TrainSettings())
+
+
+# ------------------------------------------------------------------ export
+def _record(tmp, tid, rung, cand, score, repeat=0, **arch):
+    rec = {"status": "SUCCEEDED", "trial_id": tid, "parameter_id": tid, "arch": dict(seed_arch(), **arch),
+           "summary": "s", "experiment_id": "e", "recipe": {"train_lr": 1e-3 * (1 + cand)},
+           "rung": {"rung": rung, "epochs": 1 + rung, "size": [32, 32], "candidate": cand, "repeat": repeat},
+           "metrics": {"default": score, "dice": score, "miou": score, "mmacs": 1.0}, "format_version": 1}
+    d = tmp / "environments" / "local-env" / "trials" / tid
+    d.mkdir(parents=True)
+    (d / RECORD_NAME).write_text(json.dumps(rec))
+
+
+def test_a_ladder_export_takes_the_best_mean_at_the_top_rung_with_its_recipe(tmp_path):
+    from nni_seg.export import top_architecture
+
+    _record(tmp_path, "a", 0, 0, 0.95)  # the best single score, at the screen
+    _record(tmp_path, "b", 0, 1, 0.5)
+    _record(tmp_path, "c", 0, 2, 0.6)
+    _record(tmp_path, "d", 1, 1, 0.70, 0, enc1_width=32)
+    _record(tmp_path, "e", 1, 1, 0.60, 1, enc1_width=32)
+    _record(tmp_path, "f", 1, 2, 0.72, 0)  # the best single score of the top rung, worse mean
+    _record(tmp_path, "g", 1, 2, 0.50, 1)
+    top = top_architecture(tmp_path)
+    assert top.trial_id == "d" and top.arch["enc1_width"] == 32 and top.recipe == {"train_lr": 2e-3}
+    assert top.ladder.rung == 1 and top.ladder.candidate == 1 and top.ladder.scores == [0.70, 0.60]
+    assert top.recipe_settings() == {"lr": 2e-3}
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_a_ladder_search_runs_under_nni_and_exports_its_top_rung(tmp_path):
+    import yaml
+
+    trial = tmp_path / "trial.yml"
+    trial.write_text(yaml.safe_dump({"data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
+                                     "train": {"epochs": 1, "batch_size": 8, "threads": 1, "device": "cpu"}}))
+    rungs = [{"trials": 3, "epochs": 1, "size": [16, 16]}, {"keep": 1, "epochs": 2, "size": [32, 32], "repeats": 2}]
+    cfg = {"experimentName": "ladder-test", "searchSpaceFile": str(ROOT / "experiments" / "search_space_joint.json"),
+           "trialCommand": f"python -m nni_seg.trial --config {trial}", "trialCodeDirectory": str(ROOT),
+           "trialConcurrency": 2, "maxTrialNumber": 5, "maxExperimentDuration": "10m",
+           "experimentWorkingDirectory": str(tmp_path / "exps"),
+           "tuner": {"className": "nni_seg.ladder.LadderAdvisor", "codeDirectory": str(ROOT),
+                     "classArgs": {"tuner": "Random", "tuner_args": {"seed": 0}, "rungs": rungs,
+                                   "budget": {"max_mmacs_of": "unet", "size": [16, 16], "num_classes": 5}}},
+           "trainingService": {"platform": "local"}}
+    short = tmp_path / "short.yml"
+    short.write_text(yaml.safe_dump(dict(cfg, maxTrialNumber=4)))
+    r = run_cli(["run", str(short)], tmp_path)
+    assert r.returncode == 2 and "maxTrialNumber 4 < the 5 trials of the ladder" in r.stderr
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(cfg))
+    r = run_cli(["run", str(config), "--out", str(tmp_path / "top.json")], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = records_of(tmp_path / "exps" / experiment_id(r.stdout))
+    rungs_run = sorted((x["rung"]["rung"], x["rung"]["repeat"], tuple(x["dataset"]["size"]), x["train"]["epochs"])
+                       for x in recs)
+    assert rungs_run == [(0, 0, (16, 16), 1)] * 3 + [(1, 0, (32, 32), 2), (1, 1, (32, 32), 2)]
+    top = json.loads((tmp_path / "top.json").read_text())
+    assert top["ladder"]["rung"] == 1 and len(top["ladder"]["scores"]) == 2 and set(top["recipe"]) == set(RECIPE_CHOICES)
+    assert all(x["recipe"] == top["recipe"] for x in recs if x["rung"]["rung"] == 1)
+    # retrain takes the searched recipe unless a flag says otherwise
+    out = subprocess.run([sys.executable, "-m", "nni_seg", "retrain", str(tmp_path / "top.json"), "--dataset", "digits",
+                          "--size", "16", "16", "--num-train", "16", "--num-val", "8", "--epochs", "1", "--threads", "1",
+                          "--device", "cpu", "--lr", "0.003", "--out", str(tmp_path / "ckpt")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((tmp_path / "ckpt" / "meta.json").read_text())
+    want = dataclasses.replace(TrainSettings(), **recipe_settings(top["recipe"]))
+    assert meta["train"]["lr"] == 0.003 and meta["train"]["loss"] == want.loss and meta["train"]["batch_size"] == want.batch_size
+    assert Path(tmp_path / "ckpt" / "meta.json").exists()
