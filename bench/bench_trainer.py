@@ -3,14 +3,14 @@
 Same architecture (default: the seed net), same synthetic data (uint8 images, 11 classes), same
 batch size, optimiser and loss. Modes:
   naive    fp32, NCHW, CPU DataLoader (2 workers), host->device copy per batch, loss.item() per step
-  ours     nni_seg.train.fit: data cached on the device as uint8, GPU augmentation, bf16 autocast,
+  ours     nni_seg.training.trainer.fit: data cached on the device as uint8, GPU augmentation, bf16 autocast,
            channels_last, cudnn.benchmark, one host sync per epoch (on CPU: the same path in fp32)
   compile  ours + torch.compile (compile time reported)
 Steady-state images/s is the median over epochs after the first. Prints a Markdown table and writes
 JSON (--out). ``--profile`` then profiles one more epoch of ``ours`` (warm: cuDNN's algorithm choice is
 cached) and prints where the time goes: convolutions vs normalisation, activations, pooling, ...
 (device kernels on CUDA, operators on CPU), to show what keeps a net from the card's peak.
-Run: python bench/bench_trainer.py [--size 360 480 --batch-size 16] [--modes ...] [--profile]
+Run: python -m bench.bench_trainer [--size 360 480 --batch-size 16] [--modes ...] [--profile]
 
 ``--device cpu`` measures the CPU paths side by side instead (``cpu_matrix``): fp32 NCHW (the path
 before the CPU fast path), fp32 channels-last, bf16 autocast NCHW, bf16 autocast channels-last (the
@@ -19,7 +19,7 @@ U-Net and three sampled architectures, at the CamVid proxy (48x64) and retrain (
 steps through ``fit`` and evaluation through ``train.evaluate``; then a per-operator profile of the
 slowest mode.
 
-    python bench/bench_trainer.py --device cpu --out docs/bench_trainer_cpu.json
+    python -m bench.bench_trainer --device cpu --out docs/bench_trainer_cpu.json
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nni_seg.cost import count_macs
+from nni_seg.space.cost import count_macs
 from nni_seg.data import SegData
-from nni_seg.arch import arch_summary, seed_arch
-from nni_seg.net import build_model
-from nni_seg.settings import TrainSettings as TrainConfig
-from nni_seg.train import Normalizer, fit, resolve_device
-from nni_seg.arch import load_arch
+from nni_seg.space.arch import arch_summary, seed_arch
+from nni_seg.space.net import build_model
+from nni_seg.config.settings import TrainSettings as TrainConfig
+from nni_seg.training.trainer import Normalizer, fit, resolve_device
+from nni_seg.space.arch import load_arch
 
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense bf16, vendor spec
 
@@ -132,8 +132,8 @@ def sampled_archs() -> dict[str, dict]:
     have a context block, parallel cells, and (third) any draw, each at most the U-Net's MMACs at 96x128."""
     import random
 
-    from nni_seg.arch import CHOICES, canonical, unet_arch, validate_arch
-    from nni_seg.cost import arch_mmacs
+    from nni_seg.space.arch import CHOICES, canonical, unet_arch, validate_arch
+    from nni_seg.space.cost import arch_mmacs
 
     limit = arch_mmacs(unet_arch(), 11, 3, (96, 128))
     wants = {"sampled_context": lambda a: a["context"] != "none",
@@ -154,9 +154,9 @@ def sampled_archs() -> dict[str, dict]:
 
 def cpu_matrix(args) -> dict:
     """Training and evaluation img/s of every CPU path, per architecture and size, in one run."""
-    from nni_seg.arch import unet_arch
-    from nni_seg.precision import compute_path, cpu_bf16_unit
-    from nni_seg.train import evaluate
+    from nni_seg.space.arch import unet_arch
+    from nni_seg.training.precision import compute_path, cpu_bf16_unit
+    from nni_seg.training.trainer import evaluate
 
     device = torch.device("cpu")
     if args.threads:

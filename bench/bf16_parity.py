@@ -4,8 +4,8 @@ soft Dice, median-frequency weights; ``experiments/camvid/run_cpu.sh``) in fp32 
 --no-channels-last``) and in bf16 autocast + channels-last, ``--runs`` trainings each (training seeds 0,
 1, ...), scored on val at the labels' native 360x480. Also the wall time of each training and evaluation.
 
-    python bench/bf16_parity.py --out runs/bf16_parity            # trains what is missing, then the table
-    python bench/bf16_parity.py --out runs/bf16_parity --table    # the table from results.json only
+    python -m bench.bf16_parity --out runs/bf16_parity            # trains what is missing, then the table
+    python -m bench.bf16_parity --out runs/bf16_parity --table    # the table from results.json only
 
 Resumable: a training whose entry is in ``<out>/results.json`` is not redone.
 """
@@ -18,10 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-from nni_seg.arch import unet_arch
+from nni_seg.space.arch import unet_arch
 from nni_seg.data import load_dataset
 from nni_seg.deploy import evaluate, retrain
-from nni_seg.settings import DataSettings, TrainSettings
+from nni_seg.config.settings import DataSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 # the seed-1 winner of experiments/camvid/tpe_single_op_cpu.yml (bench/search_vs_baselines/camvid_results.json)

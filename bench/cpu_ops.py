@@ -2,7 +2,7 @@
 docs/performance.md names as the bf16 / channels-last pathologies. Forward + backward, min of 3 after a
 warm-up, modes interleaved; ``blocks.DepthwiseConv2d`` (what the networks use) beside ``nn.Conv2d``.
 
-    python bench/cpu_ops.py [--threads 1] [--out docs/cpu_ops.json]
+    python -m bench.cpu_ops [--threads 1] [--out docs/cpu_ops.json]
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from nni_seg.blocks import DepthwiseConv2d
+from nni_seg.space.blocks import DepthwiseConv2d
 
 MODES = {"fp32 NCHW": (False, False), "fp32 channels-last": (False, True), "bf16 NCHW": (True, False),
          "bf16 channels-last": (True, True)}

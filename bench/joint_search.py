@@ -1,7 +1,7 @@
 """Does the joint search (architecture + recipe, on a ladder, selected on a held-out drive) beat tuning
 the U-Net's training with NNI, at equal compute? CamVid on this machine's CPU.
 
-Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.ladder.plan_cost):
+Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.experiment.ladder.plan_cost):
   joint    experiments/camvid/joint_cpu.yml (joint space, ladder, random rung 0), its tuner seeded
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
@@ -11,8 +11,8 @@ twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its
 recipe's), and scored on val at the native 360x480.
 
 Resumable: a finished search (search.json) or retrain (run<k>.json) is not redone.
-  python bench/joint_search.py --seeds 0 1 2 --arms joint tune random unet
-  python bench/joint_search.py --summary        # the table for docs/results.md
+  python -m bench.joint_search --seeds 0 1 2 --arms joint tune random unet
+  python -m bench.joint_search --summary        # the table for docs/results.md
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from nni_seg.arch import NAMED_ARCHS
-from nni_seg.settings import DataSettings, RunSettings, TrainSettings
+from nni_seg.space.arch import NAMED_ARCHS
+from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
@@ -48,7 +48,7 @@ def _save(path: Path, obj) -> None:
 
 def _trial_seconds(exp_dir: Path) -> dict:
     """Trials' wall seconds summed (each trial uses one core: core-seconds) and epochs at 48x64's pixels."""
-    from nni_seg.records import trial_records
+    from nni_seg.experiment.records import trial_records
 
     secs, base_epochs, n = 0.0, 0.0, 0
     for x in trial_records(exp_dir)[0]:
@@ -63,14 +63,14 @@ def _trial_seconds(exp_dir: Path) -> dict:
 
 
 def _experiment(config: dict, folder: Path, name: str) -> dict:
-    from nni_seg.experiment import run_experiment
-    from nni_seg.records import experiment_dir
+    from nni_seg.workflow.run import run_experiment
+    from nni_seg.experiment.records import experiment_dir
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     t = time.perf_counter()
-    top = run_experiment(path, RunSettings(out=str(folder / "top_arch.json"), timeout=7200))
+    top, _ = run_experiment(path, RunSettings(out=str(folder / "top_arch.json"), timeout=7200))
     wall = time.perf_counter() - t
     return {"experiment_id": top.experiment_id, "arch": top.arch, "recipe": top.recipe or {},
             "overrides": top.recipe_settings(), "search_score": (top.metrics or {}).get("default"),
@@ -105,8 +105,8 @@ def search_random(seed: int, folder: Path) -> dict:
 
 
 def search_tune(seed: int, folder: Path) -> dict:
-    from nni_seg.records import experiment_dir
-    from nni_seg.tune import run_tune
+    from nni_seg.experiment.records import experiment_dir
+    from nni_seg.workflow.tune import run_tune
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed, "trial_epochs": 6,

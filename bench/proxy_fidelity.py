@@ -7,9 +7,9 @@ all with the recipe's optimiser and loss. Every run is appended to a JSON table 
 in it are skipped), so later work reuses it without retraining; ``--analyse`` turns the table into
 Kendall's tau / Spearman's rho per proxy against the full training's val mIoU, with the cost per trial.
 
-    python bench/proxy_fidelity.py --data data/camvid_360x480.npz --out bench/proxy_fidelity.json \
+    python -m bench.proxy_fidelity --data data/camvid_360x480.npz --out bench/proxy_fidelity.json \
         [--shard 0/2 --threads 1]          # two shards at once use both cores
-    python bench/proxy_fidelity.py --out bench/proxy_fidelity.json --analyse   # table + CSV
+    python -m bench.proxy_fidelity --out bench/proxy_fidelity.json --analyse   # table + CSV
 
 Data: ``python -m nni_seg pack-data --dataset camvid --data-root ../shared/data/camvid --out
 data/camvid_360x480.npz --quality 85``.
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from nni_seg.files import locked  # noqa: E402 (after the path)
 
@@ -46,9 +45,9 @@ REPEATED = 4  # the first N architectures (seed, unet, a00, a01) get a second fu
 def sample_archs(n: int, seed: int, max_mmacs: float) -> list[tuple[str, dict]]:
     """``n`` distinct architectures drawn uniformly from the space, keeping those within ``max_mmacs`` at
     96x128 (the search's budget rejects the others before training), plus the seed's net and the U-Net."""
-    from nni_seg.arch import CHOICES, canonical, seed_arch, unet_arch
-    from nni_seg.cost import count_macs
-    from nni_seg.net import SegNet
+    from nni_seg.space.arch import CHOICES, canonical, seed_arch, unet_arch
+    from nni_seg.space.cost import count_macs
+    from nni_seg.space.net import SegNet
 
     rng = random.Random(seed)
     out, seen = [("seed", seed_arch()), ("unet", unet_arch())], set()
@@ -80,7 +79,7 @@ class DataCache:
 
     def get(self, size, num_train):
         from nni_seg.data import load_dataset
-        from nni_seg.settings import DataSettings
+        from nni_seg.config.settings import DataSettings
 
         key = (size, num_train)
         if key not in self.cache:
@@ -91,10 +90,10 @@ class DataCache:
 
 
 def train_one(arch: dict, setting: str, repeat: int, data_cache: DataCache, threads: int) -> dict:
-    from nni_seg.cost import count_macs, count_params
-    from nni_seg.net import SegNet
-    from nni_seg.settings import TrainSettings
-    from nni_seg.train import fit
+    from nni_seg.space.cost import count_macs, count_params
+    from nni_seg.space.net import SegNet
+    from nni_seg.config.settings import TrainSettings
+    from nni_seg.training.trainer import fit
 
     size, epochs, num_train = SETTINGS[setting]
     data = data_cache.get(size, num_train)
@@ -121,7 +120,7 @@ def save_table(path: Path, table: dict) -> None:
 
 
 def measure(args) -> None:
-    from nni_seg.arch import arch_summary
+    from nni_seg.space.arch import arch_summary
 
     out = Path(args.out)
     if args.retrains:
@@ -157,9 +156,9 @@ def import_retrains(out: Path, results: Path) -> list[tuple[str, dict]]:
     becomes an architecture of the table; the seed's and the U-Net's retrains become extra repeats (``repeat`` 10 + run).
     Their score is the kept (best) epoch's val mIoU at 96x128. Returns the winners, whose proxies are then measured like
     the sampled ones'."""
-    from nni_seg import schema
-    from nni_seg.arch import arch_summary
-    from nni_seg.schema import TopArch
+    from nni_seg.config import schema
+    from nni_seg.space.arch import arch_summary
+    from nni_seg.config.schema import TopArch
 
     winners = [(p.stem[len("search_"):], schema.load(TopArch, p.with_name("top_" + p.name[len("search_"):])).arch)
                for p in sorted(results.glob("search_*_seed*.json"))]

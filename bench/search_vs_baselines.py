@@ -14,9 +14,9 @@ the same for ISBI 2012 membranes: (a) the shipped search, ``experiments/isbi2012
 the U-Net), (b) random search and (c) TPE in the first space, both that config with another tuner; retrain
 at 128x128 for 30 epochs; scored at the native 512x512 and at 128x128.
 
-    python bench/search_vs_baselines.py --out runs/search_vs_baselines [--seeds 0 1 2]
-    python bench/search_vs_baselines.py --dataset isbi2012 --seeds 0 --out runs/isbi_vs_baselines
-    python bench/search_vs_baselines.py --out runs/search_vs_baselines --table   # markdown from results.json
+    python -m bench.search_vs_baselines --out runs/search_vs_baselines [--seeds 0 1 2]
+    python -m bench.search_vs_baselines --dataset isbi2012 --seeds 0 --out runs/isbi_vs_baselines
+    python -m bench.search_vs_baselines --out runs/search_vs_baselines --table   # markdown from results.json
 
 Resumable: a search whose top_arch.json exists, or a training whose checkpoint exists, is not redone.
 """
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # per dataset: the searches (name -> config, its search-space file under experiments/), the data and the
 # retrain schedule
@@ -84,17 +83,17 @@ def write_config(variant: str, seed: int, out: Path) -> Path:
 
 
 def search(variant: str, seed: int, out: Path, port: int) -> dict:
-    from nni_seg import schema
-    from nni_seg.experiment import run_experiment
-    from nni_seg.records import experiment_dir, trial_records
-    from nni_seg.schema import TopArch
-    from nni_seg.settings import RunSettings
+    from nni_seg.config import schema
+    from nni_seg.workflow.run import run_experiment
+    from nni_seg.experiment.records import experiment_dir, trial_records
+    from nni_seg.config.schema import TopArch
+    from nni_seg.config.settings import RunSettings
 
     top_path = out / f"top_{variant}_seed{seed}.json"
     info_path = out / f"search_{variant}_seed{seed}.json"
     if not info_path.is_file():
         t0 = time.time()
-        top = run_experiment(write_config(variant, seed, out), RunSettings(port=port, timeout=4 * 3600,
+        top, _ = run_experiment(write_config(variant, seed, out), RunSettings(port=port, timeout=4 * 3600,
                                                                            out=str(top_path)))
         loaded, _ = trial_records(experiment_dir(top.experiment_id, [out / "exps"]))
         statuses = [x.record.status.value for x in loaded]
@@ -110,7 +109,7 @@ def search(variant: str, seed: int, out: Path, port: int) -> dict:
 
 def train_and_score(name: str, arch: dict, run: int, out: Path, data) -> dict:
     """Retrain with the recipe's schedule (seed ``run``) unless done; val scores at native size and 96x128."""
-    from nni_seg.settings import TrainSettings
+    from nni_seg.config.settings import TrainSettings
 
     return {"network": name, "run": run, **retrain_scored(ckpt_folder(out, name, run), arch, data_settings(),
                                                           TrainSettings(seed=run, threads=2, **RETRAIN), data)}
@@ -129,9 +128,9 @@ def finished(folder: Path) -> bool:
 def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
     """Train ``arch`` into ``folder`` with ``train`` unless a finished training is there (``seconds.txt``),
     then score it on val at the labels' native size and at the training size (also for tune_vs_default.py)."""
-    from nni_seg import schema
+    from nni_seg.config import schema
     from nni_seg.deploy import evaluate, retrain
-    from nni_seg.schema import CheckpointMeta
+    from nni_seg.config.schema import CheckpointMeta
 
     scored = folder / "scores.json"  # a rerun (resume, --table of another selection) does not score again
     if not finished(folder):
@@ -153,7 +152,7 @@ def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
 
 
 def data_settings():
-    from nni_seg.settings import DataSettings
+    from nni_seg.config.settings import DataSettings
 
     d = dict(SETUP["data"])
     d["data_root"] = str((ROOT / d["data_root"]).resolve())
@@ -271,7 +270,7 @@ def main() -> int:
     if args.table:
         print(table(json.loads((out / "results.json").read_text())))
         return 0
-    from nni_seg.arch import seed_arch, unet_arch
+    from nni_seg.space.arch import seed_arch, unet_arch
     from nni_seg.data import load_dataset
 
     searches = [search(v, s, out, args.port) for s in args.seeds for v in args.variants]

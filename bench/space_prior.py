@@ -1,7 +1,7 @@
 """The CamVid search's prior: which choices lost on the equal-compute bench's trainings.
 
     git show 2182c77:bench/strategies_camvid/proxy_cache.json > /tmp/cache413.json   # the cache it was read from
-    python bench/space_prior.py /tmp/cache413.json --out bench/strategies_camvid/prior \\
+    python -m bench.space_prior /tmp/cache413.json --out bench/strategies_camvid/prior \\
         --source "bench/strategies_camvid/proxy_cache.json at 2182c77"
 
 (The shipped prior was read from the cache as it was before the narrowed search's own runs, 413 entries, 270
@@ -9,7 +9,7 @@ of them full trainings; the cache has grown since, and the test compares the con
 
 Reads every architecture the bench trained at the proxy's full epochs (48x64, 3 epochs, CamVid val Dice;
 rejected draws left out), compares each label's values over the trainings where the label is active
-(:mod:`nni_seg.prior`: Welch's z against the label's other values, Bonferroni-corrected at alpha 0.05 over
+(:mod:`nni_seg.workflow.prior`: Welch's z against the label's other values, Bonferroni-corrected at alpha 0.05 over
 every value tested, >= 15 trainings each side), and
 writes ``samples.json`` (the (architecture, score) pairs used: the test that keeps
 ``experiments/camvid/search_cpu.yml``'s ``exclude`` equal to this derivation reads it), ``prior.md`` (the
@@ -21,10 +21,10 @@ import argparse
 import json
 from pathlib import Path
 
-from nni_seg import schema
-from nni_seg.compute_bench import read_cache
-from nni_seg.prior import choice_evidence, derive_exclusions, evidence_table
-from nni_seg.schema import PriorSamples, ScoredArch
+from nni_seg.config import schema
+from bench.compute import read_cache
+from nni_seg.workflow.prior import choice_evidence, derive_exclusions, evidence_table
+from nni_seg.config.schema import PriorSamples, ScoredArch
 
 ALPHA, MIN_N = 0.05, 15
 

@@ -1,6 +1,6 @@
 """How much can screening short trials buy on the CamVid proxy? Read from the equal-compute bench's cache.
 
-    python bench/strategy_headroom.py bench/strategies_camvid/proxy_cache.json
+    python -m bench.strategy_headroom bench/strategies_camvid/proxy_cache.json
 
 Prints (1) how well a 1-epoch training ranks architectures like the 3-epoch proxy (Kendall's tau over the
 architectures trained at both budgets, which is what Hyperband's first rung decides on), and the
@@ -18,7 +18,7 @@ import sys
 
 from scipy.stats import kendalltau, spearmanr
 
-from nni_seg.compute_bench import read_cache
+from bench.compute import read_cache
 
 
 def pools(path: str) -> tuple[list[tuple[float, float]], list[list[float]]]:

@@ -7,7 +7,7 @@ RUNNING -> SUCCEEDED time (``db/nni.sqlite``) and the trial's record: training s
 have them) the seconds of each phase (process start, settings, imports, data, build, cost, train = the
 epochs with their evaluations, report). Prints a Markdown table per version and the ratio of medians.
 
-    python bench/trial_overhead.py --before 628db5c [--trials 8] [--camvid-trials 6]
+    python -m bench.trial_overhead --before 628db5c [--trials 8] [--camvid-trials 6]
 
 Needs data/camvid_360x480.npz for the CamVid rows (python -m nni_seg pack-data ...). Run it on a quiet
 machine: two trials share the 2 cores, and anything else running distorts the seconds.

@@ -3,7 +3,7 @@ point (``python -m nni_seg.trial``) on one architecture, the two settings altern
 a load that comes and goes hits both alike. Reads each trial's record: training images/s (median epoch
 after the first), seconds of the per-epoch evaluations, the compute path the record names.
 
-    python bench/trial_paths.py --arch unet --data-root data/camvid_360x480.npz --size 96 128 --epochs 3
+    python -m bench.trial_paths --arch unet --data-root data/camvid_360x480.npz --size 96 128 --epochs 3
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ architecture with the YAML's ``train`` settings (the CPU recipe's: 96x128, 12 ep
 median-frequency weights) and with the tuned settings (the same epochs), ``--runs`` times each (training
 seeds 0..runs-1), and scores every run on val at the labels' native resolution and at the training size.
 
-    python bench/tune_vs_default.py --arch runs/search/top_arch.json --out runs/tune_vs_default
-    python bench/tune_vs_default.py --out runs/tune_vs_default --table      # markdown from results.json
-    python bench/tune_vs_default.py --arch ... --tune-result runs/tune/tune_result.json --out ...  # no new tune
+    python -m bench.tune_vs_default --arch runs/search/top_arch.json --out runs/tune_vs_default
+    python -m bench.tune_vs_default --out runs/tune_vs_default --table      # markdown from results.json
+    python -m bench.tune_vs_default --arch ... --tune-result runs/tune/tune_result.json --out ...  # no new tune
 
 Resumable: the tune is not rerun when its ``tune_result.json`` exists, nor a finished training.
 """
@@ -30,9 +30,9 @@ from search_vs_baselines import ckpt_folder, retrain_scored, spread  # noqa: E40
 
 def tune(arch: str, config: Path, out: Path, port: int | None, given: Path | None = None) -> dict:
     """The tune experiment's result (run once; read back afterwards), or that of an earlier tune (``given``)."""
-    from nni_seg import schema
-    from nni_seg._typed import to_json
-    from nni_seg.tune import load_tune_config, run_tune
+    from nni_seg.config import schema
+    from nni_seg.config._typed import to_json
+    from nni_seg.workflow.tune import load_tune_config, run_tune
 
     def read(path: Path) -> dict:  # a typed record (older files without a format version load too)
         return to_json(schema.load(schema.TuneResult, path))
@@ -100,11 +100,11 @@ def main() -> int:
     if not args.arch:
         ap.error("--arch is required (unless --table)")
     out.mkdir(parents=True, exist_ok=True)
-    from nni_seg._typed import to_json
+    from nni_seg.config._typed import to_json
     from nni_seg.data import load_dataset
     from nni_seg.files import atomic_write_json
-    from nni_seg.arch import load_arch
-    from nni_seg.tune import load_tune_config
+    from nni_seg.space.arch import load_arch
+    from nni_seg.workflow.tune import load_tune_config
 
     arch = load_arch(args.arch)
     _, data_cfg, default, _ = load_tune_config(args.config)

@@ -16,13 +16,15 @@ __version__ = "0.1.0"
 
 # public name -> the module that owns it
 _OWNERS = {
-    "SegNet": "net", "CHOICES": "arch", "seed_arch": "arch", "unet_arch": "arch", "load_arch": "arch",
-    "validate_arch": "arch", "arch_summary": "arch",
+    "SegNet": "space.net", "CHOICES": "space.arch", "RECIPE_CHOICES": "space.arch", "seed_arch": "space.arch",
+    "unet_arch": "space.arch", "load_arch": "space.arch", "load_recipe": "space.arch", "validate_arch": "space.arch",
+    "arch_summary": "space.arch", "count_macs": "space.cost", "draw": "space.draw",
     "SegData": "data", "load_dataset": "data",
-    "DataSettings": "settings", "TrainSettings": "settings",
-    "fit": "train", "compute_path": "precision",
+    "DataSettings": "config.settings", "TrainSettings": "config.settings",
+    "fit": "training.trainer", "compute_path": "training.precision",
     "retrain": "deploy", "evaluate": "deploy", "predict": "deploy", "export_onnx": "deploy", "load_checkpoint": "deploy",
-    "run_experiment": "experiment", "top_architecture": "export",
+    "run_experiment": "workflow.run", "top_architecture": "workflow.export", "run_tune": "workflow.tune",
+    "run_recipe": "workflow.recipe",
 }
 __all__ = ["__version__", *_OWNERS]
 

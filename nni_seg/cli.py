@@ -1,6 +1,6 @@
 """``python -m nni_seg <command>``: a thin layer over the library.
 
-Each command parses its flags into settings (:mod:`nni_seg.settings`), calls one library function and
+Each command parses its flags into settings (:mod:`nni_seg.config.settings`), calls one library function and
 prints the result. Errors are turned into one line and an exit code in one place
 (:func:`nni_seg.errors.guarded`): 2 for bad input, 1 for work that could not finish, 130 when
 interrupted; ``--debug`` (before or after the command) shows the traceback of an unexpected error.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError, guarded
-from .settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
+from .config.settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
                        TuneSettings, add_flags, from_flags, given_flags, load_sections, read_yaml)
 
 
@@ -40,10 +40,37 @@ def _build_run(p):
 
 
 def _run(args) -> int:
-    from .experiment import run_experiment
+    from .workflow.run import run_experiment
 
-    run_experiment(args.config, from_flags(RunSettings, args), resume_id=args.resume, log=_out)
+    top, path = run_experiment(args.config, from_flags(RunSettings, args), resume_id=args.resume, log=_out)
+    _present_top(top, path, print_json=True)
     return 0
+
+
+def _present_top(top, path: Path, *, print_json: bool = False, draw: bool = True) -> None:
+    """What ``run`` and ``export`` say of an export: disagreements and warnings on stderr, then the
+    architecture, one line, the cross-check, the file and its drawing."""
+    from .workflow.export import one_line
+
+    bad = top.cross_check.mismatches
+    if bad:
+        print(f"warning: NNI's records disagree with {len(bad)} trial record(s) (exported from the trials' "
+              f"own records; run `python -m nni_seg patch-nni`): {[dataclasses.asdict(m) for m in bad[:3]]}",
+              file=sys.stderr)
+    for w in top.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if print_json:
+        _out(json.dumps(top.arch, indent=2))
+    _out(one_line(top))
+    check = top.cross_check
+    _out(check.note if check.note else
+         f"cross-check with NNI's records: {check.trials_checked} trials, {len(check.mismatches)} mismatches")
+    _out(f"written: {path}")
+    if draw:
+        from .space.draw import draw as draw_arch
+
+        png = draw_arch(top.arch, path.with_suffix(".png"), f"top architecture of {top.experiment_id}", top.summary)
+        _out(f"written: {png}")
 
 
 def _build_search(p):
@@ -54,8 +81,8 @@ def _build_search(p):
 def _search(args) -> int:
     import signal
 
-    from .experiment import interrupt_on_signal
-    from .search import SearchInterrupted, load_config, run_search
+    from .experiment.lifecycle import interrupt_on_signal
+    from .workflow.search import SearchInterrupted, load_config, run_search
 
     data_cfg, train_cfg, cfg = load_config(args.config)
     cfg = from_flags(SearchSettings, args, cfg)
@@ -92,7 +119,7 @@ def _build_export(p):
 
 
 def _export(args) -> int:
-    from .export import export, one_line
+    from .workflow.export import export
 
     top, path = export(args.experiment_id, args.out, args.exp_dir, args.metric, args.trust_db, args.force,
                        confirm=args.confirm, repeats=args.repeats, log=_out)
@@ -101,22 +128,7 @@ def _export(args) -> int:
             _out(f"confirm: trial {c.trial_id}: mean {c.mean:.4f} of {', '.join(f'{v:.4f}' for v in c.scores)} "
                  f"({c.mmacs} MMACs)")
         _out(f"confirm: {top.note}")
-    bad = top.cross_check.mismatches
-    if bad:
-        print(f"warning: NNI's records disagree with {len(bad)} trial record(s) (exported from the trials' "
-              f"own records; run `python -m nni_seg patch-nni`): {[dataclasses.asdict(m) for m in bad[:3]]}",
-              file=sys.stderr)
-    for w in top.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if args.print_json:
-        _out(json.dumps(top.arch, indent=2))
-    _out(one_line(top))
-    _out(f"written: {path}")
-    if not args.no_draw:
-        from .draw import draw
-
-        png = draw(top.arch, path.with_suffix(".png"), f"top architecture of {top.experiment_id}", top.summary)
-        _out(f"written: {png}")
+    _present_top(top, path, print_json=args.print_json, draw=not args.no_draw)
     return 0
 
 
@@ -128,8 +140,8 @@ def _build_report(p):
 
 
 def _report(args) -> int:
-    from .records import experiment_dir
-    from .report import REPORT_FILES, make_report
+    from .experiment.records import experiment_dir
+    from .workflow.report import REPORT_FILES, make_report
 
     d = experiment_dir(args.experiment, args.exp_dir)
     if args.out:
@@ -140,10 +152,10 @@ def _report(args) -> int:
         if present and not args.force:
             raise UserError(f"{out} already holds a report ({', '.join(present)}); --force replaces it")
     res = make_report(d, Path(args.out) if args.out else None)
-    _out(f"{res['trials']} trials, {res['succeeded']} succeeded, {len(res['pareto'])} on the Pareto front")
-    for e in res["unreadable"]:
+    _out(f"{res.trials} trials, {res.succeeded} succeeded, {len(res.pareto)} on the Pareto front")
+    for e in res.unreadable:
         print(f"warning: left out: {e}", file=sys.stderr)
-    for f in res["files"]:
+    for f in res.files:
         _out(f"written: {f}")
     return 0
 
@@ -155,7 +167,7 @@ def _build_recipe(p):
 
 
 def _recipe(args) -> int:
-    from .recipe import markdown, run_recipe
+    from .workflow.recipe import markdown, run_recipe
 
     rc = from_flags(RecipeSettings, args)
     res = run_recipe(rc, from_flags(DataSettings, args), from_flags(TrainSettings, args), log=_out)
@@ -177,7 +189,7 @@ def _build_retrain(p):
 
 def _retrain(args) -> int:
     from .deploy import retrain
-    from .arch import load_arch, load_recipe
+    from .space.arch import load_arch, load_recipe
 
     base = load_sections(args.config, {"data": DataSettings, "train": TrainSettings})
     arch = load_arch(args.arch)
@@ -210,7 +222,7 @@ def _build_evaluate(p):
 
 
 def _evaluate(args) -> int:
-    from ._typed import to_json
+    from .config._typed import to_json
     from .deploy import evaluate, table
     from .files import atomic_write_json, check_output
 
@@ -255,8 +267,8 @@ def _onnx(args) -> int:
     if not args.atol > 0:
         raise UserError(f"--atol: must be > 0, got {args.atol}")
     res = export_onnx(args.ckpt, Path(args.out), args.opset, args.atol, args.force)
-    _out(f"written: {res['path']} ({res['bytes']} bytes, opset {res['opset']}); parity on {res['input_shape']}: "
-         f"max abs diff {res['max_abs_diff']:.2e}, argmax agreement {res['argmax_agreement']:.4f}")
+    _out(f"written: {res.path} ({res.bytes} bytes, opset {res.opset}); parity on {res.input_shape}: "
+         f"max abs diff {res.max_abs_diff:.2e}, argmax agreement {res.argmax_agreement:.4f}")
     return 0
 
 
@@ -267,10 +279,10 @@ def _build_draw(p):
 
 
 def _draw(args) -> int:
-    from .arch import arch_summary
-    from .draw import draw
+    from .space.arch import arch_summary
+    from .space.draw import draw
     from .files import check_output
-    from .arch import load_arch
+    from .space.arch import load_arch
 
     arch = load_arch(args.arch)
     out = Path(args.out) if args.out else (Path(args.arch).with_suffix(".png") if args.arch.endswith(".json")
@@ -289,7 +301,7 @@ def _build_tune(p):
 
 
 def _tune(args) -> int:
-    from .tune import load_tune_config, run_tune
+    from .workflow.tune import load_tune_config, run_tune
 
     tune, _, train, _ = load_tune_config(args.config)
     res = run_tune(args.arch, args.config, tune=from_flags(TuneSettings, args, tune),
@@ -337,7 +349,7 @@ def _build_space(p):
 
 
 def _space(args) -> int:
-    from .arch import dumps_space
+    from .space.arch import dumps_space
     from .files import atomic_write_text, check_output
 
     text = dumps_space(args.kind, args.vocabulary)
@@ -360,7 +372,7 @@ def _build_patch(p):
 
 
 def _patch(args) -> int:
-    from . import nni_patch
+    from .experiment import patch as nni_patch
 
     states = nni_patch.revert() if args.revert else nni_patch.file_states() if args.check else nni_patch.apply()
     for name, s in nni_patch.patch_states().items():
@@ -370,65 +382,8 @@ def _patch(args) -> int:
     return 1 if args.check and nni_patch.state() != "patched" else 0
 
 
-def _build_bench(p):
-    from .compute_bench import STRATEGIES as CAMVID_STRATEGIES
-    from .strategies import STRATEGIES
-
-    p.add_argument("--dataset", choices=["digits", "camvid"], default="digits",
-                   help="digits: every tuner at equal trials on a tiny cached proxy; camvid: equal compute "
-                        "(trial-epochs) on the CamVid search's own trial (see --trial-config)")
-    p.add_argument("--strategies", nargs="+", choices=sorted(set(STRATEGIES) | set(CAMVID_STRATEGIES)),
-                   help=f"digits: {', '.join(STRATEGIES)} (default all); camvid: {', '.join(CAMVID_STRATEGIES)}")
-    p.add_argument("--budget", type=int, default=20, help="digits: trials per strategy run")
-    p.add_argument("--compute", type=int, default=36, help="camvid: trial-epochs per strategy run")
-    p.add_argument("--trial-config", default="experiments/camvid/trial_cpu.yml", help="camvid: the trial's settings")
-    p.add_argument("--shard", default="0/1", help="camvid: K/N runs every N-th (strategy, seed) from the K-th, so "
-                                                  "N processes share the cores and one cache")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--reuse", nargs="+", metavar="EXP_DIR", help="camvid: experiment folders whose trials (same trial "
-                                                                  "settings) fill the cache before anything trains")
-    p.add_argument("--table-only", action="store_true", help="camvid: table and curves of the runs done so far "
-                                                              "(strategies with every seed done); trains nothing")
-    p.add_argument("--proxy-size", type=int, default=24, help="proxy: image size (default %(default)s)")
-    p.add_argument("--proxy-epochs", type=int, default=3, help="proxy: epochs (default %(default)s)")
-    p.add_argument("--proxy-train", type=int, default=96, help="proxy: training images (default %(default)s)")
-    p.add_argument("--cache", help="proxy: JSON table arch -> Dice (default: runs/proxy_<size>px_<epochs>ep_<n>.json)")
-    p.add_argument("--out", default="runs/bench_strategies", help="folder for table.md, curves.json, curves.png")
-
-
-def _bench(args) -> int:
-    for name in ("budget", "compute", "proxy_size", "proxy_epochs", "proxy_train"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
-    if args.dataset == "camvid":
-        from . import compute_bench
-
-        bad = [s for s in args.strategies or [] if s not in compute_bench.STRATEGIES]
-        if bad:
-            raise UserError(f"--strategies: {', '.join(bad)} not for camvid; valid: {', '.join(compute_bench.STRATEGIES)}")
-        try:
-            k, n = (int(v) for v in args.shard.split("/"))
-            assert 0 <= k < n
-        except (ValueError, AssertionError):
-            raise UserError(f"--shard: K/N with 0 <= K < N, got {args.shard!r}") from None
-        out = Path(args.out if args.out != "runs/bench_strategies" else "runs/bench_strategies_camvid")
-        cache = Path(args.cache or out / "proxy_cache.json")
-        _out(compute_bench.bench(args.strategies or list(compute_bench.STRATEGIES), args.seeds, args.compute,
-                                 args.trial_config, cache, out, (k, n), [Path(p) for p in args.reuse or []],
-                                 table_only=args.table_only))
-        return 0
-    from .strategies import STRATEGIES, run_bench
-
-    bad = [s for s in args.strategies or [] if s not in STRATEGIES]
-    if bad:
-        raise UserError(f"--strategies: {', '.join(bad)} not for digits; valid: {', '.join(STRATEGIES)}")
-    _out(run_bench(args.strategies or list(STRATEGIES), args.budget, args.seeds, args.proxy_size, args.proxy_epochs,
-                   args.proxy_train, args.cache, Path(args.out)))
-    return 0
-
-
 def _trial(argv: list[str]) -> int:
-    from .trial import main
+    from .experiment.trial import main
 
     return main(argv)
 
@@ -450,7 +405,6 @@ COMMANDS: dict[str, Command] = {
                     _build_tune, _tune),
     "pack-data": Command("write a dataset as one compact .npz (quick to load and ship)", _build_pack, _pack),
     "space": Command("write the search-space JSON generated from the model space", _build_space, _space),
-    "bench-strategies": Command("compare strategies at equal budget on a proxy objective", _build_bench, _bench),
     "patch-nni": Command("apply (or --check, --revert) our fixes to the installed NNI 3.0", _build_patch, _patch),
 }
 EXTRA = {"trial": "train one architecture (what NNI runs; standalone with --arch)"}

@@ -20,6 +20,10 @@ class Progress:
 
             self.bar = tqdm(total=total or None, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True, leave=True)
 
+    def count(self) -> str:
+        """``3/10 img``, or ``3 img`` while the total is not known."""
+        return f"{self.done}/{self.total} {self.unit}" if self.total > 0 else f"{self.done} {self.unit}"
+
     def eta(self) -> str:
         if self.total <= 0:
             return "unknown"
@@ -34,15 +38,16 @@ class Progress:
             self.bar.update(n)
         elif time.perf_counter() - self.last > self.every and (self.total <= 0 or self.done < self.total):
             self.last = time.perf_counter()
-            print(f"{self.desc}: {self.done}/{self.total} {self.unit} (eta {self.eta()})", file=self.stream, flush=True)
+            eta = f" (eta {self.eta()})" if self.total > 0 else ""
+            print(f"{self.desc}: {self.count()}{eta}", file=self.stream, flush=True)
 
     def note(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(text)
         else:
             self.last = time.perf_counter()
-            print(f"{self.desc}: {self.done}/{self.total} {self.unit} {text} (eta {self.eta()})", file=self.stream,
-                  flush=True)
+            eta = f" (eta {self.eta()})" if self.total > 0 else ""
+            print(f"{self.desc}: {self.count()} {text}{eta}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

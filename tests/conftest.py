@@ -16,7 +16,7 @@ def shared_data():
 @pytest.fixture
 def tiny_arch():
     """A cheap architecture (small widths, U-Net skips)."""
-    from nni_seg.arch import seed_arch
+    from nni_seg.space.arch import seed_arch
 
     return dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64, dec1_skip="concat", up="bilinear")
 
@@ -42,3 +42,22 @@ def fake_gpus(monkeypatch):
         monkeypatch.setenv("NNI_SEG_FAKE_GPUS", str(n))
 
     return use
+
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+@pytest.fixture
+def faults(monkeypatch):
+    """Test-only fault injection (``tests/faults/sitecustomize.py``): in this process (its ``install``), and in
+    every process started from it (its folder first on PYTHONPATH); ``NNI_SEG_FAULTS`` says which and how."""
+    import os
+
+    from nni_seg.training import trainer
+
+    from .faults.sitecustomize import install
+
+    monkeypatch.setattr(trainer, "fit", trainer.fit)  # restored after the test
+    install()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
+    return FAULTS

@@ -72,7 +72,7 @@ def experiment_id(stdout: str) -> str:
 
 def records_of(exp_dir: Path) -> list[dict]:
     """Every trial record under an experiment folder, as the JSON on disk (plus ``_path``); all must load."""
-    from nni_seg.records import trial_records
+    from nni_seg.experiment.records import trial_records
 
     loaded, unreadable = trial_records(Path(exp_dir))
     assert not unreadable, [u.error for u in unreadable]

@@ -147,6 +147,15 @@ CASES = [
 ]
 
 
+def _command(argv: list[str]) -> int:
+    """``python -m nni_seg ...``, or ``python -m bench strategies ...`` for the benchmark's rows."""
+    if argv[0] == "bench-strategies":
+        from bench.__main__ import main as bench_main
+
+        return bench_main(["strategies", *argv[1:]])
+    return main(argv)
+
+
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
             if p.is_file()}
@@ -158,7 +167,7 @@ def test_bad_input_is_one_line(world, capsys, monkeypatch, tmp_path, line, code,
     monkeypatch.chdir(tmp_path)
     before = _digest(world)
     argv = [a.replace("{w}", str(world)) for a in line.split()]
-    got = main(argv)
+    got = _command(argv)
     captured = capsys.readouterr()
     err = captured.err
     assert got == code, (argv, err, captured.out[-500:])

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from nni_seg import compute_bench
-from nni_seg.arch import unet_arch
+from bench import compute as compute_bench
+from nni_seg.space.arch import unet_arch
 
 TRIAL = "data: {dataset: digits, size: [16, 16], num_train: 16, num_val: 8}\n" \
         "train: {epochs: 3, batch_size: 8, device: cpu, threads: 1}\nbudget: {max_mmacs_of: unet}\n"
@@ -21,7 +21,7 @@ def proxy(tmp_path):
 def test_cache_keeps_curves_and_rejections(proxy, tmp_path):
     ev = proxy(unet_arch())
     assert len(ev.curve) == 3 and ev.epochs == 3 and ev.dice == ev.curve[-1] and not ev.rejected
-    from nni_seg.arch import seed_arch
+    from nni_seg.space.arch import seed_arch
 
     assert proxy(seed_arch()).rejected  # over the U-Net's MACs: no training, no compute
     again = compute_bench.ProxyCache(tmp_path / "cache.json", tmp_path / "t.yml")
@@ -74,11 +74,11 @@ def test_enas_gets_the_wall_time_of_the_compute_and_its_export_is_scored(proxy, 
 
 
 def test_cli_writes_table_and_curves(tmp_path, monkeypatch, capsys):
-    from nni_seg.cli import main
+    from bench.__main__ import main
 
     (tmp_path / "t.yml").write_text(TRIAL)
     monkeypatch.chdir(tmp_path)
-    args = ["bench-strategies", "--dataset", "camvid", "--trial-config", "t.yml", "--compute", "3", "--seeds", "0",
+    args = ["strategies", "--dataset", "camvid", "--trial-config", "t.yml", "--compute", "3", "--seeds", "0",
             "--strategies", "random", "default", "--out", "b"]
     assert main(args) == 0
     assert (tmp_path / "b" / "curves.png").is_file() and "| default |" in (tmp_path / "b" / "table.md").read_text()

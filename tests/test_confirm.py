@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from nni_seg import schema
-from nni_seg.arch import seed_arch
-from nni_seg.export import export
-from nni_seg.records import trial_records
-from nni_seg.schema import RECORD_NAME, Status, TrialRecord
+from nni_seg.config import schema
+from nni_seg.space.arch import seed_arch
+from nni_seg.workflow.export import export
+from nni_seg.experiment.records import trial_records
+from nni_seg.config.schema import RECORD_NAME, Status, TrialRecord
 
 TINY = {"data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "threads": 1}}
@@ -34,7 +34,7 @@ def exp(tmp_path):
 
 
 def test_best_mean_of_the_top_trials_is_exported_and_repeats_are_kept(exp, monkeypatch):
-    import nni_seg.trial
+    import nni_seg.experiment.trial
 
     again = {16: 0.50, 32: 0.80, 64: 0.99}
     calls = []
@@ -45,7 +45,7 @@ def test_best_mean_of_the_top_trials_is_exported_and_repeats_are_kept(exp, monke
         return TrialRecord(status=Status.SUCCEEDED, arch=arch, data=data_cfg, train=train_cfg,
                            metrics={"default": d, "dice": d, "miou": d / 2}, **(ids or {}))
 
-    monkeypatch.setattr(nni_seg.trial, "run_trial", fake_run_trial)
+    monkeypatch.setattr(nni_seg.experiment.trial, "run_trial", fake_run_trial)
     top, path = export(str(exp), confirm=2, log=lambda s: None)
     assert calls == [(16, 1), (32, 1)]  # A and B (A2 is A's architecture; C is not in the top 2), seed + 1
     assert top.trial_id == "B" and top.arch["enc1_width"] == 32  # 0.825 against A's 0.70

@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nni_seg.data import DATASETS, DataError, SegData, default_palette, digit_scenes, load_dataset
-from nni_seg.settings import DataSettings as DataConfig
+from nni_seg.errors import DataError
+from nni_seg.data import DATASETS, SegData, default_palette, digit_scenes, load_dataset
+from nni_seg.config.settings import DataSettings as DataConfig
 
 
 def test_digits_default_is_deterministic_multiclass_and_not_colour_separable():
@@ -327,7 +328,8 @@ def test_packed_data_is_checked_like_folder_data(tmp_path, case, msg):
 
     import numpy as np
 
-    from nni_seg.data import _encode, pack_dataset
+    from nni_seg.data import pack_dataset
+    from nni_seg.data.packed import _encode
 
     d = load_dataset(DataConfig(size=(32, 32), num_train=4, num_val=2))
     p = pack_dataset(d, tmp_path / "d.npz", "png")

@@ -134,10 +134,10 @@ def test_bad_checkpoint_and_image_are_clear_errors(tmp_path, ckpt, capsys):
 def test_onnx_export_matches_pytorch(ckpt, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     res = export_onnx(str(ckpt), tmp_path / "m.onnx")
-    assert res["max_abs_diff"] < 1e-3 and res["argmax_agreement"] > 0.99 and res["bytes"] > 1000
+    assert res.max_abs_diff < 1e-3 and res.argmax_agreement > 0.99 and res.bytes > 1000
     import onnxruntime as ort
 
-    from nni_seg.train import Normalizer
+    from nni_seg.training.trainer import Normalizer
 
     model, meta = load_checkpoint(ckpt)
     x = torch.randint(0, 256, (3, 3, 32, 48)).float()  # another batch and size than exported with
@@ -159,7 +159,7 @@ def test_onnx_exports_context_blocks_and_deconvolutions_at_any_size(tmp_path, ch
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from nni_seg.arch import unet_arch
+    from nni_seg.space.arch import unet_arch
 
     arch = dict(unet_arch(), enc1_width=16, enc2_width=32, enc3_width=64, enc4_width=128,
                 dec_op2="identity", dec_join="parallel_sum", down3="conv", **change)
@@ -167,7 +167,7 @@ def test_onnx_exports_context_blocks_and_deconvolutions_at_any_size(tmp_path, ch
     assert main(["retrain", str(tmp_path / "a.json"), "--out", str(tmp_path / "ck"), "--epochs", "1", *TINY]) == 0
     export_onnx(tmp_path / "ck", tmp_path / "m.onnx")
     model, meta = load_checkpoint(tmp_path / "ck")
-    from nni_seg.train import Normalizer
+    from nni_seg.training.trainer import Normalizer
 
     for h, w in ((40, 56), (33, 35)):  # 33x35: pooling floors, the decoder's sizes are odd
         x = torch.randint(0, 256, (1, 3, h, w)).float()

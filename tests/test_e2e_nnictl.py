@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nni_seg.records import nni_db
+from nni_seg.experiment.records import nni_db
 
 from .nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
 

@@ -3,11 +3,11 @@ import sqlite3
 
 import pytest
 
-from nni_seg.arch import seed_arch
+from nni_seg.space.arch import seed_arch
 from nni_seg.errors import RecordError, RunFailed
-from nni_seg.export import cross_check, export, top_architecture
-from nni_seg.records import nni_db, trial_records
-from nni_seg.schema import RECORD_NAME
+from nni_seg.workflow.export import cross_check, export, top_architecture
+from nni_seg.experiment.records import nni_db, trial_records
+from nni_seg.config.schema import RECORD_NAME
 
 
 def _record(tmp, tid, pid, dice, status="SUCCEEDED", **arch):
@@ -167,7 +167,7 @@ def test_export_out_is_not_silently_replaced(tmp_path):
 
 def test_equal_scores_go_to_the_cheaper_network_then_the_earliest_trial(tmp_path):
     """Tiny trials can tie; the export and the report's Pareto front must name the same trial."""
-    from nni_seg.report import pareto_front
+    from nni_seg.workflow.report import pareto_front
 
     for tid, seq, mmacs, width in (("A", 0, 300.0, 64), ("B", 1, 100.0, 16), ("C", 2, 100.0, 32), ("D", 3, 50.0, 8)):
         rec = _record(tmp_path, tid, seq, 0.8 if tid != "D" else 0.4, enc1_width=width)
@@ -181,7 +181,7 @@ def test_equal_scores_go_to_the_cheaper_network_then_the_earliest_trial(tmp_path
 
 def test_records_left_running_by_killed_trials_take_the_end_nni_saw(tmp_path):
     """A trial SIGKILLed before it could write its end (NNI escalates a slow stop) must not stay RUNNING."""
-    from nni_seg.records import settle_experiment
+    from nni_seg.experiment.records import settle_experiment
 
     for tid, status in (("S", "RUNNING"), ("K", "RUNNING"), ("F", "RUNNING"), ("L", "RUNNING"), ("C", "CANCELED")):
         _record(tmp_path, tid, 0, 0.5, status=status)

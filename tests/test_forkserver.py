@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from nni_seg.schema import RECORD_NAME
+from nni_seg.config.schema import RECORD_NAME
 
 from .nni_helpers import ROOT
 
@@ -45,8 +45,10 @@ def test_forked_trial_succeeds_fails_and_reports_like_an_in_process_one(env, tmp
     bad = _trial(env, "--arch", "unet", "--batch-size", "-4")
     out, err = bad.communicate(timeout=300)
     assert bad.returncode == 2 and err == "error: --batch-size: must be >= 1, got -4\n"
-    fault = _trial(dict(env, NNI_SEG_FAULTS="*:nan"), "--arch", "unet", "--epochs", "1", "--out", str(tmp_path / "c"),
-                   *TINY)
+    from .conftest import FAULTS
+
+    fault = _trial(dict(env, NNI_SEG_FAULTS="*:nan", PYTHONPATH=str(FAULTS)), "--arch", "unet", "--epochs", "1",
+                   "--out", str(tmp_path / "c"), *TINY)
     out, err = fault.communicate(timeout=300)
     assert fault.returncode == 1 and err.startswith("error: trial failed: TrainingDiverged")
     assert json.loads((tmp_path / "c" / RECORD_NAME).read_text())["status"] == "FAILED"
@@ -150,7 +152,7 @@ def test_the_trial_tells_its_supervisor_where_its_record_is(env, tmp_path):
 
 
 def test_off_by_default_outside_nni_and_on_under_it(monkeypatch):
-    from nni_seg import forkserver
+    from nni_seg.experiment import forkserver
 
     monkeypatch.delenv("NNI_SEG_FORKSERVER", raising=False)
     monkeypatch.delenv("NNI_PLATFORM", raising=False)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_seg.arch import (RECIPE_CHOICES, RECIPE_DEFAULTS, ArchError, check_search_space, is_one_of,
+from nni_seg.space.arch import (RECIPE_CHOICES, RECIPE_DEFAULTS, ArchError, check_search_space, is_one_of,
                           legacy_search_space, load_recipe, recipe_labels, recipe_settings, seed_arch)
 from nni_seg.errors import DataError, UserError
-from nni_seg.ladder import Ladder, parse_rungs, plan_cost, plan_trials
-from nni_seg.schema import RECORD_NAME
-from nni_seg.settings import DataSettings, TrainSettings
+from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trials
+from nni_seg.config.schema import RECORD_NAME
+from nni_seg.config.settings import DataSettings, TrainSettings
 
 from .nni_helpers import ROOT, experiment_id, records_of, run_cli
 
@@ -190,7 +190,7 @@ def test_a_packed_folder_dataset_keeps_its_names_for_holdout(tmp_path):
 
 # ------------------------------------------------------------------ the trial
 def test_a_trial_takes_its_rung_and_recipe_from_its_parameters():
-    from nni_seg.trial import ladder_fidelity, recipe_from
+    from nni_seg.experiment.trial import ladder_fidelity, recipe_from
 
     params = {"LADDER": {"rung": 1, "epochs": 5, "size": [64, 96], "candidate": 3, "repeat": 1}}
     data, train, rung = ladder_fidelity(params, DataSettings(size=(32, 32)), TrainSettings(seed=10, epochs=1))
@@ -202,7 +202,7 @@ def test_a_trial_takes_its_rung_and_recipe_from_its_parameters():
 @pytest.mark.parametrize("ladder,says", [({"rung": 0, "epochs": 0}, "epochs >= 1"),
                                          ({"rung": "x"}, "rung"), ({"size": [8]}, "size")])
 def test_a_bad_ladder_parameter_is_one_line(ladder, says):
-    from nni_seg.trial import ladder_fidelity
+    from nni_seg.experiment.trial import ladder_fidelity
 
     with pytest.raises(UserError, match=says):
         ladder_fidelity({"LADDER": ladder}, DataSettings(), TrainSettings())
@@ -220,7 +220,7 @@ def _record(tmp, tid, rung, cand, score, repeat=0, **arch):
 
 
 def test_a_ladder_export_takes_the_best_mean_at_the_top_rung_with_its_recipe(tmp_path):
-    from nni_seg.export import top_architecture
+    from nni_seg.workflow.export import top_architecture
 
     _record(tmp_path, "a", 0, 0, 0.95)  # the best single score, at the screen
     _record(tmp_path, "b", 0, 1, 0.5)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg import experiment as launch
+from nni_seg.experiment import lifecycle as launch
 from nni_seg.errors import ConfigError, UserError
-from nni_seg.experiment import ExperimentDead, check_config, check_environment, choose_port, follow
+from nni_seg.experiment.lifecycle import ExperimentDead, check_config, check_environment, choose_port, follow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,7 @@ def test_stop_waits_for_the_manager_to_exit_so_its_port_is_free_again():
     import sys
     import time
 
-    from nni_seg.experiment import _wait_gone
+    from nni_seg.experiment.lifecycle import _wait_gone
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     t0 = time.time()

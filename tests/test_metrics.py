@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nni_seg.metrics import SegMetric, dice_per_class, get_stats, iou_per_class, nanmean
+from nni_seg.training.metrics import SegMetric, dice_per_class, get_stats, iou_per_class, nanmean
 
 
 def test_get_stats_hand_computed():

@@ -1,6 +1,6 @@
 import pytest
 
-from nni_seg import nni_patch
+from nni_seg.experiment import patch as nni_patch
 from nni_seg.errors import UserError
 
 
@@ -69,7 +69,7 @@ def test_installed_nni_is_patched():
 
 
 def test_run_refuses_an_unpatched_nni_with_the_command(monkeypatch):
-    from nni_seg.experiment import check_environment
+    from nni_seg.experiment.lifecycle import check_environment
 
     monkeypatch.setattr(nni_patch, "state", lambda root=None: "shipped")
     with pytest.raises(UserError, match=r"installed NNI is shipped, not patched: run `python -m nni_seg patch-nni`"):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nni_seg.oneshot import TaggedCollate, lightning_evaluator, untag
+from nni_seg.experiment.oneshot import TaggedCollate, lightning_evaluator, untag
 
 
 def test_tagged_collate_gives_the_triple_nni_enas_expects():
@@ -21,10 +21,10 @@ def test_enas_one_epoch_exports_valid_architecture(tmp_path):
     from nni.nas.experiment import NasExperiment
     from nni.nas.strategy import ENAS
 
-    from nni_seg.arch import MACRO_LABELS, seed_arch, validate_arch
+    from nni_seg.space.arch import MACRO_LABELS, seed_arch, validate_arch
     from nni_seg.data import load_dataset
-    from nni_seg.settings import DataSettings as DataConfig
-    from nni_seg.space import SegSpace
+    from nni_seg.config.settings import DataSettings as DataConfig
+    from nni_seg.space.nni_space import SegSpace
 
     from .nni_helpers import free_port
 

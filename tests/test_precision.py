@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nni_seg.precision import compute_path, cpu_bf16_unit
+from nni_seg.training.precision import compute_path, cpu_bf16_unit
 
 CPU = torch.device("cpu")
 
@@ -28,8 +28,8 @@ def test_native_bf16_is_the_default_and_the_flags_turn_each_part_off(monkeypatch
 
 
 def test_the_bf16_path_computes_convolutions_in_bf16_and_returns_what_the_model_gives():
-    from nni_seg.arch import seed_arch
-    from nni_seg.net import SegNet
+    from nni_seg.space.arch import seed_arch
+    from nni_seg.space.net import SegNet
 
     if cpu_bf16_unit() is None:
         pytest.skip("this CPU has no native bf16")
@@ -47,7 +47,7 @@ def test_the_bf16_path_computes_convolutions_in_bf16_and_returns_what_the_model_
 def test_large_depthwise_convs_run_in_fp32_under_cpu_autocast_and_keep_conv2d_weights():
     """oneDNN's bf16 channels-last depthwise 5x5 is 2-3x slower than fp32: that conv stays fp32 on the fast path;
     a 3x3 one, and every conv on the plain path, are untouched."""
-    from nni_seg.blocks import ConvBNAct, DepthwiseConv2d
+    from nni_seg.space.blocks import ConvBNAct, DepthwiseConv2d
 
     sep5 = ConvBNAct(8, 16, 5, separable=True)
     assert isinstance(sep5.dw, DepthwiseConv2d) and set(sep5.state_dict()) >= {"dw.weight", "pw.weight"}

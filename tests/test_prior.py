@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_seg.arch import CHOICES, active_labels, decode_parameters, legacy_search_space, seed_arch, unet_arch
-from nni_seg import schema
-from nni_seg.compute_bench import read_cache
+from nni_seg.space.arch import CHOICES, active_labels, decode_parameters, legacy_search_space, seed_arch, unet_arch
+from nni_seg.config import schema
+from bench.compute import read_cache
 from nni_seg.errors import RecordError, UserError
-from nni_seg.prior import choice_evidence, derive_exclusions, narrow
-from nni_seg.schema import PriorSamples
+from nni_seg.space.arch import narrow
+from nni_seg.workflow.prior import choice_evidence, derive_exclusions
+from nni_seg.config.schema import PriorSamples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_the_shipped_camvid_search_excludes_what_the_bench_derivation_says():
 
 
 def test_guided_tuner_proposes_nothing_excluded_and_checks_its_known_networks():
-    from nni_seg.tuners import GuidedTuner
+    from nni_seg.experiment.tuners import GuidedTuner
 
     exclude = {"up": ["deconv"], "enc1_width": [16], "enc_join": ["serial"]}
     t = GuidedTuner("TPE", {"seed": 0, "tpe_args": {"n_startup_jobs": 3}}, ["seed"], exclude=exclude)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nni_seg.recipe import confusion_png, markdown
-from nni_seg.schema import NetworkResult, RecipeResult, Scores
-from nni_seg.settings import DataSettings, TrainSettings
+from nni_seg.workflow.recipe import confusion_png, markdown
+from nni_seg.config.schema import NetworkResult, RecipeResult, Scores
+from nni_seg.config.settings import DataSettings, TrainSettings
 
 from .nni_helpers import ROOT, free_port, run_cli, write_config
 

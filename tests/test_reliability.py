@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_seg.records import nni_db
+from nni_seg.experiment.records import nni_db
 
 from .nni_helpers import records_of, ROOT, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
@@ -40,10 +40,13 @@ def loaded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
     port = free_port()
     faults = ",".join(f"{seq}:{kind}" for seq, (kind, _) in FAULTS.items())
-    config = write_config(tmp, tuner={"className": "nni_seg.rl_tuner.ReinforceTuner", "codeDirectory": str(ROOT),
+    config = write_config(tmp, tuner={"className": "nni_seg.tuners.ReinforceTuner", "codeDirectory": str(ROOT),
                                       "classArgs": {"seed": 0}},
                           trials=N_TRIALS, concurrency=max(2, os.cpu_count() or 2))
-    cfg = config.read_text().replace("trialCommand: ", f"trialCommand: NNI_SEG_FAULTS={faults} ", 1)
+    from .conftest import FAULTS as FAULT_HOOK
+
+    prefix = f"trialCommand: NNI_SEG_FAULTS={faults} PYTHONPATH={FAULT_HOOK} "
+    cfg = config.read_text().replace("trialCommand: ", prefix, 1)
     config.write_text(cfg)
     t0 = time.time()
     proc = run_cli(["run", str(config), "--port", str(port), "--keep-running", "--timeout", "900"], tmp)

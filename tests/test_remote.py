@@ -151,7 +151,7 @@ def test_a_host_lost_mid_search_leaves_a_truthful_search_on_the_other(tmp_path, 
     out, _ = proc.communicate(timeout=420)
     exp_id = experiment_id(out)
     exp_dir = tmp_path / "exps" / exp_id
-    from nni_seg.records import nni_db
+    from nni_seg.experiment.records import nni_db
 
     db = nni_db(exp_dir)
     states = sorted(r.get("status", "?") for r in db.values())

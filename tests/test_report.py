@@ -1,10 +1,10 @@
 import csv
 import json
 
-from nni_seg.arch import seed_arch
+from nni_seg.space.arch import seed_arch
 from nni_seg.cli import main as cli
-from nni_seg.report import make_report, pareto_front
-from nni_seg.schema import RECORD_NAME
+from nni_seg.workflow.report import make_report, pareto_front
+from nni_seg.config.schema import RECORD_NAME
 
 
 def main(argv):
@@ -37,8 +37,8 @@ def test_report_files_and_pareto_table(tmp_path):
     _write(tmp_path, "d", "REJECTED", 0.0, 99.0, 3, reason="over budget")
     _write(tmp_path, "e", "SUCCEEDED", 0.45, 15.0, 4)
     res = make_report(tmp_path)
-    assert res["trials"] == 5 and res["succeeded"] == 3
-    assert [r["trial_id"] for r in res["pareto"]] == ["b", "a"]
+    assert res.trials == 5 and res.succeeded == 3
+    assert [r["trial_id"] for r in res.pareto] == ["b", "a"]
     out = tmp_path / "report"
     for name in ("dice_vs_trial.png", "dice_vs_mmacs.png", "best_arch.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,15 +79,15 @@ def test_old_records_with_mflops_still_report(tmp_path):
         "dice_per_class": [0.5, None], "iou_per_class": [0.3, None], "data": {"dataset": "digits", "size": [32, 32]},
         "train": {"epochs": 4, "lr": 0.003}}))
     res = make_report(tmp_path)
-    assert res["succeeded"] == 1 and res["pareto"][0]["mmacs"] == 12.5
+    assert res.succeeded == 1 and res.pareto[0]["mmacs"] == 12.5
 
 
 def test_on_a_tie_the_report_draws_the_trial_export_picks(tmp_path):
-    from nni_seg.export import top_architecture
+    from nni_seg.workflow.export import top_architecture
 
     _write(tmp_path, "a", "SUCCEEDED", 0.5, 10.0, 0)
     _write(tmp_path, "b", "SUCCEEDED", 0.5, 5.0, 1)
     _write(tmp_path, "c", "SUCCEEDED", 0.5, 5.0, 2)
     res = make_report(tmp_path)
-    assert res["best_trial"] == "b" == top_architecture(tmp_path).trial_id
-    assert [r["trial_id"] for r in res["pareto"]] == ["b"]
+    assert res.best_trial == "b" == top_architecture(tmp_path).trial_id
+    assert [r["trial_id"] for r in res.pareto] == ["b"]

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from nni_seg.errors import ConfigError
-from nni_seg.search import load_config
-from nni_seg.settings import TrainSettings as TrainConfig
+from nni_seg.workflow.search import load_config
+from nni_seg.config.settings import TrainSettings as TrainConfig
 
 from .nni_helpers import free_port, run_cli
 
@@ -83,7 +83,7 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
     import sys
     import time
 
-    from nni_seg.records import trial_records
+    from nni_seg.experiment.records import trial_records
 
     from .nni_helpers import env_for
 
@@ -117,11 +117,11 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
 def test_nni_top_model_tied_with_the_export_is_no_disagreement(tmp_path):
     """Tiny trials tie: export takes the cheaper of two equal scores, NNI the one it met first (a CI run
     warned on that); a tie is accepted, another trial with a lower score is not."""
-    from nni_seg import schema
-    from nni_seg.arch import seed_arch, unet_arch
-    from nni_seg.records import RECORD_NAME
-    from nni_seg.schema import Status, TopArch, TrialRecord
-    from nni_seg.search import _among_best
+    from nni_seg.config import schema
+    from nni_seg.space.arch import seed_arch, unet_arch
+    from nni_seg.experiment.records import RECORD_NAME
+    from nni_seg.config.schema import Status, TopArch, TrialRecord
+    from nni_seg.workflow.search import _among_best
 
     other = dict(unet_arch(), act="silu")
     for name, arch, score in (("a", seed_arch(), 0.4), ("b", unet_arch(), 0.4), ("c", other, 0.1)):

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_seg.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_ARCHS, ArchError, active_labels, canonical,
-                          decode_parameters, dumps_space, RECIPE_CHOICES, legacy_search_space, seed_arch, unet_arch, validate_arch)
-from nni_seg.cost import count_macs, count_params
-from nni_seg.net import SegNet, build_model
+from nni_seg.space.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_ARCHS, RECIPE_CHOICES, ArchError,
+                                active_labels, canonical, decode_parameters, dumps_space, legacy_search_space, seed_arch,
+                                unet_arch, validate_arch)
+from nni_seg.space.cost import count_macs, count_params
+from nni_seg.space.net import SegNet, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +151,7 @@ def test_old_exports_build_the_same_network(tmp_path):
         validate_arch(old)
     path = tmp_path / "top_arch.json"
     path.write_text(json.dumps({"experiment_id": "old", "arch": old, "metrics": {"dice": 0.5, "mflops": 12.0}}))
-    from nni_seg.arch import load_arch
+    from nni_seg.space.arch import load_arch
 
     arch = load_arch(str(path))
     assert {k: arch[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
@@ -190,7 +191,7 @@ def test_the_single_op_vocabulary_is_the_first_space_and_its_trials_build():
 
 
 def test_nni_space_registers_exactly_the_vocabulary():
-    from nni_seg.space import search_space
+    from nni_seg.space.nni_space import search_space
 
     space = search_space()
     assert set(space) == set(CHOICES)
@@ -202,7 +203,7 @@ def test_nni_space_registers_exactly_the_vocabulary():
 def test_nni_frozen_sample_and_segnet_have_the_same_modules(seed):
     """NNI's own freezing of SegSpace (LayerChoice / Repeat resolved) and the plain SegNet agree on every
     weight's name and shape, and compute the same function from the same weights."""
-    from nni_seg.space import SegSpace
+    from nni_seg.space.nni_space import SegSpace
 
     arch = random_arch(random.Random(100 + seed))
     frozen = SegSpace(num_classes=4).nni_freeze(arch)
@@ -215,7 +216,7 @@ def test_nni_frozen_sample_and_segnet_have_the_same_modules(seed):
 
 
 def test_fixed_macro_choices_are_checked():
-    from nni_seg.space import SegSpace
+    from nni_seg.space.nni_space import SegSpace
 
     with pytest.raises(ValueError, match="cannot fix enc1_op"):
         SegSpace(3, fixed={"enc1_op": "conv3x3"})
@@ -226,8 +227,8 @@ def test_fixed_macro_choices_are_checked():
 
 def test_builder_imports_no_nni():
     """retrain / evaluate / predict / onnx work without NNI: the network builder does not import it."""
-    code = ("import sys; from nni_seg.net import SegNet; from nni_seg.arch import unet_arch; "
-            "import nni_seg.deploy, nni_seg.trial; SegNet(unet_arch(), 3); "
+    code = ("import sys; from nni_seg.space.net import SegNet; from nni_seg.space.arch import unet_arch; "
+            "import nni_seg.deploy, nni_seg.experiment.trial; SegNet(unet_arch(), 3); "
             "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith(('nni.', 'pytorch_lightning'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

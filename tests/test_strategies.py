@@ -4,9 +4,9 @@ import statistics
 import numpy as np
 import pytest
 
-from nni_seg.rl_tuner import ReinforceTuner
-from nni_seg.arch import CHOICES, legacy_search_space, seed_arch, unet_arch, validate_arch
-from nni_seg.strategies import STRATEGIES, best_so_far, lookup_strategy, run_strategy
+from nni_seg.experiment.rl_tuner import ReinforceTuner
+from nni_seg.space.arch import CHOICES, legacy_search_space, seed_arch, unet_arch, validate_arch
+from bench.strategies import STRATEGIES, best_so_far, lookup_strategy, run_strategy
 
 TARGET = dict(seed_arch(), levels=4, act="silu", up="bilinear", enc1_op="sep3x3", dec1_skip="concat",
               enc2_width=64, enc3_depth=2)
@@ -103,7 +103,7 @@ def test_rl_survives_failures_and_concurrency():
 
 
 def test_proxy_cache_is_reused_and_guarded_by_its_settings(tmp_path):
-    from nni_seg.strategies import CachedTrainingProxy
+    from bench.strategies import CachedTrainingProxy
 
     cache = tmp_path / "c.json"
     proxy = CachedTrainingProxy(cache, size=16, epochs=1, num_train=8, num_val=4)
@@ -122,7 +122,7 @@ def _drive(tuner, space_kind, n, score):
     out = []
     for pid in range(n):
         params = tuner.generate_parameters(pid)
-        from nni_seg.arch import decode_parameters
+        from nni_seg.space.arch import decode_parameters
 
         arch = decode_parameters(params)
         tuner.receive_trial_result(pid, params, {"default": score(arch)})
@@ -132,7 +132,7 @@ def _drive(tuner, space_kind, n, score):
 
 
 def test_seeded_tpe_starts_from_the_known_networks_and_learns_from_them():
-    from nni_seg.tuners import GuidedTuner
+    from nni_seg.experiment.tuners import GuidedTuner
 
     t = GuidedTuner("TPE", {"seed": 0, "tpe_args": {"n_startup_jobs": 2}}, ["unet", "seed"])
     assert t.budget is None
@@ -144,7 +144,7 @@ def test_seeded_tpe_starts_from_the_known_networks_and_learns_from_them():
 
 
 def test_seeded_evolution_has_the_known_networks_in_its_population():
-    from nni_seg.tuners import GuidedTuner
+    from nni_seg.experiment.tuners import GuidedTuner
 
     t = GuidedTuner("Evolution", {"population_size": 4}, ["unet"])
     t.update_search_space(legacy_search_space())
@@ -153,12 +153,12 @@ def test_seeded_evolution_has_the_known_networks_in_its_population():
 
 
 def test_seeded_tuner_resumed_does_not_rerun_known_points_and_refuses_bad_names():
-    from nni_seg.tuners import GuidedTuner, encode
+    from nni_seg.experiment.tuners import GuidedTuner, encode
 
     t = GuidedTuner("Random", {"seed": 0}, ["unet", "seed"])
     t.update_search_space(legacy_search_space())
     t.import_data([{"parameter": encode(unet_arch(), legacy_search_space()), "value": 0.5}])
-    from nni_seg.arch import decode_parameters
+    from nni_seg.space.arch import decode_parameters
 
     assert decode_parameters(t.generate_parameters(0)) == seed_arch()
     with pytest.raises(ValueError, match="unknown network 'resnet'"):
@@ -169,8 +169,8 @@ def test_seeded_tuner_resumed_does_not_rerun_known_points_and_refuses_bad_names(
 
 @pytest.mark.parametrize("inner", ["TPE", "Random", "Evolution"])
 def test_guided_tuner_never_proposes_over_the_budget_and_teaches_the_tuner(inner):
-    from nni_seg.cost import arch_mmacs
-    from nni_seg.tuners import GuidedTuner
+    from nni_seg.space.cost import arch_mmacs
+    from nni_seg.experiment.tuners import GuidedTuner
 
     args = {"population_size": 4, "seed": 0} if inner == "Evolution" else {"seed": 0}
     t = GuidedTuner(inner, args, ["unet"], budget={"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5})
@@ -185,7 +185,7 @@ def test_guided_tuner_never_proposes_over_the_budget_and_teaches_the_tuner(inner
 
 def test_guided_evolution_is_reproducible_from_its_seed():
     """NNI's Evolution takes no seed (an unseeded RandomState draws its first population); GuidedTuner's does."""
-    from nni_seg.tuners import GuidedTuner
+    from nni_seg.experiment.tuners import GuidedTuner
 
     def run(seed):
         return _drive(GuidedTuner("Evolution", {"population_size": 4, "seed": seed}, []), "choice", 8,

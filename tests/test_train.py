@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from nni_seg.data import load_dataset
-from nni_seg.losses import make_loss, soft_dice_loss
-from nni_seg.net import build_model
-from nni_seg.settings import DataSettings as DataConfig
-from nni_seg.settings import TrainSettings as TrainConfig
-from nni_seg.train import TrainingDiverged, augment, fit
+from nni_seg.training.losses import make_loss, soft_dice_loss
+from nni_seg.space.net import build_model
+from nni_seg.config.settings import DataSettings as DataConfig
+from nni_seg.config.settings import TrainSettings as TrainConfig
+from nni_seg.training.trainer import TrainingDiverged, augment, fit
 
 
 @pytest.fixture(scope="module")

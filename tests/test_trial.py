@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from nni_seg.schema import RECORD_NAME
-from nni_seg.trial import main
+from nni_seg.config.schema import RECORD_NAME
+from nni_seg.experiment.trial import main
 
 TINY = ["--size", "24", "24", "--num-train", "16", "--num-val", "8", "--epochs", "1", "--batch-size", "8",
         "--device", "cpu"]
@@ -90,7 +90,7 @@ def test_over_budget_architecture_is_rejected_before_training(tmp_path, arch_fil
 @pytest.mark.parametrize("kind, reason", [("nan", "TrainingDiverged: loss became nan at epoch 1"),
                                           ("oom", "out of memory: CUDA out of memory"),
                                           ("raise", "RuntimeError: injected failure")])
-def test_failing_trial_exits_nonzero_with_reason_and_failed_record(tmp_path, monkeypatch, capsys, kind, reason):
+def test_failing_trial_exits_nonzero_with_reason_and_failed_record(tmp_path, monkeypatch, capsys, kind, reason, faults):
     monkeypatch.setenv("NNI_SEG_FAULTS", f"*:{kind}")
     assert main(["--arch", "seed", "--out", str(tmp_path), *TINY]) == 1
     err = capsys.readouterr().err
@@ -101,7 +101,7 @@ def test_failing_trial_exits_nonzero_with_reason_and_failed_record(tmp_path, mon
 
 
 def test_fault_spec_parsing():
-    from nni_seg.trial import injected_fault
+    from tests.faults.sitecustomize import injected_fault
 
     assert injected_fault(3, "1:nan, 3:oom") == "oom" and injected_fault(2, "1:nan,3:oom") is None
     assert injected_fault(7, "*:raise") == "raise" and injected_fault(0, "") is None
@@ -154,7 +154,7 @@ def test_same_arch_seed_and_threads_give_the_same_trial_twice(tmp_path, arch_fil
 
 
 def test_the_record_says_which_compute_path_ran(tmp_path, arch_file):
-    from nni_seg.precision import cpu_bf16_unit
+    from nni_seg.training.precision import cpu_bf16_unit
 
     assert main(["--arch", str(arch_file), "--out", str(tmp_path / "f"), *TINY]) == 0
     assert main(["--arch", str(arch_file), "--out", str(tmp_path / "s"), *TINY, "--no-amp", "--no-channels-last"]) == 0
@@ -176,9 +176,9 @@ def test_a_malformed_start_stamp_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_a_fork_server_socket_path_too_long_for_the_os_says_so_and_runs_the_trial_itself(tmp_path, monkeypatch,
                                                                                           capsys):
-    from nni_seg import forkserver
+    from nni_seg.experiment import forkserver
 
     monkeypatch.setenv("NNI_SEG_FORKSERVER_DIR", str(tmp_path / ("d" * 120)))
-    assert forkserver.run("nni_seg.trial:main", ["--help"], 0.0) is None
+    assert forkserver.run("nni_seg.experiment.trial:main", ["--help"], 0.0) is None
     assert "fork server off: its socket path would be" in capsys.readouterr().err
     assert not (tmp_path / ("d" * 120)).exists()  # nothing started, nothing waited for

@@ -3,11 +3,11 @@ import json
 import pytest
 import yaml
 
-from nni_seg import schema
+from nni_seg.config import schema
 from nni_seg.errors import ConfigError, RecordError
-from nni_seg.schema import TopArch
-from nni_seg.settings import TrainSettings
-from nni_seg.tune import TUNE_SPACE, load_tune_config, tuned_settings
+from nni_seg.config.schema import TopArch
+from nni_seg.config.settings import TrainSettings
+from nni_seg.workflow.tune import TUNE_SPACE, load_tune_config, tuned_settings
 
 from .nni_helpers import free_port, run_cli
 
@@ -70,8 +70,8 @@ def test_tune_runs_an_hpo_experiment_and_exports_a_training_config(tmp_path):
 
 
 def test_the_base_settings_start_the_tune_and_must_lie_in_its_space():
-    from nni_seg.tune import start_point
-    from nni_seg.tuners import StartedTuner
+    from nni_seg.workflow.tune import start_point
+    from nni_seg.experiment.tuners import StartedTuner
 
     base = TrainSettings()
     point = start_point(base, TUNE_SPACE)
@@ -92,8 +92,8 @@ def test_the_base_settings_start_the_tune_and_must_lie_in_its_space():
 
 def test_a_tpe_tune_uses_its_model_within_its_trials(tmp_path):
     """NNI's TPE samples its first 20 trials at random: a 16-trial tune must start modelling earlier."""
-    from nni_seg.settings import DataSettings, TuneSettings
-    from nni_seg.tune import start_point, write_experiment
+    from nni_seg.config.settings import DataSettings, TuneSettings
+    from nni_seg.workflow.tune import start_point, write_experiment
 
     cfg = yaml.safe_load(write_experiment({"levels": 3}, TuneSettings(trials=16), DataSettings(), TrainSettings(),
                                           TUNE_SPACE, tmp_path, tmp_path,
@@ -120,8 +120,8 @@ def test_tune_result_is_a_versioned_record(tmp_path):
 
 
 def test_a_checkpoint_brings_its_data_to_the_tune_and_the_yaml_and_flags_change_it(tmp_path):
-    from nni_seg.settings import DataSettings
-    from nni_seg.tune import tune_data_for
+    from nni_seg.config.settings import DataSettings
+    from nni_seg.workflow.tune import tune_data_for
 
     ckpt = DataSettings(dataset="packed", data_root="/data/camvid.npz", size=(96, 128))
     cfg = tmp_path / "tune.yml"

@@ -1,0 +1,379 @@
+"""A fidelity ladder under NNI: many cheap trials screen, the best are promoted to dearer rungs, and the
+winner is chosen at the top rung by the mean of several trainings.
+
+The proxy that a search can afford (small images, few epochs) orders a population but not the top of it:
+one network trained twice at the proxy differs as much as a search's top three (docs/strategies.md). So a
+ladder spends the first rung on breadth and the last on certainty:
+
+* rung 0: ``trials`` candidates from any NNI tuner (through :class:`~nni_seg.experiment.tuners.GuidedTuner`: within the
+  cost budget, narrowed by ``exclude``, started from ``start_with``), each trained at ``epochs`` and
+  ``size``; the inner tuner learns from these results;
+* rung k > 0: the ``keep`` best candidates of rung k-1 (by the mean of their trainings there), each trained
+  ``repeats`` times (seeds: the trial's seed + repeat) at that rung's epochs and size;
+* export (:mod:`nni_seg.workflow.export`) takes the candidate with the best mean at the highest rung reached.
+
+A candidate is an architecture with, in a joint search, its training recipe. Every trial gets its rung in
+its parameters (``LADDER: {rung, epochs, size, candidate, repeat}``; NNI's web UI shows it in the trial's
+parameters) and its record keeps it. The plan's cost, in trial-epochs and in epochs at rung 0's size, is
+:func:`plan_cost`; ``maxTrialNumber`` must be at least :func:`plan_trials`.
+
+:class:`Ladder` is the state machine (no NNI: checked by ``check_config``, tested directly);
+:class:`LadderAdvisor` is the NNI advisor around it. Use from nnictl::
+
+    tuner:
+      className: nni_seg.ladder.LadderAdvisor
+      codeDirectory: .
+      classArgs:
+        tuner: Random
+        tuner_args: {seed: 0}
+        budget: {max_mmacs_of: unet, size: [48, 64], num_classes: 11}
+        rungs:
+          - {trials: 16, epochs: 3, size: [48, 64]}
+          - {keep: 4, epochs: 6, size: [96, 128]}
+          - {keep: 2, epochs: 12, size: [96, 128], repeats: 2}
+
+Resuming (``nnictl resume``, ``run --resume``): NNI hands the advisor the finished trials' parameters and
+results; the ladder rebuilds its rungs from them and runs what is missing (a trial that was running when
+the experiment stopped runs again).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+Slot = tuple[int, int, int]  # (rung, candidate, repeat)
+
+
+@dataclasses.dataclass(frozen=True)
+class RungPlan:
+    """One rung: how many candidates it trains (``trials`` at rung 0, ``keep`` above), how long and how big."""
+    epochs: int
+    size: tuple[int, int] | None
+    trials: int = 0  # rung 0: candidates drawn from the tuner
+    keep: int = 0  # rung > 0: candidates promoted from the rung below
+    repeats: int = 1
+
+    @property
+    def candidates(self) -> int:
+        return self.trials or self.keep
+
+
+def _int(d: dict, key: str, where: str, default: int | None = None, least: int = 1) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < least:
+        raise ValueError(f"{where}.{key}: an integer >= {least}, got {v!r}")
+    return v
+
+
+def parse_rungs(rungs: Any) -> list[RungPlan]:
+    """The ``rungs`` class argument, checked: rung 0 gives ``trials``, every later one ``keep`` (no more
+    than the rung below), sizes are ``[H, W]`` of at least 8, the top rung of a ladder repeats >= 2 times."""
+    if not isinstance(rungs, list) or not rungs:
+        raise ValueError("rungs: a non-empty list of {trials|keep, epochs, size, repeats}")
+    out: list[RungPlan] = []
+    for i, r in enumerate(rungs):
+        where = f"rungs[{i}]"
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: a mapping, got {r!r}")
+        unknown = sorted(set(r) - {"trials", "keep", "epochs", "size", "repeats"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: trials, keep, epochs, size, repeats")
+        size = r.get("size")
+        if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
+                                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in size)):
+            raise ValueError(f"{where}.size: [H, W], integers >= 8, got {size!r}")
+        if i == 0 and "keep" in r or i > 0 and "trials" in r:
+            raise ValueError(f"{where}: rung 0 gives trials (drawn from the tuner), later rungs keep (promoted)")
+        plan = RungPlan(epochs=_int(r, "epochs", where), size=tuple(size) if size else None,
+                        trials=_int(r, "trials", where) if i == 0 else 0, keep=_int(r, "keep", where) if i else 0,
+                        repeats=_int(r, "repeats", where, 1))
+        if i and plan.keep > out[-1].candidates:
+            raise ValueError(f"{where}.keep: {plan.keep} > the {out[-1].candidates} candidates of rung {i - 1}")
+        out.append(plan)
+    if len(out) > 1 and out[-1].repeats < 2:
+        raise ValueError(f"rungs[{len(out) - 1}].repeats: the top rung chooses by a mean: give repeats >= 2")
+    return out
+
+
+def plan_trials(rungs: list[RungPlan]) -> int:
+    """Trials the whole ladder runs (what ``maxTrialNumber`` must allow)."""
+    return sum(r.candidates * r.repeats for r in rungs)
+
+
+def plan_cost(rungs: list[RungPlan]) -> dict[str, float]:
+    """The ladder's compute: ``trial_epochs`` (epochs summed over trials) and ``base_epochs`` (the same,
+    each weighted by its pixels relative to rung 0's size: what an equal-compute baseline is given)."""
+    base = rungs[0].size
+    px = (lambda s: 1.0) if base is None else (lambda s: (s[0] * s[1]) / (base[0] * base[1]) if s else 1.0)
+    return {"trials": plan_trials(rungs),
+            "trial_epochs": sum(r.candidates * r.repeats * r.epochs for r in rungs),
+            "base_epochs": round(sum(r.candidates * r.repeats * r.epochs * px(r.size) for r in rungs), 3)}
+
+
+class Ladder:
+    """The ladder's state: which trial of which rung to run next, and promotion when a rung has ended.
+
+    ``propose(parameter_id)`` returns the next trial's parameters (with ``LADDER``), or None while the
+    current rung's trials are still running (or when the ladder is done); ``result`` and ``end`` report.
+    """
+
+    def __init__(self, rungs: list, tuner: str = "Random", tuner_args: dict | None = None,
+                 start_with: list | None = None, budget: dict | None = None, exclude: dict | None = None,
+                 optimize_mode: str = "maximize"):
+        from .tuners import GuidedTuner
+
+        if optimize_mode not in ("maximize", "minimize"):
+            raise ValueError(f"optimize_mode: maximize or minimize, got {optimize_mode!r}")
+        self.rungs = parse_rungs(rungs)
+        self.sign = 1.0 if optimize_mode == "maximize" else -1.0
+        self.inner = GuidedTuner(tuner, tuner_args, start_with, budget, optimize_mode, exclude)
+        self.candidates: list[dict] = []  # candidate -> its parameters (architecture and recipe labels)
+        self.queue: list[Slot] = []  # promoted trials not yet handed out
+        self.running: dict[Any, Slot] = {}  # parameter id -> slot
+        self.scores: dict[Slot, float] = {}
+        self.ended: set[Slot] = set()
+        self.rung = 0  # the rung being run
+        self.drawn = 0  # rung-0 candidates drawn from the tuner
+        self._planned: dict[int, list[Slot]] = {}  # rung > 0 -> its trials, once promoted
+
+    # ---------------------------------------------------------------- NNI's side
+    def update_search_space(self, space: dict) -> None:
+        self.inner.update_search_space(space)
+
+    def propose(self, parameter_id: Any) -> dict | None:
+        """The next trial's parameters, or None (nothing to run until a running trial ends, or done)."""
+        slot = self._next_slot(parameter_id)
+        if slot is None:
+            return None
+        self.running[parameter_id] = slot
+        return self.parameters(slot)
+
+    def parameters(self, slot: Slot) -> dict:
+        rung, cand, repeat = slot
+        r = self.rungs[rung]
+        return {**self.candidates[cand], "LADDER": {"rung": rung, "epochs": r.epochs,
+                                                    "size": list(r.size) if r.size else None,
+                                                    "candidate": cand, "repeat": repeat}}
+
+    def result(self, parameter_id: Any, value: float) -> None:
+        slot = self.running.get(parameter_id)
+        if slot is None or not isinstance(value, (int, float)) or math.isnan(value):
+            return
+        self.scores[slot] = float(value)
+        if slot[0] == 0:
+            self.inner.receive_trial_result(parameter_id, self.candidates[slot[1]], value)
+
+    def has_result(self, parameter_id: Any) -> bool:
+        slot = self.running.get(parameter_id)
+        return slot is None or slot in self.scores
+
+    def end(self, parameter_id: Any, success: bool = True) -> None:
+        slot = self.running.pop(parameter_id, None)
+        if slot is None:
+            return
+        self.ended.add(slot)
+        if slot[0] == 0 and hasattr(self.inner, "trial_end"):
+            self.inner.trial_end(parameter_id, success and slot in self.scores)
+        self._promote_if_done()
+
+    def import_data(self, data: list) -> None:
+        """Resume: finished trials (``{"parameter", "value"}``, as NNI sends them) rebuild the rungs."""
+        rows = [d for d in data if isinstance(d, dict) and isinstance(d.get("parameter"), dict)
+                and isinstance(d["parameter"].get("LADDER"), dict)]
+        rows.sort(key=lambda d: (d["parameter"]["LADDER"].get("rung", 0), d["parameter"]["LADDER"].get("candidate", 0)))
+        first = []
+        for d in rows:
+            lad, params = d["parameter"]["LADDER"], {k: v for k, v in d["parameter"].items() if k != "LADDER"}
+            cand = lad.get("candidate")
+            if not isinstance(cand, int) or not isinstance(lad.get("rung"), int):
+                continue
+            while len(self.candidates) <= cand:
+                self.candidates.append({})
+            self.candidates[cand] = params
+            slot = (lad["rung"], cand, int(lad.get("repeat", 0)))
+            value = _scalar(d.get("value"))
+            if value is not None:
+                self.scores[slot] = value
+            self.ended.add(slot)
+            if slot[0] == 0:
+                first.append({"parameter": params, "value": d.get("value")})
+        self.drawn = sum(1 for c in self.candidates if c)
+        self.inner.import_data(first)
+        while self._promote_if_done():
+            pass
+        # a promoted trial already run is not queued again
+        self.queue = [s for s in self.queue if s not in self.ended]
+
+    @property
+    def done(self) -> bool:
+        return self.rung >= len(self.rungs)
+
+    # ---------------------------------------------------------------- the ladder
+    def _next_slot(self, parameter_id: Any) -> Slot | None:
+        if self.queue:
+            return self.queue.pop(0)
+        if self.rung == 0 and self.drawn < self.rungs[0].trials:
+            params = self.inner.generate_parameters(parameter_id)
+            self.candidates.append(dict(params))
+            self.drawn += 1
+            cand = len(self.candidates) - 1
+            self.queue += [(0, cand, rep) for rep in range(1, self.rungs[0].repeats)]
+            return 0, cand, 0
+        return None
+
+    def _promote_if_done(self) -> bool:
+        """When every trial of the current rung has ended, queue the next rung (True if it moved on)."""
+        if self.done:
+            return False
+        r = self.rungs[self.rung]
+        if self.rung == 0:
+            if self.drawn < r.trials:
+                return False
+            slots = [(0, c, rep) for c in range(len(self.candidates)) for rep in range(r.repeats)]
+        else:
+            slots = self._planned[self.rung]
+        if any(s not in self.ended for s in slots):
+            return False
+        ranked = self.ranking(self.rung)
+        self.rung += 1
+        if self.done:
+            _logger.info("ladder done: best candidate %s", ranked[0] if ranked else None)
+            return True
+        nxt = self.rungs[self.rung]
+        chosen = [c for c, _ in ranked[:nxt.keep]]
+        self._planned[self.rung] = [(self.rung, c, rep) for c in chosen for rep in range(nxt.repeats)]
+        self.queue += [s for s in self._planned[self.rung] if s not in self.ended]
+        _logger.info("ladder: rung %d done; %d candidate(s) promoted to rung %d: %s", self.rung - 1, len(chosen),
+                     self.rung, chosen)
+        return True
+
+    def ranking(self, rung: int) -> list[tuple[int, float]]:
+        """(candidate, mean score) at ``rung``, best first; a candidate with no score there is left out
+        (its trials failed); ties go to the earlier candidate."""
+        by: dict[int, list[float]] = {}
+        for (r, c, _), v in self.scores.items():
+            if r == rung:
+                by.setdefault(c, []).append(v)
+        means = [(c, sum(v) / len(v)) for c, v in by.items()]
+        return sorted(means, key=lambda cv: (-self.sign * cv[1], cv[0]))
+
+
+def _scalar(value: Any) -> float | None:
+    """NNI's final result (a number or a dict with ``default``) as a number."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, dict):
+        value = value.get("default")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _advisor_base():
+    from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
+
+    return MsgDispatcherBase
+
+
+RESULT_WAIT_SECONDS = 30.0  # how long a trial's end waits for its final result (they come on two threads)
+
+
+class LadderAdvisor(_advisor_base()):
+    """NNI advisor running a :class:`Ladder` (class arguments: those of :class:`Ladder`).
+
+    NNI's dispatcher handles a trial's end on another thread than its metrics and the requests for trials:
+    every handler holds one lock, and an end waits (up to :data:`RESULT_WAIT_SECONDS`) for the trial's
+    final result, so that a rung is never closed before its last score has arrived.
+    """
+
+    def __init__(self, rungs: list, tuner: str = "Random", tuner_args: dict | None = None,
+                 start_with: list | None = None, budget: dict | None = None, exclude: dict | None = None,
+                 optimize_mode: str = "maximize"):
+        import threading
+
+        super().__init__()
+        self.lock = threading.RLock()
+        self.ladder = Ladder(rungs, tuner, tuner_args, start_with, budget, exclude, optimize_mode)
+        self.credit = 0  # trials NNI asked for that the ladder could not give yet (a rung still running)
+        self.next_id = 0
+        self.said_done = False
+
+    def handle_initialize(self, data):
+        from nni.runtime.tuner_command_channel import CommandType
+
+        with self.lock:
+            self.ladder.update_search_space(data)
+        self.send(CommandType.Initialized, "")
+
+    def handle_update_search_space(self, data):
+        with self.lock:
+            self.ladder.update_search_space(data)
+
+    def handle_request_trial_jobs(self, data):
+        with self.lock:
+            self.credit += int(data)
+            self._serve()
+
+    def _serve(self) -> None:
+        import nni
+        from nni.runtime.tuner_command_channel import CommandType
+
+        while self.credit > 0:
+            pid = self.next_id
+            params = self.ladder.propose(pid)
+            if params is None:
+                break
+            self.next_id += 1
+            self.credit -= 1
+            self.send(CommandType.NewTrialJob, nni.dump({"parameter_id": pid, "parameter_source": "algorithm",
+                                                        "parameters": params, "parameter_index": 0}))
+        if self.ladder.done and not self.ladder.queue and not self.said_done:
+            self.said_done = True
+            self.send(CommandType.NoMoreTrialJobs, nni.dump({"parameter_id": None, "parameter_source": "algorithm",
+                                                            "parameters": ""}))
+
+    def handle_report_metric_data(self, data):
+        import nni
+
+        if data.get("type") != "FINAL":
+            return
+        value = _scalar(nni.load(data["value"]) if isinstance(data.get("value"), str) else data.get("value"))
+        if value is not None:
+            with self.lock:
+                self.ladder.result(data.get("parameter_id"), value)
+
+    def handle_trial_end(self, data):
+        import time
+
+        import nni
+
+        params = nni.load(data["hyper_params"]) if isinstance(data.get("hyper_params"), str) else data.get("hyper_params")
+        pid = (params or {}).get("parameter_id")
+        success = data.get("event") == "SUCCEEDED"
+        deadline = time.monotonic() + RESULT_WAIT_SECONDS
+        while success and time.monotonic() < deadline:
+            with self.lock:
+                if self.ladder.has_result(pid):
+                    break
+            time.sleep(0.1)
+        with self.lock:
+            self.ladder.end(pid, success)
+            self._serve()
+
+    def handle_import_data(self, data):
+        with self.lock:
+            self.ladder.import_data(data if isinstance(data, list) else [])
+            self.next_id = max(self.next_id, 1 + max((p for p in self.recovered_trial_params), default=-1))
+
+    def handle_add_customized_trial(self, data):
+        with self.lock:
+            self.next_id = max(self.next_id, self.recover_parameter_id(data) + 1)

@@ -1,0 +1,218 @@
+"""Searches guided by what we know: any NNI tuner, started from known networks, kept within the budget.
+
+``GuidedTuner`` wraps a built-in tuner (TPE, Evolution, Random, ...):
+
+* ``start_with``: the reference networks (``seed``, ``unet``: :data:`nni_seg.space.arch.NAMED_ARCHS`) or your
+  own architectures are its first trials, so a search never ends below its baselines (at the search's own
+  proxy score), and the tuner learns from them: TPE and the others through their ``import_data`` (the API
+  ``nnictl experiment import`` uses), NNI's Evolution as members of its first population.
+* ``budget``: proposals costlier than the trial's budget (``max_mmacs`` and/or ``max_mmacs_of`` a reference
+  network, at ``size``) are not run at all: the tuner is told they score 0 (what a REJECTED trial would
+  tell it) and asked again, so every trial of ``maxTrialNumber`` trains an architecture within the budget
+  (MACs counted on PyTorch's meta device: shapes only, milliseconds). The trial still checks its budget.
+* ``exclude``: ``{label: [values]}`` left out of the inner tuner's search space (a prior: the choices that
+  lost on measured trainings, :mod:`nni_seg.workflow.prior`); a ``start_with`` network that uses one is an error.
+
+Use from nnictl::
+
+    tuner:
+      className: nni_seg.tuners.GuidedTuner
+      codeDirectory: .
+      classArgs:
+        tuner: TPE
+        tuner_args: {seed: 0}
+        start_with: [unet]
+        budget: {max_mmacs_of: unet, size: [48, 64], num_classes: 11}
+        exclude: {up: [deconv]}
+"""
+from __future__ import annotations
+
+import logging
+
+from nni.tuner import Tuner
+
+from ..space.budget import Budget
+from ..space.arch import CHOICES, NAMED_ARCHS, RECIPE_CHOICES, RECIPE_DEFAULTS, Arch, split_joint, validate_arch
+
+_logger = logging.getLogger(__name__)
+
+
+def known_archs(start_with: list) -> list[Arch]:
+    """Architectures from names (``seed``, ``unet``) or architecture dicts, validated."""
+    out = []
+    for item in start_with:
+        if isinstance(item, str):
+            if item not in NAMED_ARCHS:
+                raise ValueError(f"start_with: unknown network {item!r}; valid: {', '.join(NAMED_ARCHS)} or an "
+                                 f"architecture dict")
+            out.append(NAMED_ARCHS[item]())
+        else:
+            out.append(validate_arch(item, source="start_with", fill_legacy=True))
+    return out
+
+
+def encode(arch: Arch, search_space: dict) -> dict:
+    """``arch`` as the trial parameters of ``search_space``'s kind (``choice``: plain values;
+    ``layer_choice``: ``{"_value", "_idx"}``); labels not in the space are left out. In a joint space, recipe
+    labels ``arch`` does not give take :data:`~nni_seg.space.arch.RECIPE_DEFAULTS`."""
+    out = {}
+    for label, spec in search_space.items():
+        value = arch[label] if label in arch else RECIPE_DEFAULTS[label]
+        if spec["_type"] == "layer_choice":
+            out[label] = {"_value": value, "_idx": list(spec["_value"]).index(value)}
+        else:
+            out[label] = value
+    return out
+
+
+MAX_TRIES = 500  # proposals asked for before a within-budget one is given up on
+
+
+class GuidedTuner(Tuner):
+    """``tuner`` (a built-in name) started from ``start_with`` and kept within ``budget``; see the module doc."""
+
+    def __init__(self, tuner: str = "TPE", tuner_args: dict | None = None, start_with: list | None = None,
+                 budget: dict | None = None, optimize_mode: str = "maximize", exclude: dict | None = None):
+        from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
+
+        args = {"optimize_mode": optimize_mode, **(tuner_args or {})}
+        # NNI's Evolution takes no seed and draws its first population from an unseeded RandomState: a seed
+        # given here is applied after its update_search_space (see _reseed_evolution)
+        self.evolution_seed = args.pop("seed", None) if str(tuner).lower() == "evolution" else None
+        try:
+            self.inner = create_builtin_class_instance(tuner, args, "tuners")
+        except RuntimeError:
+            raise ValueError(f"unknown tuner {tuner!r} for GuidedTuner (a built-in name: TPE, Evolution, Random, ...)"
+                             ) from None
+        self.known = known_archs(start_with if start_with is not None else [])
+        self.budget = Budget(**budget) if budget else None
+        self.pending: list[dict] = []
+        self.served: dict[int, dict] = {}
+        self.by_population = type(self.inner).__name__ == "EvolutionTuner"
+        self.skipped = 0  # proposals over the budget, never run
+        self.exclude = dict(exclude or {})
+
+    def update_search_space(self, search_space: dict) -> None:
+        unknown = [label for label in search_space if label not in CHOICES and label not in RECIPE_CHOICES]
+        if unknown:
+            raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
+        from ..space.arch import narrow
+
+        search_space = narrow(search_space, self.exclude)
+        self.inner.update_search_space(search_space)
+        if self.evolution_seed is not None:
+            self._reseed_evolution()
+        params = [encode(self._within_space(a, search_space), search_space) for a in self.known]
+        if self.by_population:
+            self._seed_population(params, search_space)
+        else:
+            self.pending = params
+        if self.budget is not None:
+            over = [a for a in self.known if not self.budget.allows(a)]
+            if over:
+                _logger.warning("start_with: %d known network(s) over the budget; the trials will reject them", len(over))
+
+    def _reseed_evolution(self) -> None:
+        """NNI's Evolution, reproducible: its RandomState seeded and its first population drawn again from it
+        (its mutations draw from Python's ``random``, seeded too: the tuner has the dispatcher's process)."""
+        import random
+
+        import numpy as np
+
+        random.seed(self.evolution_seed)
+        self.inner.random_state = np.random.RandomState(self.evolution_seed)
+        self.inner.population = []
+        for _ in range(self.inner.population_size):
+            self.inner._random_generate_individual()  # what its update_search_space does, NNI 3.0
+
+    def _within_space(self, arch: Arch, search_space: dict) -> Arch:
+        """A known network in the narrowed space: an inert label on an excluded value takes an allowed one
+        (same network); an active one is an error, since the tuner could not learn from it."""
+        from ..space.arch import active_labels
+
+        active = set(active_labels(arch))
+        out = dict(arch)
+        for label, values in self.exclude.items():
+            if arch[label] in values:
+                if label in active:
+                    raise ValueError(f"start_with: a network with {label}={arch[label]!r}, which exclude leaves out")
+                out[label] = search_space[label]["_value"][0]
+        return out
+
+    def _seed_population(self, params: list[dict], search_space: dict) -> None:
+        """Evolution: the known architectures replace its first random (not yet run) individuals."""
+        from nni.algorithms.hpo.evolution_tuner import Individual
+
+        fresh = [i for i, ind in enumerate(self.inner.population) if ind.result is None]
+        for slot, p in zip(fresh, params):
+            config = {k: {"_index": list(search_space[k]["_value"]).index(v), "_value": v} for k, v in p.items()}
+            self.inner.population[slot] = Individual(config=config)
+
+    def generate_parameters(self, parameter_id: int, **kwargs) -> dict:
+        if self.pending:
+            params = self.pending.pop(0)
+            self.served[parameter_id] = params
+            return params
+        return self._within_budget(parameter_id, **kwargs)
+
+    def _within_budget(self, parameter_id: int, **kwargs) -> dict:
+        """The inner tuner's next proposal that the budget allows; those over it score 0 for the tuner."""
+        from ..space.arch import decode_parameters
+
+        for _ in range(MAX_TRIES):
+            params = self.inner.generate_parameters(parameter_id, **kwargs)
+            if self.budget is None or self.budget.allows(
+                    validate_arch(split_joint(decode_parameters(params))[0], fill_legacy=True)):
+                return params
+            self.skipped += 1
+            self.inner.receive_trial_result(parameter_id, params, {"default": 0.0, "rejected": 1})
+            if hasattr(self.inner, "trial_end"):
+                self.inner.trial_end(parameter_id, True)
+        _logger.warning("no proposal within the budget in %d tries; running an over-budget one", MAX_TRIES)
+        return params
+
+    def generate_multiple_parameters(self, parameter_id_list, **kwargs):
+        if self.by_population and self.budget is None:  # Evolution's own credit mechanism
+            return self.inner.generate_multiple_parameters(parameter_id_list, **kwargs)
+        return super().generate_multiple_parameters(parameter_id_list, **kwargs)
+
+    def receive_trial_result(self, parameter_id: int, parameters: dict, value, **kwargs) -> None:
+        if parameter_id in self.served:
+            self.inner.import_data([{"parameter": self.served.pop(parameter_id), "value": value}])
+            return
+        self.inner.receive_trial_result(parameter_id, parameters, value, **kwargs)
+
+    def trial_end(self, parameter_id: int, success: bool, **kwargs) -> None:
+        if self.served.pop(parameter_id, None) is not None:
+            return
+        if hasattr(self.inner, "trial_end"):
+            self.inner.trial_end(parameter_id, success, **kwargs)
+
+    def import_data(self, data: list) -> None:
+        """Resumed experiments: the known points already run are not served again."""
+        done = [d.get("parameter") for d in data if isinstance(d, dict)]
+        self.pending = [p for p in self.pending if p not in done]
+        self.inner.import_data(data)
+
+
+class StartedTuner(GuidedTuner):
+    """Any search space (e.g. ``tune``'s training settings): ``tuner`` whose first trials are the given
+    ``start_with`` points (plain parameter dicts, e.g. the training settings being tuned), so the best trial
+    is never below them and the tuner learns from them. No architecture checks, no budget."""
+
+    def __init__(self, tuner: str = "TPE", tuner_args: dict | None = None, start_with: list | None = None,
+                 optimize_mode: str = "maximize"):
+        super().__init__(tuner, tuner_args, None, None, optimize_mode)
+        self.by_population = False  # Evolution learns of the start points through import_data like the others
+        self.points = [dict(p) for p in (start_with or [])]
+
+    def update_search_space(self, search_space: dict) -> None:
+        for point in self.points:
+            missing = sorted(set(search_space) - set(point))
+            if missing:
+                raise ValueError(f"start_with: a point lacks {', '.join(missing)} of the search space")
+            for key, spec in search_space.items():
+                if spec.get("_type") == "choice" and point[key] not in spec["_value"]:
+                    raise ValueError(f"start_with: {key}={point[key]!r} is not one of {spec['_value']}")
+        self.inner.update_search_space(search_space)
+        self.pending = [{k: p[k] for k in search_space} for p in self.points]
