@@ -1,5 +1,4 @@
 """export --confirm: the top trials trained again, the best mean exported, the experiment's trials untouched."""
-import json
 
 import pytest
 
@@ -7,20 +6,17 @@ from nni_seg.config import schema
 from nni_seg.space.arch import seed_arch
 from nni_seg.workflow.export import export
 from nni_seg.experiment.records import trial_records
-from nni_seg.config.schema import RECORD_NAME, Status, TrialRecord
+from nni_seg.config.schema import Status, TrialRecord
+
+from .fake_experiment import write_record
 
 TINY = {"data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "threads": 1}}
 
 
 def _trial(exp, tid, seq, dice, width):
-    arch = dict(seed_arch(), enc1_width=width)
-    rec = {"status": "SUCCEEDED", "trial_id": tid, "sequence_id": seq, "arch": arch, "summary": f"w{width}",
-           "experiment_id": "e", "mmacs": 10.0 * width, "format_version": 1,
-           "metrics": {"default": dice, "dice": dice, "miou": dice / 2}, **TINY}
-    d = exp / "environments" / "local-env" / "trials" / tid
-    d.mkdir(parents=True)
-    (d / RECORD_NAME).write_text(json.dumps(rec))
+    write_record(exp, tid, dice, sequence_id=seq, arch=dict(seed_arch(), enc1_width=width), summary=f"w{width}",
+                 mmacs=10.0 * width, **TINY)
 
 
 @pytest.fixture

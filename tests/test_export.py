@@ -9,30 +9,21 @@ from nni_seg.workflow.export import cross_check, export, top_architecture
 from nni_seg.experiment.records import nni_db, trial_records
 from nni_seg.config.schema import RECORD_NAME
 
+from .fake_experiment import add_event, add_final, nni_database, write_record
+
 
 def _record(tmp, tid, pid, dice, status="SUCCEEDED", **arch):
-    rec = {"status": status, "trial_id": tid, "parameter_id": pid, "arch": dict(seed_arch(), **arch),
-           "raw_parameters": dict(seed_arch(), **arch), "summary": "s", "experiment_id": "e",
-           "metrics": {"default": dice, "dice": dice, "miou": dice / 2, "params": 1, "mmacs": 1.0},
-           "format_version": 1}
-    d = tmp / "environments" / "local-env" / "trials" / tid
-    d.mkdir(parents=True)
-    (d / RECORD_NAME).write_text(json.dumps(rec))
-    return rec
+    return write_record(tmp, tid, dice, status, parameter_id=pid, arch=dict(seed_arch(), **arch),
+                        raw_parameters=dict(seed_arch(), **arch), metrics={"params": 1, "mmacs": 1.0})
 
 
 def _db(tmp, rows):
-    (tmp / "db").mkdir()
-    con = sqlite3.connect(tmp / "db" / "nni.sqlite")
-    con.execute("CREATE TABLE TrialJobEvent (timestamp, trialJobId, event, data, logPath, sequenceId, message)")
-    con.execute("CREATE TABLE MetricData (timestamp, trialJobId, parameterId, type, sequence, data)")
+    con = nni_database(tmp)
     for i, (tid, pid_shown, params_shown, pid_final, final) in enumerate(rows):
-        form = json.dumps({"parameter_id": pid_shown, "parameters": params_shown})
-        con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i, tid, "WAITING", form, "", i, ""))
-        con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i + 100, tid, "SUCCEEDED", None, "", i, ""))
-        final = final if isinstance(final, dict) else {"default": final, "dice": final, "miou": final / 2}
-        con.execute("INSERT INTO MetricData VALUES (?,?,?,?,?,?)",
-                    (i, tid, str(pid_final), "FINAL", 0, json.dumps(json.dumps(final))))
+        add_event(con, i, tid, "WAITING", {"parameter_id": pid_shown, "parameters": params_shown})
+        add_event(con, i + 100, tid, "SUCCEEDED")
+        add_final(con, i, tid, pid_final, final if isinstance(final, dict) else
+                  {"default": final, "dice": final, "miou": final / 2})
     con.commit()
     con.close()
 
@@ -185,13 +176,10 @@ def test_records_left_running_by_killed_trials_take_the_end_nni_saw(tmp_path):
 
     for tid, status in (("S", "RUNNING"), ("K", "RUNNING"), ("F", "RUNNING"), ("L", "RUNNING"), ("C", "CANCELED")):
         _record(tmp_path, tid, 0, 0.5, status=status)
-    (tmp_path / "db").mkdir()
-    con = sqlite3.connect(tmp_path / "db" / "nni.sqlite")
-    con.execute("CREATE TABLE TrialJobEvent (timestamp, trialJobId, event, data, logPath, sequenceId, message)")
-    con.execute("CREATE TABLE MetricData (timestamp, trialJobId, parameterId, type, sequence, data)")
+    con = nni_database(tmp_path)
     for i, (tid, event) in enumerate([("S", "EARLY_STOPPED"), ("K", "USER_CANCELED"), ("F", "FAILED"),
                                       ("L", "RUNNING"), ("C", "USER_CANCELED")]):
-        con.execute("INSERT INTO TrialJobEvent VALUES (?,?,?,?,?,?,?)", (i, tid, event, None, "", i, ""))
+        add_event(con, i, tid, event)
     con.commit()
     con.close()
     assert sorted(settle_experiment(tmp_path)) == ["F", "K", "S"]

@@ -13,9 +13,9 @@ from nni_seg.space.arch import (RECIPE_CHOICES, RECIPE_DEFAULTS, ArchError, chec
                           legacy_search_space, load_recipe, recipe_labels, recipe_settings, seed_arch)
 from nni_seg.errors import DataError, UserError
 from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trials
-from nni_seg.config.schema import RECORD_NAME
 from nni_seg.config.settings import DataSettings, TrainSettings
 
+from .fake_experiment import write_record
 from .nni_helpers import ROOT, experiment_id, records_of, run_cli
 
 RUNGS = [{"trials": 4, "epochs": 1, "size": [32, 32]}, {"keep": 2, "epochs": 2, "size": [64, 64], "repeats": 2}]
@@ -210,13 +210,9 @@ def test_a_bad_ladder_parameter_is_one_line(ladder, says):
 
 # ------------------------------------------------------------------ export
 def _record(tmp, tid, rung, cand, score, repeat=0, **arch):
-    rec = {"status": "SUCCEEDED", "trial_id": tid, "parameter_id": tid, "arch": dict(seed_arch(), **arch),
-           "summary": "s", "experiment_id": "e", "recipe": {"train_lr": 1e-3 * (1 + cand)},
-           "rung": {"rung": rung, "epochs": 1 + rung, "size": [32, 32], "candidate": cand, "repeat": repeat},
-           "metrics": {"default": score, "dice": score, "miou": score, "mmacs": 1.0}, "format_version": 1}
-    d = tmp / "environments" / "local-env" / "trials" / tid
-    d.mkdir(parents=True)
-    (d / RECORD_NAME).write_text(json.dumps(rec))
+    write_record(tmp, tid, score, parameter_id=tid, arch=dict(seed_arch(), **arch), metrics={"mmacs": 1.0},
+                 recipe={"train_lr": 1e-3 * (1 + cand)},
+                 rung={"rung": rung, "epochs": 1 + rung, "size": [32, 32], "candidate": cand, "repeat": repeat})
 
 
 def test_a_ladder_export_takes_the_best_mean_at_the_top_rung_with_its_recipe(tmp_path):

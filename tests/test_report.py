@@ -6,6 +6,8 @@ from nni_seg.cli import main as cli
 from nni_seg.workflow.report import make_report, pareto_front
 from nni_seg.config.schema import RECORD_NAME
 
+from .fake_experiment import write_record
+
 
 def main(argv):
     return cli(["report", *argv])
@@ -20,14 +22,8 @@ def test_pareto_front_by_hand():
 
 
 def _write(root, tid, status, dice=None, mmacs=None, seq=0, **extra):
-    d = root / "environments" / "local" / "trials" / tid
-    d.mkdir(parents=True)
-    rec = {"trial_id": tid, "sequence_id": seq, "status": status, "mmacs": mmacs, "params": 100 + seq,
-           "summary": f"arch{seq}", "started": f"2026-01-01T00:00:{seq:02d}", "arch": seed_arch(),
-           "latency_ms": 1.5, "format_version": 1, **extra}
-    if dice is not None:
-        rec["metrics"] = {"default": dice, "dice": dice, "miou": dice / 2}
-    (d / RECORD_NAME).write_text(json.dumps(rec))
+    write_record(root, tid, dice, status, env="local", sequence_id=seq, mmacs=mmacs, params=100 + seq,
+                 summary=f"arch{seq}", started=f"2026-01-01T00:00:{seq:02d}", latency_ms=1.5, **extra)
 
 
 def test_report_files_and_pareto_table(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from nni_seg.errors import ConfigError
 from nni_seg.workflow.search import load_config
-from nni_seg.config.settings import TrainSettings as TrainConfig
+from nni_seg.config.settings import TrainSettings
 
 from .nni_helpers import free_port, run_cli
 
@@ -24,7 +24,7 @@ def test_config_sections_and_typos_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="unknown section\\(s\\) model"):
         load_config(str(p))
     d, t, s = load_config(None)
-    assert s.strategy == "random" and t.epochs == TrainConfig().epochs
+    assert s.strategy == "random" and t.epochs == TrainSettings().epochs
 
 
 @pytest.mark.parametrize("body,msg", [

@@ -11,7 +11,7 @@ from nni_seg.space.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_AR
                                 active_labels, canonical, decode_parameters, dumps_space, legacy_search_space, seed_arch,
                                 unet_arch, validate_arch)
 from nni_seg.space.cost import count_macs, count_params
-from nni_seg.space.net import SegNet, build_model
+from nni_seg.space.net import SegNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_vocabulary_is_single_categoricals_with_readable_labels():
 
 def test_seed_point_layer_shapes_are_unchanged():
     """The seed's network: conv3x3-BN-ReLU 64/128/256, two pools, two upsamplings, no skips, 1x1 head."""
-    model = build_model(seed_arch(), num_classes=11)
+    model = SegNet(seed_arch(), num_classes=11)
     convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs == [(3, 64, (3, 3)), (64, 128, (3, 3)), (128, 256, (3, 3)),
                      (256, 128, (3, 3)), (128, 64, (3, 3)), (64, 11, (1, 1))]
@@ -52,7 +52,7 @@ def test_seed_point_layer_shapes_are_unchanged():
 
 def test_unet_is_the_textbook_one():
     """4 levels, two conv3x3-BN-ReLU per level on both sides, 32/64/128/256, max-pools, bilinear, concat skips."""
-    model = build_model(unet_arch(), num_classes=11)
+    model = SegNet(unet_arch(), num_classes=11)
     convs = [(m.in_channels, m.out_channels) for m in model.modules()
              if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     assert convs == [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
@@ -77,7 +77,7 @@ def test_count_macs_hand_count():
 @pytest.mark.parametrize("seed", range(10))
 def test_random_samples_build_forward_and_every_param_gets_gradient(seed):
     arch = random_arch(random.Random(seed))
-    model = build_model(arch, num_classes=5)
+    model = SegNet(arch, num_classes=5)
     out = model(torch.randn(2, 3, 24, 40))
     assert out.shape == (2, 5, 24, 40)
     out.square().mean().backward()
@@ -90,7 +90,7 @@ def test_random_samples_build_forward_and_every_param_gets_gradient(seed):
 def test_every_cell_shape_builds_and_changes_the_network_as_labelled(op2, join):
     arch = dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64, enc_op2=op2, enc_join=join,
                 dec_op2=op2, dec_join=join, context="aspp", down2="conv", down3="avgpool")
-    model = build_model(arch, num_classes=3)
+    model = SegNet(arch, num_classes=3)
     assert model(torch.randn(2, 3, 20, 28)).shape == (2, 3, 20, 28)  # odd sizes after pooling
     cell = model.encoder[1][0]
     if op2 == "none":
@@ -101,10 +101,10 @@ def test_every_cell_shape_builds_and_changes_the_network_as_labelled(op2, join):
 
 def test_context_blocks_and_downsampling():
     base = dict(seed_arch(), enc1_width=16, enc2_width=32, enc3_width=64)
-    plain = build_model(base, 3)
+    plain = SegNet(base, 3)
     assert not hasattr(plain, "context")
-    aspp = build_model(dict(base, context="aspp"), 3)
-    ppm = build_model(dict(base, context="ppm"), 3)
+    aspp = SegNet(dict(base, context="aspp"), 3)
+    ppm = SegNet(dict(base, context="ppm"), 3)
     assert type(aspp.context).__name__ == "ASPP" and len(aspp.context.branches) == 4  # 1x1 + 3 dilated
     assert [m.dilation for m in aspp.context.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)] \
         == [(2, 2), (4, 4), (6, 6)]
@@ -112,13 +112,13 @@ def test_context_blocks_and_downsampling():
     for m in (aspp, ppm):
         assert m(torch.randn(2, 3, 16, 24)).shape == (2, 3, 16, 24)
         assert count_macs(m, (1, 3, 96, 128)) > count_macs(plain, (1, 3, 96, 128))
-    strided = build_model(dict(base, down2="conv"), 3)
+    strided = SegNet(dict(base, down2="conv"), 3)
     assert isinstance(strided.downs[0].conv, torch.nn.Conv2d) and strided.downs[0].conv.stride == (2, 2)
 
 
 def test_levels_and_skips_change_topology():
     arch = dict(seed_arch(), levels=4, enc4_width=128, dec1_skip="concat", dec3_skip="concat")
-    model = build_model(arch, num_classes=3)
+    model = SegNet(arch, num_classes=3)
     assert model.n_levels == 4 and model.skips == [True, False, True]
     assert model(torch.zeros(1, 3, 20, 28)).shape == (1, 3, 20, 28)
     assert "enc4_op" in active_labels(arch) and "enc4_op" not in active_labels(seed_arch())
@@ -156,7 +156,7 @@ def test_old_exports_build_the_same_network(tmp_path):
     arch = load_arch(str(path))
     assert {k: arch[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
     torch.manual_seed(0)
-    new = build_model(arch, 4)
+    new = SegNet(arch, 4)
     keys = list(new.state_dict())
     assert keys[0] == "encoder.0.0.conv.weight" and "encoder.1.1.dw.weight" in keys and "ups.0.deconv.weight" in keys
     assert not any(k.startswith(("context", "downs")) for k in keys)  # max-pools have no weights

@@ -132,7 +132,6 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
 
     from ..training.trainer import fit
 
-    steps_done = [0]
     bar = Progress(train_cfg.epochs, f"retrain {out.name}", "epoch") if progress else None
 
     def on_epoch(result, scores: Scores) -> None:
@@ -152,8 +151,7 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
     if bar and state is not None:
         bar.update(int(state.get("epoch", 0)))
     try:
-        result = fit(model, data, train_cfg, on_epoch=on_epoch, on_checkpoint=on_checkpoint, resume=state,
-                     on_step=lambda s, n: steps_done.__setitem__(0, steps_done[0] + 1))
+        result = fit(model, data, train_cfg, on_epoch=on_epoch, on_checkpoint=on_checkpoint, resume=state)
     finally:
         if bar:
             bar.close()

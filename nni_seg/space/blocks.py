@@ -65,7 +65,7 @@ class ConvBN(nn.Sequential):
         super().__init__(OrderedDict([("conv", nn.Conv2d(c_in, c_out, 1, bias=False)), ("bn", nn.BatchNorm2d(c_out))]))
 
 
-CONV_OPS: dict[str, Callable[[int, int, str], nn.Module]] = {
+CONV_BUILDERS: dict[str, Callable[[int, int, str], nn.Module]] = {
     "conv3x3": lambda c_in, c_out, act: ConvBNAct(c_in, c_out, 3, act=act),
     "conv5x5": lambda c_in, c_out, act: ConvBNAct(c_in, c_out, 5, act=act),
     "sep3x3": lambda c_in, c_out, act: ConvBNAct(c_in, c_out, 3, separable=True, act=act),
@@ -81,11 +81,6 @@ FREE_OPS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def candidate_ops(c_in: int, c_out: int, act: str) -> "OrderedDict[str, nn.Module]":
-    """Every conv op for one node, in registry order (the key is the choice's value)."""
-    return OrderedDict((name, make(c_in, c_out, act)) for name, make in CONV_OPS.items())
-
-
 class Cell(nn.Module):
     """Two nodes. ``serial``: node2(node1(x)). ``parallel_sum``: node1(x) + node2(x) (node2 projected by a
     1x1 conv-BN when it keeps C_in != C_out). ``parallel_concat``: 1x1 conv-BN-act over
@@ -97,8 +92,8 @@ class Cell(nn.Module):
         self.node1 = node1
         self.join = join
         c2_in = c_out if join == "serial" else c_in
-        if op2 in CONV_OPS:
-            self.node2, c2_out = CONV_OPS[op2](c2_in, c_out, act), c_out
+        if op2 in CONV_BUILDERS:
+            self.node2, c2_out = CONV_BUILDERS[op2](c2_in, c_out, act), c_out
         else:
             self.node2, c2_out = lookup(FREE_OPS, op2, "cell op")(), c2_in
         self.proj = ConvBN(c2_out, c_out) if join == "parallel_sum" and c2_out != c_out else None

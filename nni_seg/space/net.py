@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .arch import Arch, validate_arch
-from .blocks import CONV_OPS, Upsample, make_cell, make_context, make_downsample
+from .blocks import CONV_BUILDERS, Upsample, make_cell, make_context, make_downsample
 
 
 class Chooser(Protocol):
@@ -62,7 +62,7 @@ def build_into(net: nn.Module, chooser: Chooser, num_classes: int, in_channels: 
     dec = {k: chooser.value(f"dec_{k}") for k in ("op2", "join")}
 
     def cell(label: str, c_in: int, c_out: int, side: dict) -> nn.Module:
-        node1 = chooser.op(label, lambda name: CONV_OPS[name](c_in, c_out, act))
+        node1 = chooser.op(label, lambda name: CONV_BUILDERS[name](c_in, c_out, act))
         return make_cell(node1, side["op2"], side["join"], c_in, c_out, act)
 
     widths = [chooser.value(f"enc{i}_width") for i in range(1, n_levels + 1)]
@@ -124,14 +124,6 @@ class SegNet(nn.Module):
         self.arch = validate_arch(arch)
         build_into(self, PlainChooser(self.arch), num_classes, in_channels)
 
-    def min_input_size(self) -> int:
-        """Smallest H and W the network takes: each max/avg-pool halves and floors."""
-        return 2 ** (self.n_levels - 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return segnet_forward(self, x)
 
-
-def build_model(arch: Arch, num_classes: int, in_channels: int = 3) -> SegNet:
-    """A trainable network for ``arch`` (validated first)."""
-    return SegNet(arch, num_classes, in_channels)

@@ -103,7 +103,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainSettings, gen: torch.Gen
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
+def score_split(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
              cfg: TrainSettings, device: torch.device, path: ComputePath | None = None) -> SegMetric:
     """Accumulate one confusion matrix over a whole split on the device (scores: ``.compute()``).
 
@@ -208,7 +208,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
         seen += steps * bs
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
-        final = scores_of(evaluate(model, norm, vx, vy, data, cfg, device, path))
+        final = scores_of(score_split(model, norm, vx, vy, data, cfg, device, path))
         result = EpochResult(epoch=epoch, loss=mean_loss, dice=final.dice, miou=final.miou,
                              pixel_acc=final.pixel_acc, seconds=round(epoch_seconds, 4),
                              images_per_second=round(steps * bs / epoch_seconds, 2))
