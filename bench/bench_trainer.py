@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from nni_seg.space.cost import count_macs
 from nni_seg.data import SegData
 from nni_seg.space.arch import arch_summary, seed_arch
-from nni_seg.space.net import build_model
+from nni_seg.space.net import SegNet
 from nni_seg.config.settings import TrainSettings as TrainConfig
 from nni_seg.training.trainer import Normalizer, fit, resolve_device
 from nni_seg.space.arch import load_arch
@@ -99,7 +99,7 @@ def profile_epoch(arch: dict, data: SegData, cfg: TrainConfig, device: torch.dev
     from torch.profiler import ProfilerActivity, profile
 
     on_device = device.type == "cuda"
-    model = build_model(arch, 11)
+    model = SegNet(arch, 11)
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])) as prof:
         fit(model, data, cfg)
     rows = []
@@ -173,7 +173,7 @@ def cpu_matrix(args) -> dict:
     for size in sizes:
         data = synthetic(args.images, size)
         for name, arch in archs.items():
-            row = {"arch": name, "size": list(size), "mmacs": round(count_macs(build_model(arch, 11), (1, 3, *size)) / 1e6, 1),
+            row = {"arch": name, "size": list(size), "mmacs": round(count_macs(SegNet(arch, 11), (1, 3, *size)) / 1e6, 1),
                    "train": {}, "eval": {}}
             run_modes = [m for m in modes if not (m.endswith("compile") and (name not in ("seed", "unet")
                                                                             or size != sizes[-1]))]
@@ -186,7 +186,7 @@ def cpu_matrix(args) -> dict:
                     torch.manual_seed(0)
                     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device="cpu", augment=True,
                                       threads=args.threads, **flags)
-                    model = build_model(arch, 11)
+                    model = SegNet(arch, 11)
                     t0 = time.perf_counter()
                     res = fit(model, data, cfg)
                     if mode.endswith("compile") and rep == 0:
@@ -286,7 +286,7 @@ def main() -> None:
     size = tuple(args.size)
     arch = load_arch(args.arch) if args.arch else seed_arch()
     data = synthetic(args.images, size)
-    macs = count_macs(build_model(arch, 11), (1, 3, *size))
+    macs = count_macs(SegNet(arch, 11), (1, 3, *size))
     train_flop_per_image = 3 * 2 * macs  # forward + backward ~ 3x forward; 2 FLOP per MAC
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None) if device.type == "cuda" else None
@@ -295,7 +295,7 @@ def main() -> None:
                "bf16_peak_tflops": peak, "modes": {}}
     for mode in args.modes:
         torch.manual_seed(0)
-        model = build_model(arch, 11)
+        model = SegNet(arch, 11)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)

@@ -8,7 +8,7 @@ from nni_seg.experiment import lifecycle as launch
 from nni_seg.errors import ConfigError, UserError
 from nni_seg.experiment.lifecycle import ExperimentDead, check_config, check_environment, choose_port, follow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["config.yml", "experiments/tpe.yml", "experiments/random.yml",

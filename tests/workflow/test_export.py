@@ -9,7 +9,7 @@ from nni_seg.workflow.export import cross_check, export, top_architecture
 from nni_seg.experiment.records import nni_db, trial_records
 from nni_seg.config.schema import RECORD_NAME
 
-from .fake_experiment import add_event, add_final, nni_database, write_record
+from ..fake_experiment import add_event, add_final, nni_database, write_record
 
 
 def _record(tmp, tid, pid, dice, status="SUCCEEDED", **arch):

@@ -6,7 +6,7 @@ from nni_seg.cli import main as cli
 from nni_seg.workflow.report import make_report, pareto_front
 from nni_seg.config.schema import RECORD_NAME
 
-from .fake_experiment import write_record
+from ..fake_experiment import write_record
 
 
 def main(argv):

@@ -8,6 +8,9 @@ from nni_seg.experiment.rl_tuner import ReinforceTuner
 from nni_seg.space.arch import CHOICES, legacy_search_space, seed_arch, unet_arch, validate_arch
 from bench.strategies import STRATEGIES, best_so_far, lookup_strategy, run_strategy
 
+# the benchmark harnesses' tests: run in CI, outside the fast suite
+pytestmark = pytest.mark.slow
+
 TARGET = dict(seed_arch(), levels=4, act="silu", up="bilinear", enc1_op="sep3x3", dec1_skip="concat",
               enc2_width=64, enc3_depth=2)
 WEIGHTS = {label: 1.0 + (i % 3) for i, label in enumerate(CHOICES)}
@@ -201,7 +204,7 @@ def test_shipped_guided_configs_budget_as_their_trials():
 
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for cfg_path in [*root.glob("experiments/*.yml"), *root.glob("experiments/*/*.yml")]:
         cfg = yaml.safe_load(cfg_path.read_text())
         if not isinstance(cfg, dict) or "GuidedTuner" not in str(cfg.get("tuner", {}).get("className")):

@@ -5,7 +5,7 @@ import pytest
 
 from nni_seg.experiment.records import nni_db
 
-from .nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
+from ..nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_every_shipped_tuner_runs_our_space(tmp_path, shipped):
     """Each shipped config's tuner and search-space file, with tiny trials: trials succeed, export works."""
     import yaml
 
-    from .nni_helpers import ROOT
+    from ..nni_helpers import ROOT
 
     ship = yaml.safe_load((ROOT / "experiments" / shipped).read_text())
     args = dict(ship["tuner"].get("classArgs", {}))
@@ -123,7 +123,7 @@ def test_multi_fidelity_trial_budget_is_the_number_of_epochs(tmp_path, shipped, 
     from scratch (both advisors die at their first result on an unpatched NNI 3.0: see patch-nni)."""
     import yaml
 
-    from .nni_helpers import ROOT
+    from ..nni_helpers import ROOT
 
     ship = yaml.safe_load((ROOT / "experiments" / shipped).read_text())
     config = write_config(tmp_path, tuner=ship["tuner"]["name"], trials=6, class_args=ship["tuner"]["classArgs"])

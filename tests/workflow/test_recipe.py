@@ -9,7 +9,7 @@ from nni_seg.workflow.recipe import confusion_png, markdown
 from nni_seg.config.schema import NetworkResult, RecipeResult, Scores
 from nni_seg.config.settings import DataSettings, TrainSettings
 
-from .nni_helpers import ROOT, free_port, run_cli, write_config
+from ..nni_helpers import ROOT, free_port, run_cli, write_config
 
 
 def test_confusion_png_is_row_normalised(tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from nni_seg.data import load_dataset
 from nni_seg.training.losses import make_loss, soft_dice_loss
-from nni_seg.space.net import build_model
+from nni_seg.space.net import SegNet
 from nni_seg.config.settings import DataSettings as DataConfig
 from nni_seg.config.settings import TrainSettings as TrainConfig
 from nni_seg.training.trainer import TrainingDiverged, augment, fit
@@ -18,7 +18,7 @@ def tiny_data():
 
 def test_two_steps_lower_the_loss(tiny_arch, tiny_data):
     torch.manual_seed(0)
-    model = build_model(tiny_arch, tiny_data.num_classes)
+    model = SegNet(tiny_arch, tiny_data.num_classes)
     x = tiny_data.train_images[:8].float() / 255
     y = tiny_data.train_masks[:8].long()
     loss_fn = make_loss("ce")
@@ -35,7 +35,7 @@ def test_two_steps_lower_the_loss(tiny_arch, tiny_data):
 
 def test_fit_reports_each_epoch(tiny_arch, tiny_data):
     seen = []
-    out = fit(build_model(tiny_arch, tiny_data.num_classes), tiny_data,
+    out = fit(SegNet(tiny_arch, tiny_data.num_classes), tiny_data,
               TrainConfig(epochs=2, batch_size=8, device="cpu"), on_epoch=lambda r, s: seen.append((r.epoch, s.dice)))
     assert [e for e, _ in seen] == [1, 2]
     assert 0 <= out.final.dice <= 1 and len(out.history) == 2
@@ -52,13 +52,13 @@ def test_fit_with_void_label_and_scale_augmentation(tiny_arch):
     x = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 12, (8, 16, 16), generator=g, dtype=torch.uint8)
     data = SegData("void", x, y, x[:4], y[:4], [f"c{i}" for i in range(11)], ignore_index=11)
-    out = fit(build_model(tiny_arch, 11), data, TrainConfig(epochs=1, batch_size=4, device="cpu",
+    out = fit(SegNet(tiny_arch, 11), data, TrainConfig(epochs=1, batch_size=4, device="cpu",
                                                           scale_min=0.5, scale_max=0.7))
     assert math.isfinite(out.history[0].loss)
 
 
 def test_nan_loss_raises(tiny_arch, tiny_data):
-    model = build_model(tiny_arch, tiny_data.num_classes)
+    model = SegNet(tiny_arch, tiny_data.num_classes)
     model.head.register_forward_hook(lambda m, i, o: o * float("nan"))  # a diverged network's logits
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1"):
         fit(model, tiny_data, TrainConfig(epochs=1, batch_size=8, device="cpu"))

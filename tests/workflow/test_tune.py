@@ -9,7 +9,7 @@ from nni_seg.config.schema import TopArch
 from nni_seg.config.settings import TrainSettings
 from nni_seg.workflow.tune import TUNE_SPACE, load_tune_config, tuned_settings
 
-from .nni_helpers import free_port, run_cli
+from ..nni_helpers import free_port, run_cli
 
 
 def test_defaults_and_space_checks(tmp_path):

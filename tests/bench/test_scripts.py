@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
-from .nni_helpers import ROOT
+from ..nni_helpers import ROOT
+
+# the benchmark harnesses' tests: run in CI, outside the fast suite
+pytestmark = pytest.mark.slow
 
 
 def test_bench_trainer_runs_on_cpu_side_by_side(tmp_path):

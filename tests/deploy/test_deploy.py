@@ -86,7 +86,7 @@ def test_native_resolution_scores_upsample_logits_to_the_masks(tmp_path):
 
 
 def test_evaluate_refuses_another_datasets_classes(ckpt, tmp_path, capsys):
-    from tests.test_data import _camvid_tree
+    from ..data.test_data import _camvid_tree
 
     _camvid_tree(tmp_path / "cv")
     assert main(["evaluate", str(ckpt), "--dataset", "camvid", "--data-root", str(tmp_path / "cv")]) == 2

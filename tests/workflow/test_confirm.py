@@ -8,7 +8,7 @@ from nni_seg.workflow.export import export
 from nni_seg.experiment.records import trial_records
 from nni_seg.config.schema import Status, TrialRecord
 
-from .fake_experiment import write_record
+from ..fake_experiment import write_record
 
 TINY = {"data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "threads": 1}}

@@ -26,7 +26,7 @@ def test_enas_one_epoch_exports_valid_architecture(tmp_path):
     from nni_seg.config.settings import DataSettings as DataConfig
     from nni_seg.space.nni_space import SegSpace
 
-    from .nni_helpers import free_port
+    from ..nni_helpers import free_port
 
     data = load_dataset(DataConfig(size=(16, 16), num_train=16, num_val=8))
     fixed = {k: v for k, v in seed_arch().items() if k in MACRO_LABELS}

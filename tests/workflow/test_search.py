@@ -6,7 +6,7 @@ from nni_seg.errors import ConfigError
 from nni_seg.workflow.search import load_config
 from nni_seg.config.settings import TrainSettings
 
-from .nni_helpers import free_port, run_cli
+from ..nni_helpers import free_port, run_cli
 
 TINY = """
 data: {size: [16, 16], num_train: 16, num_val: 8}
@@ -71,7 +71,7 @@ def test_search_runs_nas_experiment_and_exports(tmp_path, strategy):
 def test_shipped_search_config_loads():
     from pathlib import Path
 
-    d, t, s = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "search_digits.yml"))
+    d, t, s = load_config(str(Path(__file__).resolve().parents[2] / "experiments" / "search_digits.yml"))
     assert d.size == (32, 32) and t.epochs == 4 and s.trials == 8 and s.population_size == 4
 
 
@@ -85,7 +85,7 @@ def test_interrupted_nas_search_keeps_finished_trials_and_exports(tmp_path):
 
     from nni_seg.experiment.records import trial_records
 
-    from .nni_helpers import env_for
+    from ..nni_helpers import env_for
 
     cfg = tmp_path / "s.yml"
     cfg.write_text(TINY.replace("WD", str(tmp_path / "wd")).replace("trials: 3", "trials: 12").replace(

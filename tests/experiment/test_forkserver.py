@@ -11,7 +11,7 @@ import pytest
 
 from nni_seg.config.schema import RECORD_NAME
 
-from .nni_helpers import ROOT
+from ..nni_helpers import ROOT
 
 TINY = ["--size", "16", "16", "--num-train", "8", "--num-val", "4", "--batch-size", "4", "--device", "cpu",
         "--threads", "1"]
@@ -45,7 +45,7 @@ def test_forked_trial_succeeds_fails_and_reports_like_an_in_process_one(env, tmp
     bad = _trial(env, "--arch", "unet", "--batch-size", "-4")
     out, err = bad.communicate(timeout=300)
     assert bad.returncode == 2 and err == "error: --batch-size: must be >= 1, got -4\n"
-    from .conftest import FAULTS
+    from ..conftest import FAULTS
 
     fault = _trial(dict(env, NNI_SEG_FAULTS="*:nan", PYTHONPATH=str(FAULTS)), "--arch", "unet", "--epochs", "1",
                    "--out", str(tmp_path / "c"), *TINY)

@@ -8,6 +8,9 @@ import pytest
 from bench import compute as compute_bench
 from nni_seg.space.arch import unet_arch
 
+# the benchmark harnesses' tests: run in CI, outside the fast suite
+pytestmark = pytest.mark.slow
+
 TRIAL = "data: {dataset: digits, size: [16, 16], num_train: 16, num_val: 8}\n" \
         "train: {epochs: 3, batch_size: 8, device: cpu, threads: 1}\nbudget: {max_mmacs_of: unet}\n"
 

@@ -13,7 +13,7 @@ from nni_seg.space.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_AR
 from nni_seg.space.cost import count_macs, count_params
 from nni_seg.space.net import SegNet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_arch(rng: random.Random, small: bool = True) -> dict:

@@ -14,7 +14,7 @@ from nni_seg.space.arch import narrow
 from nni_seg.workflow.prior import choice_evidence, derive_exclusions
 from nni_seg.config.schema import PriorSamples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _samples(n: int, score, seed: int = 0) -> list[tuple[dict, float]]:

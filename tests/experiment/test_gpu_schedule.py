@@ -12,7 +12,7 @@ import yaml
 
 
 
-from .nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
+from ..nni_helpers import records_of, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .nni_helpers import ROOT, env_for, experiment_id, free_port, records_of, run_cli, write_config
+from ..nni_helpers import ROOT, env_for, experiment_id, free_port, records_of, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 SSHD = Path("/usr/sbin/sshd")

@@ -15,8 +15,8 @@ from nni_seg.errors import DataError, UserError
 from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trials
 from nni_seg.config.settings import DataSettings, TrainSettings
 
-from .fake_experiment import write_record
-from .nni_helpers import ROOT, experiment_id, records_of, run_cli
+from ..fake_experiment import write_record
+from ..nni_helpers import ROOT, experiment_id, records_of, run_cli
 
 RUNGS = [{"trials": 4, "epochs": 1, "size": [32, 32]}, {"keep": 2, "epochs": 2, "size": [64, 64], "repeats": 2}]
 BUDGET = {"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5}
