@@ -24,7 +24,7 @@ from nni_seg.deploy import evaluate, retrain
 from nni_seg.config.settings import DataSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-# the seed-1 winner of experiments/camvid/tpe_single_op_cpu.yml (bench/search_vs_baselines/camvid_results.json)
+# the seed-1 winner of experiments/camvid/tpe_single_op_cpu.yml (bench/results/search_vs_baselines/camvid_results.json)
 SEARCHED = ("tpe_old", 1)
 RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
               class_weights="median_freq", device="cpu", threads=2)
@@ -32,7 +32,7 @@ MODES = {"fp32": dict(amp=False, channels_last=False), "bf16": dict(amp=True, ch
 
 
 def searched_arch() -> dict:
-    res = json.loads((ROOT / "bench/search_vs_baselines/camvid_results.json").read_text())
+    res = json.loads((ROOT / "bench/results/search_vs_baselines/camvid_results.json").read_text())
     return next(s["arch"] for s in res["searches"] if (s["variant"], s["seed"]) == SEARCHED)
 
 

@@ -7,9 +7,9 @@ all with the recipe's optimiser and loss. Every run is appended to a JSON table 
 in it are skipped), so later work reuses it without retraining; ``--analyse`` turns the table into
 Kendall's tau / Spearman's rho per proxy against the full training's val mIoU, with the cost per trial.
 
-    python -m bench.proxy_fidelity --data data/camvid_360x480.npz --out bench/proxy_fidelity.json \
+    python -m bench.proxy_fidelity --data data/camvid_360x480.npz --out bench/results/proxy_fidelity.json \
         [--shard 0/2 --threads 1]          # two shards at once use both cores
-    python -m bench.proxy_fidelity --out bench/proxy_fidelity.json --analyse   # table + CSV
+    python -m bench.proxy_fidelity --out bench/results/proxy_fidelity.json --analyse   # table + CSV
 
 Data: ``python -m nni_seg pack-data --dataset camvid --data-root ../shared/data/camvid --out
 data/camvid_360x480.npz --quality 85``.
@@ -246,7 +246,7 @@ def write_csv(path: Path, csv_path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/camvid_360x480.npz")
-    ap.add_argument("--out", default="bench/proxy_fidelity.json")
+    ap.add_argument("--out", default="bench/results/proxy_fidelity.json")
     ap.add_argument("--archs", type=int, default=12, help="sampled architectures (plus seed and U-Net)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-mmacs", type=float, default=1997, help="budget at 96x128 (the U-Net's MMACs)")

@@ -1,7 +1,7 @@
 """The CamVid search's prior: which choices lost on the equal-compute bench's trainings.
 
     git show 2182c77:bench/strategies_camvid/proxy_cache.json > /tmp/cache413.json   # the cache it was read from
-    python -m bench.space_prior /tmp/cache413.json --out bench/strategies_camvid/prior \\
+    python -m bench.space_prior /tmp/cache413.json --out bench/results/strategies_camvid/prior \\
         --source "bench/strategies_camvid/proxy_cache.json at 2182c77"
 
 (The shipped prior was read from the cache as it was before the narrowed search's own runs, 413 entries, 270

@@ -1,6 +1,6 @@
 """How much can screening short trials buy on the CamVid proxy? Read from the equal-compute bench's cache.
 
-    python -m bench.strategy_headroom bench/strategies_camvid/proxy_cache.json
+    python -m bench.strategy_headroom bench/results/strategies_camvid/proxy_cache.json
 
 Prints (1) how well a 1-epoch training ranks architectures like the 3-epoch proxy (Kendall's tau over the
 architectures trained at both budgets, which is what Hyperband's first rung decides on), and the
@@ -76,4 +76,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bench/strategies_camvid/proxy_cache.json")
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/strategies_camvid/proxy_cache.json")

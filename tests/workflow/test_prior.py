@@ -77,7 +77,7 @@ def test_narrow_refuses_what_the_space_has_not_and_an_empty_label():
 
 def test_the_shipped_camvid_search_excludes_what_the_bench_derivation_says():
     """experiments/camvid/search_cpu.yml's exclude is bench/space_prior.py's output on its saved samples."""
-    saved = schema.load(PriorSamples, ROOT / "bench/strategies_camvid/prior/samples.json")
+    saved = schema.load(PriorSamples, ROOT / "bench/results/strategies_camvid/prior/samples.json")
     derived = derive_exclusions(saved.pairs(), saved.alpha, saved.min_n)
     cfg = yaml.safe_load((ROOT / "experiments/camvid/search_cpu.yml").read_text())
     assert cfg["tuner"]["classArgs"]["exclude"] == derived
