@@ -368,7 +368,8 @@ class RecipeResult(Checked):
     winner_chosen_by: str | None = _f(None)  # --confirm: how the winner was chosen among the top trials
     data: DataSettings = _f(DataSettings())
     train: TrainSettings = _f(TrainSettings())
-    tuned_train: TrainSettings | None = _f(None)
+    tuned_train: TrainSettings | None = _f(None)  # the searched net's own training: its recipe, then the tune's
+    searched_recipe: dict[str, Any] | None = _f(None)  # the recipe labels the search chose (a joint search)
     tune_data: DataSettings | None = _f(None)  # what the tune trained on (the recipe's data unless its YAML said)
     split: str = _f("val")
     resolution: str = _f("")

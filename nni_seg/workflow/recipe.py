@@ -210,7 +210,8 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                           search_trials=search.trials, search_succeeded=search.succeeded,
                           winner_search_dice=(top.metrics or {}).get("dice"),
                           winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
-                          tuned_train=searched_train if rc.tune_config else None, tune_data=tune_data, split="val",
+                          tuned_train=searched_train if searched_train != train_cfg else None,
+                          searched_recipe=top.recipe if rc.searched_recipe else None, tune_data=tune_data, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
     schema.save(result, out / "results.json")
@@ -251,9 +252,13 @@ def markdown(s: RecipeResult) -> str:
              f"Device: {s.device}. Search config: `{s.search_config}` ({s.search_trials} trials, "
              f"{s.search_succeeded} succeeded). Retrain: {t.epochs} epochs, batch {t.batch_size}, peak lr {t.lr}, "
              f"loss {t.loss}, class weights {t.class_weights}, data {_data_name(s.data)}."
-             + (f" The searched net's training was tuned first (see tune/) on data {_data_name(s.tune_data)}: "
-                f"lr {s.tuned_train.lr}, weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, "
-                f"batch {s.tuned_train.batch_size}." if s.tuned_train else "")
+             + (" The searched net trained with its own settings ("
+                + " and ".join(filter(None, ["the recipe its search chose" if s.searched_recipe else "",
+                                             f"tuned (see tune/) on data {_data_name(s.tune_data)}" if s.tune_data
+                                             or s.tuned_train and not s.searched_recipe else ""]))
+                + f"): lr {s.tuned_train.lr}, weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, "
+                f"class weights {s.tuned_train.class_weights}, batch {s.tuned_train.batch_size}, scale "
+                f"{s.tuned_train.scale_min}-{s.tuned_train.scale_max}." if s.tuned_train else "")
              + (f" The searched net was {s.winner_chosen_by}." if s.winner_chosen_by else ""), "",
              f"All scores: **{s.split}** split, scored at {s.resolution}.", "",
              "## Wall time (s)", "", "| phase | seconds |", "|---|---|"]
