@@ -2,7 +2,8 @@
 the U-Net's training with NNI, at equal compute? CamVid on this machine's CPU.
 
 Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.experiment.ladder.plan_cost):
-  joint    experiments/camvid/joint_cpu.yml (joint space, ladder, random rung 0), its tuner seeded
+  joint    experiments/camvid/joint_cpu.yml without its exclude (joint space, ladder, random rung 0: the first default)
+  joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
   unet     (continuity) the U-Net with the recipe's current settings, no search
@@ -36,7 +37,7 @@ HOLDOUT = "0006R0"
 RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
               class_weights="median_freq", device="cpu")  # run_cpu.sh's retrain settings
 RETRAIN_DATA = DataSettings(dataset="packed", data_root=DATA, size=(96, 128))
-ARMS = ("joint", "tune", "random", "unet")
+ARMS = ("joint", "joint_cw", "tune", "random", "unet")
 
 
 def _save(path: Path, obj) -> None:
@@ -92,6 +93,15 @@ def _search_config(base: str, seed: int, folder: Path, **changes) -> dict:
 
 
 def search_joint(seed: int, folder: Path) -> dict:
+    """The first joint default: the shipped config with class weights searched too (no ``exclude``)."""
+    cfg = _search_config("experiments/camvid/joint_cpu.yml", seed, folder)
+    cfg["tuner"]["classArgs"].pop("exclude", None)
+    return _experiment(cfg, folder, "joint")
+
+
+def search_joint_cw(seed: int, folder: Path) -> dict:
+    """The shipped joint search: class weights fixed to median_freq (``exclude``), chosen after the first
+    default's seeds (docs/results.md)."""
     return _experiment(_search_config("experiments/camvid/joint_cpu.yml", seed, folder), folder, "joint")
 
 
@@ -128,7 +138,8 @@ def no_search(seed: int, folder: Path) -> dict:
             "trial_core_seconds": 0, "base_epochs": 0}
 
 
-SEARCHES = {"joint": search_joint, "tune": search_tune, "random": search_random, "unet": no_search}
+SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "random": search_random,
+            "unet": no_search}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
@@ -174,29 +185,45 @@ def summary() -> str:
             rows.append({"arm": arm, "seed": int(folder.name.split("_s")[1]), "search": s, "runs": runs,
                          "miou": statistics.mean(r["miou"] for r in runs)})
     out = ["| arm | seed | val mIoU, 2 retrains (mean: each) | MMACs at 96x128 | search wall s | trial core-s | "
-           "epochs at 48x64 | found |", "|---|---|---|---|---|---|---|---|"]
+           "epochs at 48x64 | retrain wall s | found |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["search"]
-        found = ", ".join(f"{k}={v}" for k, v in s["overrides"].items()) or "recipe's settings"
+        found = ", ".join(f"{k}={_short(v)}" for k, v in s["overrides"].items()) or "recipe's settings"
         out.append(f"| {r['arm']} | {r['seed']} | {100 * r['miou']:.1f}: "
                    + ", ".join(f"{100 * x['miou']:.1f}" for x in r["runs"])
                    + f" | {r['runs'][0]['mmacs']:.0f} | {s['search_wall_seconds']:.0f} | {s['trial_core_seconds']:.0f} | "
-                     f"{s['base_epochs']:.0f} | {found} |")
+                     f"{s['base_epochs']:.0f} | {', '.join(str(round(x['retrain_seconds'])) for x in r['runs'])} | {found} |")
     out += ["", "| arm | seeds | mean val mIoU over seeds (min-max of the seeds' means) |", "|---|---|---|"]
     for arm in ARMS:
         ms = [r["miou"] for r in rows if r["arm"] == arm]
         if ms:
             out.append(f"| {arm} | {len(ms)} | {100 * statistics.mean(ms):.1f} ({100 * min(ms):.1f}-{100 * max(ms):.1f}) |")
+    best = {arm: max((x for r in rows if r["arm"] == arm for x in r["runs"]), key=lambda x: x["miou"])
+            for arm in ARMS if any(r["arm"] == arm for r in rows)}
+    if best:
+        names = next(iter(best.values()))["class_names"]
+        out += ["", "| val IoU per class, the best retrain of each arm | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names)]
+        for arm, x in best.items():
+            out.append(f"| {arm} ({100 * x['miou']:.1f}) | "
+                       + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in x["iou_per_class"]) + " |")
     return "\n".join(out)
 
 
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def main() -> None:
+    global OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs", type=int, default=2, help="retrains of each winner")
     p.add_argument("--summary", action="store_true")
+    p.add_argument("--results", type=Path, default=OUT, help="results folder (default %(default)s)")
     a = p.parse_args()
+    OUT = a.results
     if a.summary:
         print(summary())
         return
