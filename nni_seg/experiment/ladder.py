@@ -233,7 +233,8 @@ class Ladder:
         if self.rung == 0:
             if self.drawn < r.trials:
                 return False
-            slots = [(0, c, rep) for c in range(len(self.candidates)) for rep in range(r.repeats)]
+            # a resumed ladder has no parameters for a rung-0 trial that had not finished: a new draw replaces it
+            slots = [(0, c, rep) for c, params in enumerate(self.candidates) if params for rep in range(r.repeats)]
         else:
             slots = self._planned[self.rung]
         if any(s not in self.ended for s in slots):

@@ -132,6 +132,20 @@ def test_a_resumed_ladder_reruns_only_what_had_not_finished():
     assert again.propose(13) is None
 
 
+def test_a_resumed_ladder_whose_unfinished_screen_trial_left_no_data_draws_a_new_one_and_moves_on():
+    first = _ladder()
+    params = {pid: first.propose(pid) for pid in range(4)}
+    data = [{"parameter": params[pid], "value": 0.1 * (pid + 1)} for pid in (0, 1, 3)]  # candidate 2 never finished
+    again = _ladder()
+    again.import_data(data)
+    redraw = again.propose(10)
+    assert redraw["LADDER"]["rung"] == 0 and redraw["LADDER"]["candidate"] == 4
+    again.result(10, 0.9)
+    again.end(10)
+    promoted = [again.propose(pid)["LADDER"] for pid in range(11, 15)]
+    assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 4), (1, 4), (1, 3), (1, 3)]
+
+
 # ------------------------------------------------------------------ held-out selection
 def _named(n_a=3, n_b=2):
     from nni_seg.data import SegData
