@@ -156,7 +156,7 @@ def cpu_matrix(args) -> dict:
     """Training and evaluation img/s of every CPU path, per architecture and size, in one run."""
     from nni_seg.space.arch import unet_arch
     from nni_seg.training.precision import compute_path, cpu_bf16_unit
-    from nni_seg.training.trainer import score_split
+    from nni_seg.training.trainer import score_split, split_metric
 
     device = torch.device("cpu")
     if args.threads:
@@ -194,9 +194,10 @@ def cpu_matrix(args) -> dict:
                     train_s[mode] += [h.seconds for h in res.history[1:]]  # the first epoch warms oneDNN up
                     path = compute_path(device, cfg.amp, cfg.channels_last)
                     norm = Normalizer.from_images(data.train_images)
-                    score_split(model, norm, data.train_images[:8], data.train_masks[:8], data, cfg, device, path)
+                    score_split(model, norm, data.train_images[:8], data.train_masks[:8], split_metric(data), path,
+                                cfg.eval_batch_size)
                     t0 = time.perf_counter()
-                    score_split(model, norm, data.train_images, data.train_masks, data, cfg, device, path)
+                    score_split(model, norm, data.train_images, data.train_masks, split_metric(data), path, cfg.eval_batch_size)
                     eval_s[mode].append(time.perf_counter() - t0)
             step_imgs = (args.images // args.batch_size) * args.batch_size
             for mode in run_modes:

@@ -4,17 +4,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from ..data import SegData, load_dataset
 from ..errors import UserError
-from ..training.metrics import SegMetric
-from ..space.net import SegNet
 from ..progress import Progress
 from ..config.schema import Scores
-from ..training.precision import ComputePath, compute_path
-from ..training.trainer import Normalizer, resolve_device, scores_of
+from ..training.precision import compute_path
+from ..training.trainer import Normalizer, resolve_device, score_split, scores_of, split_metric
 
 from .checkpoint import check_classes, load_checkpoint
 
@@ -30,29 +25,6 @@ class EvalReport:
     dataset: str
     compute: str = ""  # the arithmetic of the forward passes (precision.ComputePath)
     confusion: list[list[int]] | None = None
-
-
-@torch.no_grad()
-def _score(model: SegNet, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor | list[torch.Tensor],
-           data: SegData, path: ComputePath, batch: int, bar: Progress | None) -> SegMetric:
-    """One confusion matrix over a split. With ``masks`` a list (native resolution), each image's logits
-    are upsampled (bilinear, in fp32) to its mask's size before the argmax, as published scores are computed."""
-    device = path.device
-    metric = SegMetric(data.num_classes, data.ignore_index, data.background)
-    model = path.model(model.to(device).eval())
-    for i in range(0, len(images), batch):
-        with path.autocast():
-            logits = model(path.input(norm(images[i:i + batch].to(device))))  # (B, C, h, w)
-        logits = logits.float()
-        if isinstance(masks, list):
-            for j, m in enumerate(masks[i:i + batch]):
-                up = F.interpolate(logits[j:j + 1], size=tuple(m.shape), mode="bilinear", align_corners=False)
-                metric.update(up.argmax(1), m[None].to(device))
-        else:
-            metric.update(logits.argmax(1), masks[i:i + batch].to(device))
-        if bar:
-            bar.update(min(batch, len(images) - i))
-    return metric
 
 
 def evaluate(ckpt: str | Path, data_overrides: dict | None = None, split: str = "val", device: str = "auto",
@@ -83,8 +55,9 @@ def evaluate(ckpt: str | Path, data_overrides: dict | None = None, split: str = 
     path = compute_path(dev, meta.train.amp, meta.train.channels_last)
     bar = Progress(len(images), f"evaluate {split}", "img") if progress else None
     try:
-        metric = _score(model, Normalizer(meta.mean, meta.std).to(dev), images, masks, data, path,
-                        meta.train.eval_batch_size, bar)
+        model = path.model(model.to(dev))
+        metric = score_split(model, Normalizer(meta.mean, meta.std).to(dev), images, masks, split_metric(data), path,
+                             meta.train.eval_batch_size, on_batch=bar.update if bar else None)
     finally:
         if bar:
             bar.close()

@@ -92,18 +92,25 @@ class HttpTrialChannel:
 
 
 class Trial:
-    """What a trial needs of NNI: its ids, its parameters, and a way to report (light client, or NNI's)."""
+    """What a trial needs of NNI: its ids, its parameters, and a way to report (light client, or NNI's).
 
-    def __init__(self):
-        self.url = light_channel_url()
+    The one reporter of both kinds of trial: an nnictl trial asks for its parameters (:meth:`next_parameter`);
+    a NAS trial (``NasExperiment``) is handed its model by NNI, which has fetched the parameters already
+    (``nas=True``: NNI's own client, whose record of them is read).
+    """
+
+    def __init__(self, nas: bool = False):
+        self.url = None if nas else light_channel_url()
         self._nni = None
+        self.record: dict | None = None
         if self.url is None:
             import nni
             import nni.trial
 
             self._nni = nni
+            if nas:
+                self.record = nni.trial._params or {}
         self.channel = HttpTrialChannel(self.url) if self.url else None
-        self.record: dict | None = None
         self.sequence = 0
 
     @property
@@ -133,6 +140,11 @@ class Trial:
     @property
     def sequence_id(self) -> int:
         return int(os.environ.get("NNI_TRIAL_SEQ_ID", 0))
+
+    def ids(self) -> dict[str, Any]:
+        """The ids a trial record keeps (``TrialRecord`` fields)."""
+        return {"trial_id": self.trial_id, "experiment_id": self.experiment_id, "parameter_id": self.parameter_id,
+                "sequence_id": self.sequence_id}
 
     def intermediate(self, metrics: dict) -> None:
         if self._nni is not None:

@@ -19,7 +19,8 @@ from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Tr
 from ..data import SegData
 from ..training.losses import make_loss
 from ..training.metrics import SegMetric
-from ..training.trainer import Normalizer
+from ..training.precision import compute_path
+from ..training.trainer import Normalizer, score_split
 
 
 class _Split(torch.utils.data.Dataset):
@@ -82,8 +83,10 @@ class SegModule(LightningModule):
         x, y = untag(batch)
         assert x.dim() == 4 and y.dim() == 3, f"batch misread: x {tuple(x.shape)}, y {tuple(y.shape)}"
         self.seen["val"] += 1
-        metric = SegMetric(self.num_classes, self.ignore_index, self.background)
-        metric.update(self(x).argmax(1), y)
+        # per batch, not per split: ENAS takes each validation batch's ``default`` as its controller's reward,
+        # in the mode its training step runs the supernet in
+        metric = score_split(self.model, self.norm, x, y, SegMetric(self.num_classes, self.ignore_index, self.background),
+                             compute_path(x.device, amp=False, channels_last=False), len(x), eval_mode=False)
         dice = metric.compute()["dice"]
         self.log("default", 0.0 if math.isnan(dice) else dice, prog_bar=True)
 

@@ -174,9 +174,22 @@ def db_records(exp_dir: Path) -> list[Loaded]:
     return out
 
 
+def end_record(record: TrialRecord, path: str | Path, status: Status | None = None, error: str | None = None) -> None:
+    """The one place a trial record gets its end: ``status`` and ``error`` when given, the finish time (a
+    record that has one keeps it), written atomically. The trial ends its own record (``run_trial``); one
+    killed before it could is ended for it by :func:`settle_unfinished`."""
+    if status is not None:
+        record.status = status
+    if error is not None:
+        record.error = error
+    record.finished = record.finished or time.strftime("%Y-%m-%dT%H:%M:%S")
+    schema.save(record, path)
+
+
 def settle_unfinished(path: str | Path, status: Status, reason: str) -> bool:
     """Mark a record that still says RUNNING although its trial process has ended (killed before it could
-    write its own end: NNI escalates a slow stop to SIGKILL; the kernel's OOM killer) as ``status``.
+    write its own end: NNI escalates a slow stop to SIGKILL; the kernel's OOM killer) as ``status``: the
+    fork server's supervisor when its trial dies, :func:`settle_experiment` when the experiment ends.
     A record that already has an end keeps it. Returns whether the record was changed."""
     try:
         record = schema.load(TrialRecord, path)
@@ -184,9 +197,7 @@ def settle_unfinished(path: str | Path, status: Status, reason: str) -> bool:
         return False  # an unreadable record is reported as such by export; nothing to settle
     if record.status != Status.RUNNING:
         return False
-    record.status, record.error = status, reason
-    record.finished = record.finished or time.strftime("%Y-%m-%dT%H:%M:%S")
-    schema.save(record, path)
+    end_record(record, path, status, reason)
     return True
 
 

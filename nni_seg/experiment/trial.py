@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import forkserver
+from .records import end_record
 from ..config import schema
 from ..space.arch import arch_summary, decode_parameters, load_arch, recipe_settings, split_joint, validate_arch
 from ..errors import RecordError, UserError, one_line
@@ -118,9 +119,8 @@ def run_trial(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out_
         record.error = str(e) if isinstance(e, UserError) else failure_reason(e)
         raise
     finally:
-        record.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
         record.timings = dict(clock.timings)
-        schema.save(record, path)
+        end_record(record, path)
 
 
 def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings,
@@ -187,19 +187,6 @@ def _train_and_score(record: TrialRecord, path: Path, arch: dict, data_cfg: Data
     if reporter:
         reporter.final(metrics)
         clock.lap("report")
-
-
-class NniReporter:
-    def __init__(self):
-        import nni
-
-        self.nni = nni
-
-    def intermediate(self, metrics: dict) -> None:
-        self.nni.report_intermediate_result(metrics)
-
-    def final(self, metrics: dict) -> None:
-        self.nni.report_final_result(metrics)
 
 
 class TrialSignal(KeyboardInterrupt):
@@ -350,10 +337,7 @@ def _start(args, s: dict[str, Any], clock: Clock) -> tuple[TrialRecord, Path]:
         else:  # an architecture, and in a joint search its training recipe too
             rest, train_cfg, recipe = recipe_from(rest, train_cfg)
             arch = validate_arch(rest, source="trial parameters", fill_legacy=True)
-        seq = nni_trial.sequence_id
-        ids = {"trial_id": nni_trial.trial_id, "experiment_id": nni_trial.experiment_id,
-               "parameter_id": nni_trial.parameter_id, "sequence_id": seq, "raw_parameters": params,
-               "nni_budget": nni_budget, "rung": rung, "recipe": recipe}
+        ids = {**nni_trial.ids(), "raw_parameters": params, "nni_budget": nni_budget, "rung": rung, "recipe": recipe}
         out = Path(trial.out or os.environ.get("NNI_OUTPUT_DIR", "."))
         reporter = nni_trial
     else:

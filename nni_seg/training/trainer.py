@@ -103,23 +103,43 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainSettings, gen: torch.Gen
 
 
 @torch.no_grad()
-def score_split(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor, data: SegData,
-             cfg: TrainSettings, device: torch.device, path: ComputePath | None = None) -> SegMetric:
-    """Accumulate one confusion matrix over a whole split on the device (scores: ``.compute()``).
+def score_split(model: nn.Module, norm: Normalizer, images: torch.Tensor, masks: torch.Tensor | list[torch.Tensor],
+                metric: SegMetric, path: ComputePath, batch: int, eval_mode: bool = True,
+                on_batch: Callable[[int], None] | None = None) -> SegMetric:
+    """The one scorer: the trainer's per-epoch evaluation, ``evaluate`` and the one-shot supernet's
+    validation all add their split to ``metric``'s confusion matrix here (scores: ``.compute()``).
 
-    images (N, C, H, W) uint8 at the network's input size; masks (N, H, W) at the same size. ``path``:
-    the arithmetic (default: what ``cfg`` asks for on ``device``).
+    images (N, C, H, W) uint8 at the network's input size, in batches of ``batch``. ``masks`` (N, H, W)
+    at that size, or a list of per-image masks at their own (native) size: each image's logits are then
+    upsampled (bilinear, in fp32) to its mask's size before the argmax, as published scores are computed.
+    ``eval_mode``: score in eval mode (BatchNorm's running statistics); the model's mode is restored after.
+    ``on_batch(n)`` after each batch of ``n`` images (progress bars).
     """
-    path = path or compute_path(device, cfg.amp, cfg.channels_last)
-    model.eval()
-    metric = SegMetric(data.num_classes, data.ignore_index, data.background)
-    for i in range(0, len(images), cfg.eval_batch_size):
-        x = path.input(norm(images[i:i + cfg.eval_batch_size].to(device, non_blocking=True)))
-        with path.autocast():
-            logits = model(x)
-        metric.update(logits.float().argmax(1), masks[i:i + cfg.eval_batch_size].to(device, non_blocking=True))
-    model.train()
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+    device = path.device
+    try:
+        for i in range(0, len(images), batch):
+            x = path.input(norm(images[i:i + batch].to(device, non_blocking=True)))
+            with path.autocast():
+                logits = model(x).float()  # (B, C, h, w)
+            if isinstance(masks, list):
+                for j, m in enumerate(masks[i:i + batch]):
+                    up = F.interpolate(logits[j:j + 1], size=tuple(m.shape), mode="bilinear", align_corners=False)
+                    metric.update(up.argmax(1), m[None].to(device))
+            else:
+                metric.update(logits.argmax(1), masks[i:i + batch].to(device, non_blocking=True))
+            if on_batch is not None:
+                on_batch(len(x))
+    finally:
+        model.train(was_training)
     return metric
+
+
+def split_metric(data: SegData) -> SegMetric:
+    """An empty confusion matrix for ``data``'s classes, void label and background."""
+    return SegMetric(data.num_classes, data.ignore_index, data.background)
 
 
 def scores_of(metric: SegMetric) -> Scores:
@@ -208,7 +228,7 @@ def fit(model: nn.Module, data: SegData, cfg: TrainSettings,
         seen += steps * bs
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} at epoch {epoch}")
-        final = scores_of(score_split(model, norm, vx, vy, data, cfg, device, path))
+        final = scores_of(score_split(model, norm, vx, vy, split_metric(data), path, cfg.eval_batch_size))
         result = EpochResult(epoch=epoch, loss=mean_loss, dice=final.dice, miou=final.miou,
                              pixel_acc=final.pixel_acc, seconds=round(epoch_seconds, 4),
                              images_per_second=round(steps * bs / epoch_seconds, 2))

@@ -82,3 +82,38 @@ def test_soft_dice_loss_perfect_and_ignored():
     assert make_loss("ce+dice", ignore_index=255)(logits, target).item() < 1e-3
     with pytest.raises(KeyError, match="valid: ce, ce\\+dice"):
         make_loss("focal")
+
+
+class _ModeSpy(torch.nn.Module):
+    """A 1x1 conv that remembers the mode of each forward pass."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.conv, self.modes = torch.nn.Conv2d(3, classes, 1), []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("eval_mode", [True, False])
+def test_the_scorer_runs_in_the_mode_asked_and_gives_the_model_its_mode_back(tiny_data, eval_mode):
+    from nni_seg.training.precision import compute_path
+    from nni_seg.training.trainer import Normalizer, score_split, split_metric
+
+    model = _ModeSpy(tiny_data.num_classes).train()
+    score_split(model, Normalizer.from_images(tiny_data.val_images), tiny_data.val_images, tiny_data.val_masks,
+                split_metric(tiny_data), compute_path(torch.device("cpu"), False, False), batch=3, eval_mode=eval_mode)
+    assert model.modes == [not eval_mode] * 3 and model.training
+
+
+def test_the_scorer_counts_per_image_masks_at_the_input_size_as_the_batched_masks(tiny_data):
+    from nni_seg.training.precision import compute_path
+    from nni_seg.training.trainer import Normalizer, score_split, split_metric
+
+    torch.manual_seed(0)
+    model, norm = _ModeSpy(tiny_data.num_classes), Normalizer.from_images(tiny_data.val_images)
+    path = compute_path(torch.device("cpu"), False, False)
+    batched = score_split(model, norm, tiny_data.val_images, tiny_data.val_masks, split_metric(tiny_data), path, 4)
+    listed = score_split(model, norm, tiny_data.val_images, list(tiny_data.val_masks), split_metric(tiny_data), path, 4)
+    assert torch.equal(batched.confusion, listed.confusion) and int(batched.confusion.sum()) == 8 * 24 * 24
