@@ -6,6 +6,7 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
+  random_cw experiments/camvid/joint_random_cpu.yml as shipped (random, 60 trials, class weights fixed)
   unet     (continuity) the U-Net with the recipe's current settings, no search
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
@@ -37,7 +38,7 @@ HOLDOUT = "0006R0"
 RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
               class_weights="median_freq", device="cpu")  # run_cpu.sh's retrain settings
 RETRAIN_DATA = DataSettings(dataset="packed", data_root=DATA, size=(96, 128))
-ARMS = ("joint", "joint_cw", "tune", "random", "unet")
+ARMS = ("joint", "joint_cw", "tune", "random", "random_cw", "unet")
 
 
 def _save(path: Path, obj) -> None:
@@ -114,6 +115,11 @@ def search_random(seed: int, folder: Path) -> dict:
     return _experiment(cfg, folder, "random")
 
 
+def search_random_cw(seed: int, folder: Path) -> dict:
+    """The shipped default search (run_cpu.sh, the recipe): random over the joint space, class weights fixed."""
+    return _experiment(_search_config("experiments/camvid/joint_random_cpu.yml", seed, folder), folder, "random")
+
+
 def search_tune(seed: int, folder: Path) -> dict:
     from nni_seg.experiment.records import experiment_dir
     from nni_seg.workflow.tune import run_tune
@@ -139,7 +145,7 @@ def no_search(seed: int, folder: Path) -> dict:
 
 
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "random": search_random,
-            "unet": no_search}
+            "random_cw": search_random_cw, "unet": no_search}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
