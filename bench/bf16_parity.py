@@ -73,7 +73,7 @@ def main() -> None:
                     cfg = TrainSettings(**RECIPE, **flags, seed=run)
                     folder = out / f"{net}_{mode}_{run}"
                     t0 = time.perf_counter()
-                    meta, _ = retrain(arch, data_cfg, cfg, folder, force=True, data=data, progress=False)
+                    meta = retrain(arch, data_cfg, cfg, folder, force=True, data=data).meta
                     t1 = time.perf_counter()
                     rep = evaluate(folder, split="val", device="cpu", native=True, data=data)
                     t2 = time.perf_counter()

@@ -154,7 +154,7 @@ def retrain_run(found: dict, run: int, folder: Path) -> dict:
     train = TrainSettings(**{**RECIPE, **found["overrides"], "threads": 2, "seed": run})
     ckpt = folder / f"ckpt{run}"
     t = time.perf_counter()
-    meta, _ = retrain(found["arch"], RETRAIN_DATA, train, ckpt, force=True)
+    meta = retrain(found["arch"], RETRAIN_DATA, train, ckpt, force=True, progress=True, log=print).meta
     seconds = time.perf_counter() - t
     rep = evaluate(ckpt, split="val", device="cpu", native=True)
     return {"run": run, "miou": rep.scores.miou, "dice": rep.scores.dice, "iou_per_class": rep.scores.iou_per_class,

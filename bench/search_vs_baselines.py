@@ -136,7 +136,7 @@ def retrain_scored(folder: Path, arch: dict, data_cfg, train, data) -> dict:
     if not finished(folder):
         scored.unlink(missing_ok=True)
         t0 = time.time()
-        retrain(arch, data_cfg, train, folder, data=data, force=True, progress=False)
+        retrain(arch, data_cfg, train, folder, data=data, force=True)
         (folder / "seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
     if scored.is_file():
         return json.loads(scored.read_text())

@@ -189,18 +189,18 @@ def _build_retrain(p):
 
 def _retrain(args) -> int:
     from .deploy import retrain
-    from .space.arch import load_arch, load_recipe
+    from .space.arch import load_arch_recipe
 
     base = load_sections(args.config, {"data": DataSettings, "train": TrainSettings})
-    arch = load_arch(args.arch)
+    arch, searched = load_arch_recipe(args.arch)
     # a joint search's recipe is the base; what --config's train section gives, and the flags, override it
     in_config = (read_yaml(args.config).get("train") or {}) if args.config else {}
-    recipe = {k: v for k, v in load_recipe(args.arch).items() if k not in in_config}
+    recipe = {k: v for k, v in searched.items() if k not in in_config}
     train = from_flags(TrainSettings, args, dataclasses.replace(base["train"], **recipe))
     if recipe:
         _out("training recipe from the search: " + ", ".join(f"{k}={getattr(train, k)}" for k in recipe))
-    meta, _ = retrain(arch, from_flags(DataSettings, args, base["data"]), train,
-                      Path(args.out), resume=args.resume, force=args.force)
+    meta = retrain(arch, from_flags(DataSettings, args, base["data"]), train, Path(args.out), resume=args.resume,
+                   force=args.force, progress=True, log=_out).meta
     b = meta.best_scores
     _out(f"best val dice {b.dice:.4f} miou {b.miou:.4f} at epoch {meta.epoch} (scored at the training size "
          f"{meta.size[0]}x{meta.size[1]}; `evaluate` scores at the labels' resolution); checkpoint: {args.out}; "

@@ -7,10 +7,10 @@ Dice) and ``last.pt`` (weights, optimizer, scheduler and history of the last epo
 loaded with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled. None of this
 needs NNI.
 """
-from .checkpoint import CHECKPOINT_FILES, atomic_torch_save, check_classes, load_checkpoint, retrain
-from .evaluate import EvalReport, evaluate, table
+from .checkpoint import CHECKPOINT_FILES, atomic_torch_save, check_classes, load_checkpoint, Retrained, retrain
+from .evaluate import EvalReport, evaluate, evaluate_model, table
 from .onnx import export_onnx
 from .predict import predict
 
-__all__ = ["retrain", "load_checkpoint", "check_classes", "atomic_torch_save", "CHECKPOINT_FILES", "evaluate",
-           "EvalReport", "table", "predict", "export_onnx"]
+__all__ = ["retrain", "Retrained", "load_checkpoint", "check_classes", "atomic_torch_save", "CHECKPOINT_FILES",
+           "evaluate", "evaluate_model", "EvalReport", "table", "predict", "export_onnx"]

@@ -5,6 +5,7 @@ import dataclasses
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -96,13 +97,26 @@ def _check_resume(out: Path, meta: CheckpointMeta) -> None:
                             f"use another --out")
 
 
+@dataclasses.dataclass
+class Retrained:
+    """A finished retrain: the best epoch's meta (what ``meta.json`` says), every epoch's result, and the
+    network with the best epoch's weights (what ``best.pt`` holds), so a caller scores it without reading
+    back the files it just wrote."""
+    meta: CheckpointMeta
+    history: list[schema.EpochResult]
+    model: SegNet
+
+
 def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: Path, *, resume: bool = False,
-            force: bool = False, data: SegData | None = None, progress: bool = True) -> tuple[CheckpointMeta, list]:
+            force: bool = False, data: SegData | None = None, progress: bool = False,
+            log: Callable[[str], None] | None = None) -> Retrained:
     """Train ``arch`` on ``data_cfg``'s data (``data``: already loaded from it) with checkpoints in ``out``.
 
     An existing checkpoint in ``out`` is continued with ``resume`` (same architecture, dataset and
-    classes only), replaced with ``force``, and otherwise refused. Returns (best checkpoint's meta, history).
+    classes only), replaced with ``force``, and otherwise refused. ``progress``: a bar on stderr;
+    ``log``: where the lines about resuming and the arithmetic go (nowhere by default).
     """
+    log = log or (lambda _: None)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the checkpoint")
@@ -125,14 +139,15 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
         if done >= train_cfg.epochs:
             raise UserError(f"--resume: {out} has trained {done} epochs already; --epochs {train_cfg.epochs} leaves "
                             f"none to train (give more epochs, or --force to start over)")
-        print(f"resuming after epoch {done} from {out / 'last.pt'}", flush=True)
+        log(f"resuming after epoch {done} from {out / 'last.pt'}")
     elif resume:
-        print(f"--resume: no last.pt in {out}; starting from scratch", flush=True)
+        log(f"--resume: no last.pt in {out}; starting from scratch")
     out.mkdir(parents=True, exist_ok=True)
 
     from ..training.trainer import fit
 
     bar = Progress(train_cfg.epochs, f"retrain {out.name}", "epoch") if progress else None
+    best_weights: dict[str, torch.Tensor] | None = None
 
     def on_epoch(result, scores: Scores) -> None:
         if bar:
@@ -140,14 +155,16 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
             bar.note(f"epoch {result.epoch}: loss {result.loss:.4f} val dice {scores.dice:.4f} miou {scores.miou:.4f}")
 
     def on_checkpoint(st: dict, is_best: bool) -> None:
+        nonlocal best_weights
         atomic_torch_save(st, out / "last.pt")
         if is_best:
             atomic_torch_save({"model": st["model"]}, out / "best.pt")
+            best_weights = {k: v.detach().clone() for k, v in st["model"].items()}  # the live tensors train on
             best = st["history"][-1]
             schema.save(dataclasses.replace(meta, epoch=st["epoch"], best=schema.EpochResult(**best),
                                             best_scores=Scores(**st["best"])), out / META_NAME)
 
-    print(f"training on {path}", flush=True)
+    log(f"training on {path}")
     if bar and state is not None:
         bar.update(int(state.get("epoch", 0)))
     try:
@@ -155,4 +172,6 @@ def retrain(arch: dict, data_cfg: DataSettings, train_cfg: TrainSettings, out: P
     finally:
         if bar:
             bar.close()
-    return schema.load(CheckpointMeta, out / META_NAME), result.history
+    # a resumed training whose new epochs did not beat the best keeps the best from before
+    model.load_state_dict(best_weights if best_weights is not None else _torch_load(out / "best.pt")["model"])
+    return Retrained(schema.load(CheckpointMeta, out / META_NAME), result.history, model.eval())

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..data import SegData, load_dataset
 from ..errors import UserError
 from ..progress import Progress
-from ..config.schema import Scores
+from ..space.net import SegNet
+from ..config.schema import CheckpointMeta, Scores
 from ..training.precision import compute_path
 from ..training.trainer import Normalizer, resolve_device, score_split, scores_of, split_metric
 
@@ -41,7 +42,15 @@ def evaluate(ckpt: str | Path, data_overrides: dict | None = None, split: str = 
         except Exception as e:  # a FieldError names the setting
             raise UserError(f"{e}") from None
         data = load_dataset(cfg, test=True if split == "test" else False, native=native)
-    check_classes(meta, data, str(ckpt))
+    return evaluate_model(model, meta, data, split, device, native, confusion, progress, where=str(ckpt))
+
+
+def evaluate_model(model: SegNet, meta: CheckpointMeta, data: SegData, split: str = "val", device: str = "auto",
+                   native: bool = True, confusion: bool = False, progress: bool = False,
+                   where: str = "the network") -> EvalReport:
+    """:func:`evaluate` of a network in memory (``retrain``'s :class:`~nni_seg.deploy.checkpoint.Retrained`)
+    with its ``meta``, on ``data`` loaded with ``native``; ``where`` names it in errors."""
+    check_classes(meta, data, where)
     images, masks = data.split(split)
     if native and split != "train":
         if split not in data.native:

@@ -254,8 +254,19 @@ def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:
 def load_arch(path: str) -> Arch:
     """A plain architecture dict, the ``arch`` of an exported top-architecture file, or a reference name
     (``seed``, ``unet``). Files written by older model spaces get today's defaults for the new choices."""
+    return load_arch_recipe(path)[0]
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    """The training recipe an exported ``top_arch.json`` carries (a joint search's), as training-settings
+    fields; ``{}`` for a reference name, a plain architecture or an export without one."""
+    return load_arch_recipe(path)[1]
+
+
+def load_arch_recipe(path: str) -> tuple[Arch, dict[str, Any]]:
+    """:func:`load_arch` and :func:`load_recipe` of ``path`` from one reading of the file."""
     if path in NAMED_ARCHS:
-        return NAMED_ARCHS[path]()
+        return NAMED_ARCHS[path](), {}
     p = Path(path)
     if not p.exists():
         raise ArchError(f"architecture file not found: {path} (or one of {', '.join(NAMED_ARCHS)})")
@@ -267,26 +278,13 @@ def load_arch(path: str) -> Arch:
         raise ArchError(f"architecture file {path} cannot be read: {e}") from None
     except json.JSONDecodeError as e:
         raise ArchError(f"architecture file {path} is not valid JSON: {e}") from None
+    recipe = obj.get("recipe") if isinstance(obj, dict) and isinstance(obj.get("arch"), dict) else None
+    if recipe is not None and not isinstance(recipe, dict):
+        raise ArchError(f"{path}: recipe: expected an object of recipe labels, got {type(recipe).__name__}")
     if isinstance(obj, dict) and isinstance(obj.get("arch"), dict):
         obj = obj["arch"]
-    return validate_arch(obj, source=path, fill_legacy=True)
-
-
-def load_recipe(path: str) -> dict[str, Any]:
-    """The training recipe an exported ``top_arch.json`` carries (a joint search's), as training-settings
-    fields; ``{}`` for a reference name, a plain architecture or an export without one."""
-    if path in NAMED_ARCHS:
-        return {}
-    try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}  # load_arch has said what is wrong with the file
-    recipe = obj.get("recipe") if isinstance(obj, dict) else None
-    if recipe is None:
-        return {}
-    if not isinstance(recipe, dict):
-        raise ArchError(f"{path}: recipe: expected an object of recipe labels, got {type(recipe).__name__}")
-    return recipe_settings(recipe, f"{path}: recipe")
+    arch = validate_arch(obj, source=path, fill_legacy=True)
+    return arch, recipe_settings(recipe, f"{path}: recipe") if recipe else {}
 
 
 def check_search_space(space: Any, source: str = "search space") -> None:

@@ -134,7 +134,7 @@ def check_out(rc: RecipeSettings) -> Path:
 def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSettings,
                log: Callable[[str], None] = print) -> RecipeResult:
     from ..data import load_dataset
-    from ..deploy import evaluate, retrain
+    from ..deploy import evaluate_model, retrain
     from ..space.draw import draw
     from ..experiment.lifecycle import check_config
     from .run import run_experiment
@@ -191,11 +191,14 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
             folder = out / name / (f"run{run}" if rc.repeats > 1 else "")
             log(f"--- retrain {name}" + (f" (run {run + 1} of {rc.repeats})" if rc.repeats > 1 else "") + " ---")
             t = time.perf_counter()
-            meta, _ = retrain(arch, data_cfg, dataclasses.replace(tcfg, seed=tcfg.seed + run), folder, data=data)
+            trained = retrain(arch, data_cfg, dataclasses.replace(tcfg, seed=tcfg.seed + run), folder, data=data,
+                              progress=True, log=log)
+            meta = trained.meta
             seconds = time.perf_counter() - t
             phase(f"retrain_{name}", t)
             t = time.perf_counter()
-            rep = evaluate(folder, split="val", device=tcfg.device, native=True, confusion=True, data=data)
+            rep = evaluate_model(trained.model, meta, data, "val", tcfg.device, native=True, confusion=True,
+                                 where=str(folder))
             phase(f"eval_{name}", t)
             rows.append(NetworkResult(network=name, run=run, summary=meta.summary, params=meta.params,
                                       mmacs=meta.mmacs, val=rep.scores, best_epoch=meta.epoch,
