@@ -114,15 +114,17 @@ def _build_export(p):
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="train the top K trials again at the search's own settings (other seeds; run from the "
                         "folder the trials ran in) and export the best mean: a choice less driven by the short "
-                        "trials' noise, for K x --repeats trainings (default 0: off)")
-    p.add_argument("--repeats", type=int, default=1, help="with --confirm: extra trainings of each (default 1)")
+                        "trials' noise, for K x --extra-trainings trainings (default 0: off)")
+    # --repeats: its old name, kept for scripts; the recipe's --repeats counts all trainings, this one the extra
+    p.add_argument("--extra-trainings", "--repeats", dest="extra_trainings", type=int, default=1, metavar="R",
+                   help="with --confirm: trainings of each beyond its search trial (default 1)")
 
 
 def _export(args) -> int:
     from .workflow.export import export
 
     top, path = export(args.experiment_id, args.out, args.exp_dir, args.metric, args.trust_db, args.force,
-                       confirm=args.confirm, repeats=args.repeats, log=_out)
+                       confirm=args.confirm, extra_trainings=args.extra_trainings, log=_out)
     if top.confirmation is not None:
         for c in top.confirmation.candidates:
             _out(f"confirm: trial {c.trial_id}: mean {c.mean:.4f} of {', '.join(f'{v:.4f}' for v in c.scores)} "

@@ -71,7 +71,8 @@ CASES = [
     ("search --trials 0", 2, "--trials: must be >= 1, got 0"),
     ("export nosuchexp --exp-dir {w}", 2, "experiment 'nosuchexp' not found"),
     ("export {w}/exp", 2, "exp/db/nni.sqlite: NNI's database is unreadable"),
-    ("export {w}/exp --confirm -2", 2, "--confirm must be >= 0 and --repeats >= 1, got -2 and 1"),
+    ("export {w}/exp --confirm -2", 2, "--confirm must be >= 0 and --extra-trainings >= 1, got -2 and 1"),
+    ("export {w}/exp --confirm 1 --repeats 0", 2, "--extra-trainings >= 1, got 1 and 0"),  # the old name still works
     ("recipe --confirm -1", 2, "--confirm: must be >= 0, got -1"),
     ("bench-strategies --dataset camvid --strategies enas --trial-config {w}/missing.yml", 2, "missing.yml"),
     ("report {w}/exp", 2, "nni.sqlite: NNI's database is unreadable"),

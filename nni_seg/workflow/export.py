@@ -179,22 +179,22 @@ def output_path(exp_dir: Path, out: str | None, force: bool, exp_id: str) -> Pat
 
 
 def export(exp_id: str, out: str | None = None, exp_dirs: list[str] | None = None, metric: str = "default",
-           trust_db: bool = False, force: bool = False, confirm: int = 0, repeats: int = 1,
+           trust_db: bool = False, force: bool = False, confirm: int = 0, extra_trainings: int = 1,
            log: Callable[[str], None] = print) -> tuple[TopArch, Path]:
     """Export the top architecture of experiment ``exp_id``; returns it and the file written. ``confirm``
-    > 0: the top ``confirm`` trials are trained ``repeats`` more times first and the best mean is exported
+    > 0: the top ``confirm`` trials are trained ``extra_trainings`` more times first and the best mean is exported
     (:mod:`nni_seg.workflow.confirm`)."""
     if not metric:
         raise UserError("--metric: must name a final-result key (default: default = Dice)")
-    if confirm < 0 or repeats < 1:
-        raise UserError(f"--confirm must be >= 0 and --repeats >= 1, got {confirm} and {repeats}")
+    if confirm < 0 or extra_trainings < 1:
+        raise UserError(f"--confirm must be >= 0 and --extra-trainings >= 1, got {confirm} and {extra_trainings}")
     d = experiment_dir(exp_id, exp_dirs)
     path = output_path(d, out, force, d.name)
     top = top_architecture(d, metric, trust_db)
     if confirm:
         from .confirm import confirm_top
 
-        top = confirm_top(d, top, confirm, repeats, metric, log)
+        top = confirm_top(d, top, confirm, extra_trainings, metric, log)
     return top, schema.save(top, path)
 
 

@@ -57,17 +57,17 @@ def test_best_mean_of_the_top_trials_is_exported_and_repeats_are_kept(exp, monke
     top2, _ = export(str(exp), confirm=2, log=lambda s: None)
     assert calls == [] and top2.trial_id == "B"
     # more repeats: only the new ones train, with the next seeds
-    export(str(exp), confirm=2, repeats=2, log=lambda s: None)
+    export(str(exp), confirm=2, extra_trainings=2, log=lambda s: None)
     assert calls == [(16, 2), (32, 2)]
 
 
 def test_bad_confirm_values_are_one_line(exp):
     from nni_seg.errors import UserError
 
-    with pytest.raises(UserError, match="--confirm must be >= 0 and --repeats >= 1, got -1 and 1"):
+    with pytest.raises(UserError, match="--confirm must be >= 0 and --extra-trainings >= 1, got -1 and 1"):
         export(str(exp), confirm=-1)
     with pytest.raises(UserError, match="got 1 and 0"):
-        export(str(exp), confirm=1, repeats=0)
+        export(str(exp), confirm=1, extra_trainings=0)
 
 
 def test_cli_confirm_trains_the_top_trial_again(exp, capsys):
