@@ -143,16 +143,12 @@ def _build_report(p):
 
 def _report(args) -> int:
     from .experiment.records import experiment_dir
+    from .files import output_folder
     from .workflow.report import REPORT_FILES, make_report
 
     d = experiment_dir(args.experiment, args.exp_dir)
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} is a file; give a folder")
-        present = [f for f in REPORT_FILES if (out / f).exists()]
-        if present and not args.force:
-            raise UserError(f"{out} already holds a report ({', '.join(present)}); --force replaces it")
+    if args.out:  # the report's files are replaced one by one, each atomically
+        output_folder(args.out, REPORT_FILES, force=args.force, what="a report", clear=False)
     res = make_report(d, Path(args.out) if args.out else None)
     _out(f"{res.trials} trials, {res.succeeded} succeeded, {len(res.pareto)} on the Pareto front")
     for e in res.unreadable:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import UserError
 
@@ -90,6 +90,27 @@ def check_output(path: str | os.PathLike, *, force: bool = False, what: str = "o
     if here is not None and here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
         raise UserError(f"{what} {p}: {here} is not writable; choose a writable place")
     return p
+
+
+def output_folder(path: str | os.PathLike, outputs: Iterable[str], *, force: bool = False, what: str = "outputs",
+                  flag: str = "--out", clear: bool = True) -> Path:
+    """``path`` as a folder for ``outputs`` (names in it): refused when it is a file, or holds any of them
+    and ``force`` is not set; with ``force`` and ``clear`` those are removed first (other files stay).
+    Returns the folder, created."""
+    import shutil
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} is a file; give a folder")
+    present = [name for name in outputs if (out / name).exists() or (out / name).is_symlink()]
+    if present and not force:
+        raise UserError(f"{out} holds {what} ({', '.join(present)}); choose another {flag} or pass --force to "
+                        f"replace them")
+    for name in present if clear else ():
+        p = out / name
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 @contextlib.contextmanager

@@ -37,17 +37,19 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
         elif time.perf_counter() - self.last > self.every and (self.total <= 0 or self.done < self.total):
-            self.last = time.perf_counter()
-            eta = f" (eta {self.eta()})" if self.total > 0 else ""
-            print(f"{self.desc}: {self.count()}{eta}", file=self.stream, flush=True)
+            self._line()
 
     def note(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(text)
         else:
-            self.last = time.perf_counter()
-            eta = f" (eta {self.eta()})" if self.total > 0 else ""
-            print(f"{self.desc}: {self.count()} {text}{eta}", file=self.stream, flush=True)
+            self._line(text)
+
+    def _line(self, text: str = "") -> None:
+        """``desc: 3/10 img text (eta 1m05s)``: the plain mode's one kind of line."""
+        self.last = time.perf_counter()
+        eta = f" (eta {self.eta()})" if self.total > 0 else ""
+        print(f"{self.desc}: {self.count()}{' ' + text if text else ''}{eta}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -22,3 +22,29 @@ def test_an_existing_output_is_refused_without_force(tmp_path):
     with pytest.raises(UserError, match="exists"):
         check_output(tmp_path / "a.json", force=False, what="--out")
     assert check_output(tmp_path / "a.json", force=True, what="--out") == tmp_path / "a.json"
+
+
+def test_an_output_folder_with_earlier_outputs_is_refused_and_kept_unless_forced(tmp_path):
+    from nni_seg.files import output_folder
+
+    out = tmp_path / "res"
+    (out / "runs").mkdir(parents=True)
+    (out / "report.md").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"res holds a recipe's results \(report.md, runs\); choose another --out"):
+        output_folder(out, ["report.md", "runs", "absent.png"], what="a recipe's results")
+    assert (out / "report.md").read_text() == "old" and (out / "runs").is_dir()
+    assert output_folder(out, ["report.md", "runs"], force=True) == out
+    assert not (out / "report.md").exists() and not (out / "runs").exists() and (out / "notes.txt").exists()
+
+
+def test_an_output_folder_that_is_a_file_is_one_line_and_forced_keeps_when_not_cleared(tmp_path):
+    from nni_seg.files import output_folder
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="^tune --out .*f is a file; give a folder$"):
+        output_folder(tmp_path / "f", [], flag="tune --out", force=True)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a.md").write_text("old")
+    output_folder(tmp_path / "r", ["a.md"], force=True, clear=False)
+    assert (tmp_path / "r" / "a.md").read_text() == "old"

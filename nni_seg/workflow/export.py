@@ -45,12 +45,12 @@ def cross_check(loaded: list[Loaded], db: dict[str, dict]) -> CrossCheck:
     return CrossCheck(trials_checked=checked, mismatches=mismatches)
 
 
-def _best(loaded: list[Loaded], metric: str) -> Loaded | None:
+def _best(loaded: list[Loaded], metric: str) -> tuple[Loaded | None, LadderChoice | None]:
+    """The best trial, and how a ladder chose it (None when the trials are not a ladder's)."""
     if any(x.record.rung is not None for x in loaded):
-        chosen = ladder_best(loaded, metric)
-        return chosen[0] if chosen else None
+        return ladder_best(loaded, metric) or (None, None)
     scored = [x for x in loaded if x.record.score(metric) is not None]
-    return max(scored, key=rank(metric)) if scored else None
+    return (max(scored, key=rank(metric)) if scored else None), None
 
 
 def ladder_best(loaded: list[Loaded], metric: str) -> tuple[Loaded, LadderChoice] | None:
@@ -92,9 +92,9 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
     warnings: list[str] = []
     if not loaded and not unreadable:
         loaded = db_records(exp_dir)
-        best = _best(loaded, metric)
+        best, ladder = _best(loaded, metric)
         check = CrossCheck(note="exported from NNI's database: no trial records here (remote training service?)")
-        return _top(best, loaded, metric, "NNI database", check, warnings, exp_dir)
+        return _top(best, ladder, loaded, metric, "NNI database", check, warnings, exp_dir)
     try:
         db = nni_db(exp_dir)
     except RecordError as e:
@@ -102,7 +102,7 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
             raise RecordError(f"{e}; and {len(unreadable)} trial record(s) are unreadable (first: "
                               f"{unreadable[0].error}): the best trial cannot be known") from None
         db, warnings = {}, [f"no cross-check: {e}"]
-    best = _best(loaded, metric)
+    best, ladder = _best(loaded, metric)
     best_score = best.record.score(metric) if best else None
     # a readable record that has no score (FAILED, RUNNING, CANCELED) where NNI's database has one is as
     # much in doubt as an unreadable record: the best may be that trial
@@ -129,7 +129,7 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
             from_db = [x for x in db_records(exp_dir) if x.record.trial_id == tid]
             if from_db:
                 warnings.append(f"trial {tid} taken from NNI's database: {why}")
-                best, best_score = from_db[0], score
+                best, best_score, ladder = from_db[0], score, None
                 continue
         if tid in bad or (tid in unscored and score is not None):
             warnings.append(f"trial {tid} left out: {why}" + (f" (NNI's database: {metric} {score:.4f})"
@@ -143,17 +143,16 @@ def top_architecture(exp_dir: Path, metric: str = "default", trust_db: bool = Fa
         first = next(iter(silent.values()))[0]
         warnings.append(f"{n} of {len(db)} trials left no record and no result ({states}; e.g. trial {first}: see "
                         f"its trial.log): the best is among the {len(loaded)} recorded only")
-    return _top(best, loaded, metric, "trial records", cross_check(loaded, db), warnings, exp_dir)
+    return _top(best, ladder, loaded, metric, "trial records", cross_check(loaded, db), warnings, exp_dir)
 
 
-def _top(best: Loaded | None, loaded: list[Loaded], metric: str, source: str, check: CrossCheck,
-         warnings: list[str], exp_dir: Path) -> TopArch:
+def _top(best: Loaded | None, ladder: LadderChoice | None, loaded: list[Loaded], metric: str, source: str,
+         check: CrossCheck, warnings: list[str], exp_dir: Path) -> TopArch:
     if best is None:
         raise RunFailed(f"no succeeded trial with metric {metric!r} in {exp_dir} "
                         f"(trial records: {_states(loaded) or 'none'})")
     rec: TrialRecord = best.record
-    ladder = ladder_best(loaded, metric) if rec.rung is not None else None
-    return TopArch(recipe=rec.recipe, ladder=ladder[1] if ladder and ladder[0] is best else None,
+    return TopArch(recipe=rec.recipe, ladder=ladder,
                    arch=rec.arch, summary=rec.summary, experiment_id=rec.experiment_id or exp_dir.name,
                    trial_id=rec.trial_id, parameter_id=rec.parameter_id, sequence_id=rec.sequence_id, metric=metric,
                    metrics=rec.metrics, dataset=rec.dataset, data=rec.data, train=rec.train,

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import Callable
 
 from ..config import schema
 from ..space.arch import NAMED_ARCHS
-from ..errors import UserError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, output_folder
 from ..plots import save_png
 from .report import make_report
 from ..config.schema import NetworkResult, RecipeResult
@@ -117,18 +115,7 @@ def _device(name: str) -> str:
 
 def check_out(rc: RecipeSettings) -> Path:
     """``rc.out`` ready for a new recipe: earlier results are refused unless ``force`` (then removed)."""
-    out = Path(rc.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    present = [name for name in OUTPUTS if (out / name).exists()]
-    if present and not rc.force:
-        raise UserError(f"{out} holds an earlier recipe's results ({', '.join(present)}); choose another --out "
-                        f"or pass --force to replace them")
-    for name in present:
-        p = out / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return output_folder(rc.out, OUTPUTS, force=rc.force, what="an earlier recipe's results")
 
 
 def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSettings,

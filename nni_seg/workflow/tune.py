@@ -22,7 +22,7 @@ from typing import Callable
 from ..config import schema
 from ..config._typed import to_json
 from ..errors import ConfigError, UserError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, output_folder
 from ..config.schema import TopArch, TuneResult
 from ..config.settings import DataSettings, RunSettings, TrainSettings, TuneSettings, load_sections, read_yaml
 
@@ -125,16 +125,7 @@ def _fmt(score: float | None) -> str:
 
 
 def _prepare_out(tune: TuneSettings) -> Path:
-    out = Path(tune.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"tune --out {out} is a file; give a folder")
-    present = [n for n in OUTPUTS if (out / n).exists()]
-    if present and not tune.force:
-        raise UserError(f"{out} holds an earlier tune ({', '.join(present)}); choose another --out or pass --force")
-    for n in present:
-        (out / n).unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return output_folder(tune.out, OUTPUTS, force=tune.force, what="an earlier tune", flag="tune --out")
 
 
 def tuned_settings(top: TopArch, base: TrainSettings, space: dict) -> tuple[dict, TrainSettings]:
