@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from nni_seg.config import schema
-from bench.compute import read_cache
+from bench.strategies import read_cache
 from nni_seg.workflow.prior import choice_evidence, derive_exclusions, evidence_table
 from nni_seg.config.schema import PriorSamples, ScoredArch
 

@@ -18,7 +18,7 @@ import sys
 
 from scipy.stats import kendalltau, spearmanr
 
-from bench.compute import read_cache
+from bench.strategies import read_cache
 
 
 def pools(path: str) -> tuple[list[tuple[float, float]], list[list[float]]]:

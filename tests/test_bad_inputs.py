@@ -126,7 +126,7 @@ CASES = [
     ("tune seed --tuner SMAC", 2, "--tuner: must be one of TPE, Random, Evolution, Anneal; got 'SMAC'"),
     ("bench-strategies --budget 0", 2, "--budget: must be >= 1, got 0"),
     ("bench-strategies --strategies nope", 2, "argument --strategies: invalid choice: 'nope'"),
-    ("bench-strategies --strategies hyperband", 2, "--strategies: hyperband not for digits"),
+    ("bench-strategies --budget 3 --compute 9", 2, "--budget and --compute say the same thing twice"),
     ("bench-strategies --dataset camvid --shard 2/2", 2, "--shard: K/N with 0 <= K < N"),
     ("patch-nni --check --revert", 2, "not allowed with argument"),
     ("trial --arch seed --batch-size -4", 2, "--batch-size: must be >= 1, got -4"),

@@ -8,7 +8,7 @@ import yaml
 
 from nni_seg.space.arch import CHOICES, active_labels, decode_parameters, legacy_search_space, seed_arch, unet_arch
 from nni_seg.config import schema
-from bench.compute import read_cache
+from bench.strategies import read_cache
 from nni_seg.errors import RecordError, UserError
 from nni_seg.space.arch import narrow
 from nni_seg.workflow.prior import choice_evidence, derive_exclusions
