@@ -148,12 +148,12 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     top, _ = run_experiment(rc.search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
                                                        out=str(out / "top_arch.json")), log=log)
     phase("search", t)
-    if rc.confirm:
-        from .export import export
+    if rc.confirm:  # the search's export, in memory, confirmed and written again in its place
+        from .confirm import confirm_top
 
         t = time.perf_counter()
-        top, _ = export(str(experiment_dir(top.experiment_id)), str(out / "top_arch.json"), confirm=rc.confirm,
-                        log=log)
+        top = confirm_top(experiment_dir(top.experiment_id), top, rc.confirm, 1, top.metric, log)
+        schema.save(top, out / "top_arch.json")
         log(f"confirm: {top.note}")
         phase("confirm", t)
     t = time.perf_counter()
