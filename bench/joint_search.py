@@ -4,7 +4,9 @@ the U-Net's training with NNI, at equal compute? CamVid on this machine's CPU.
 Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.experiment.ladder.plan_cost):
   joint    experiments/camvid/joint_cpu.yml without its exclude (joint space, ladder, random rung 0: the first default)
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
-  tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first
+  tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
+           over the first tune space (class weights searched too)
+  tune_cw  the same with `tune`'s shipped space (class weights kept at the recipe's median_freq)
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
   random_cw experiments/camvid/joint_random_cpu.yml as shipped (random, 60 trials, class weights fixed)
   unet     (continuity) the U-Net with the recipe's current settings, no search
@@ -38,7 +40,7 @@ HOLDOUT = "0006R0"
 RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
               class_weights="median_freq", device="cpu")  # run_cpu.sh's retrain settings
 RETRAIN_DATA = DataSettings(dataset="packed", data_root=DATA, size=(96, 128))
-ARMS = ("joint", "joint_cw", "tune", "random", "random_cw", "unet")
+ARMS = ("joint", "joint_cw", "tune", "tune_cw", "random", "random_cw", "unet")
 
 
 def _save(path: Path, obj) -> None:
@@ -120,15 +122,17 @@ def search_random_cw(seed: int, folder: Path) -> dict:
     return _experiment(_search_config("experiments/camvid/joint_random_cpu.yml", seed, folder), folder, "random")
 
 
-def search_tune(seed: int, folder: Path) -> dict:
+def search_tune(seed: int, folder: Path, first_space: bool = True) -> dict:
     from nni_seg.experiment.records import experiment_dir
-    from nni_seg.workflow.tune import run_tune
+    from nni_seg.workflow.tune import TUNE_SPACE, run_tune
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed, "trial_epochs": 6,
                     "out": str(folder / "tune"), "timeout": 7200},
            "data": {"dataset": "packed", "data_root": DATA, "size": [48, 64], "holdout": HOLDOUT},
            "train": {**RECIPE, "threads": 1}}
+    if first_space:  # the space the tune arm was first measured with
+        cfg["space"] = {**TUNE_SPACE, "class_weights": {"_type": "choice", "_value": ["none", "median_freq"]}}
     path = folder / "tune.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     t = time.perf_counter()
@@ -144,7 +148,12 @@ def no_search(seed: int, folder: Path) -> dict:
             "trial_core_seconds": 0, "base_epochs": 0}
 
 
-SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "random": search_random,
+def search_tune_cw(seed: int, folder: Path) -> dict:
+    return search_tune(seed, folder, first_space=False)
+
+
+SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "tune_cw": search_tune_cw,
+            "random": search_random,
             "random_cw": search_random_cw, "unet": no_search}
 
 
@@ -162,6 +171,23 @@ def retrain_run(found: dict, run: int, folder: Path) -> dict:
             "train": dataclasses.asdict(train), "compute": meta.compute}
 
 
+def collect_records(folder: Path, found: dict) -> None:
+    """The search's trial records, kept as ``records/<trial>.json`` (NNI's own folders are not kept)."""
+    import shutil
+
+    from nni_seg.experiment.records import experiment_dir, trial_records
+
+    if not found.get("experiment_id") or (folder / "records").is_dir():
+        return
+    try:
+        exp = experiment_dir(found["experiment_id"], [str(folder / "nni"), str(folder / "tune" / "experiments")])
+    except Exception:  # noqa: BLE001 - a search run elsewhere: its records are not here to keep
+        return
+    (folder / "records").mkdir()
+    for x in trial_records(exp)[0]:
+        shutil.copy(x.path, folder / "records" / f"{x.record.trial_id or Path(x.path).parent.name}.json")
+
+
 def run(arms: list[str], seeds: list[int], runs: int) -> None:
     for seed in seeds:
         for arm in arms:
@@ -173,6 +199,7 @@ def run(arms: list[str], seeds: list[int], runs: int) -> None:
                 print(f"=== search {arm} seed {seed}", flush=True)
                 _save(found_path, SEARCHES[arm](seed, folder))
             found = json.loads(found_path.read_text())
+            collect_records(folder, found)
             for r in range(runs):
                 p = folder / f"run{r}.json"
                 if not p.exists():
