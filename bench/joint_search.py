@@ -14,6 +14,10 @@ All select on CamVid train's drive 0006R0 (held out of the trials' training). Ea
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
 
+``--dataset isbi2012`` (arms random_cw, tune_cw, unet): ISBI 2012 membranes, selected on training slices 4-9,
+searches of 30 trials x 6 epochs at 128x128 (experiments/isbi2012/joint_random_cpu.yml; the tune the same),
+retrains of 30 epochs at 128x128 on all 24 training slices, scored on val (slices 24-29) at the native 512x512.
+
 Resumable: a finished search (search.json) or retrain (run<k>.json) is not redone.
   python -m bench.joint_search --seeds 0 1 2 --arms joint tune random unet
   python -m bench.joint_search --summary        # the table for docs/results.md
@@ -35,12 +39,37 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-DATA = str(ROOT / "data" / "camvid_360x480.npz")
-HOLDOUT = "0006R0"
-RECIPE = dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0, loss="ce+dice",
-              class_weights="median_freq", device="cpu")  # run_cpu.sh's retrain settings
-RETRAIN_DATA = DataSettings(dataset="packed", data_root=DATA, size=(96, 128))
 ARMS = ("joint", "joint_cw", "tune", "tune_cw", "random", "random_cw", "unet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One dataset's measurement: its data, the trials' held-out selection, the retrain, the configs."""
+    data: dict  # the trials' and the tune's data section (without size)
+    holdout: str
+    trial_size: list[int]
+    retrain: dict  # training settings of every retrain (the searched ones override)
+    retrain_size: tuple[int, int]
+    tune_epochs: int  # a tune trial's epochs: 30 of them cost what the joint searches cost
+    configs: str  # folder of the search configs
+    results: Path
+
+
+SETUPS = {
+    "camvid": Setup(data={"dataset": "packed", "data_root": str(ROOT / "data" / "camvid_360x480.npz")},
+                    holdout="0006R0", trial_size=[48, 64],
+                    retrain=dict(epochs=12, batch_size=4, lr=4.7e-3, weight_decay=5e-5, scale_min=1.0, scale_max=1.0,
+                                 loss="ce+dice", class_weights="median_freq", device="cpu"),  # run_cpu.sh's retrain
+                    retrain_size=(96, 128), tune_epochs=6, configs="experiments/camvid", results=OUT),
+    "isbi2012": Setup(data={"dataset": "isbi2012", "data_root": str((ROOT / ".." / "shared" / "data" /
+                                                                    "isbi2012_membrane").resolve())},
+                      holdout="4,5,6,7,8,9", trial_size=[128, 128],
+                      retrain=dict(epochs=30, batch_size=4, lr=2e-3, loss="ce+dice", class_weights="median_freq",
+                                   device="cpu"),  # experiments/isbi2012/search_cpu.yml's recipe retrain
+                      retrain_size=(128, 128), tune_epochs=6, configs="experiments/isbi2012",
+                      results=OUT / "isbi2012"),
+}
+SETUP = SETUPS["camvid"]
 
 
 def _save(path: Path, obj) -> None:
@@ -61,7 +90,7 @@ def _trial_seconds(exp_dir: Path) -> dict:
             secs += (dt.datetime.fromisoformat(r.finished) - dt.datetime.fromisoformat(r.started)).total_seconds()
         if r.dataset and r.train:
             h, w = r.dataset.size
-            base_epochs += r.train.epochs * h * w / (48 * 64)
+            base_epochs += r.train.epochs * h * w / (SETUP.trial_size[0] * SETUP.trial_size[1])
         n += 1
     return {"trials": n, "trial_core_seconds": round(secs, 1), "base_epochs": round(base_epochs, 1)}
 
@@ -91,6 +120,8 @@ def _search_config(base: str, seed: int, folder: Path, **changes) -> dict:
     cfg["tuner"]["codeDirectory"] = str(ROOT)
     cfg["tuner"]["classArgs"]["tuner_args"] = {"seed": seed}
     cfg["trialCommand"] = cfg["trialCommand"].replace("experiments/", str(ROOT / "experiments") + "/")
+    if SETUP.data["dataset"] != "packed":  # the data where this machine has it
+        cfg["trialCommand"] += f" --data-root {SETUP.data['data_root']}"
     cfg.update(changes)
     return cfg
 
@@ -119,7 +150,7 @@ def search_random(seed: int, folder: Path) -> dict:
 
 def search_random_cw(seed: int, folder: Path) -> dict:
     """The shipped default search (run_cpu.sh, the recipe): random over the joint space, class weights fixed."""
-    return _experiment(_search_config("experiments/camvid/joint_random_cpu.yml", seed, folder), folder, "random")
+    return _experiment(_search_config(f"{SETUP.configs}/joint_random_cpu.yml", seed, folder), folder, "random")
 
 
 def search_tune(seed: int, folder: Path, first_space: bool = True) -> dict:
@@ -127,10 +158,10 @@ def search_tune(seed: int, folder: Path, first_space: bool = True) -> dict:
     from nni_seg.workflow.tune import TUNE_SPACE, run_tune
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed, "trial_epochs": 6,
-                    "out": str(folder / "tune"), "timeout": 7200},
-           "data": {"dataset": "packed", "data_root": DATA, "size": [48, 64], "holdout": HOLDOUT},
-           "train": {**RECIPE, "threads": 1}}
+    cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed,
+                    "trial_epochs": SETUP.tune_epochs, "out": str(folder / "tune"), "timeout": 7200},
+           "data": {**SETUP.data, "size": SETUP.trial_size, "holdout": SETUP.holdout},
+           "train": {**SETUP.retrain, "threads": 1}}
     if first_space:  # the space the tune arm was first measured with
         cfg["space"] = {**TUNE_SPACE, "class_weights": {"_type": "choice", "_value": ["none", "median_freq"]}}
     path = folder / "tune.yml"
@@ -160,10 +191,11 @@ SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_t
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
     from nni_seg.deploy import evaluate, retrain
 
-    train = TrainSettings(**{**RECIPE, **found["overrides"], "threads": 2, "seed": run})
+    train = TrainSettings(**{**SETUP.retrain, **found["overrides"], "threads": 2, "seed": run})
     ckpt = folder / f"ckpt{run}"
     t = time.perf_counter()
-    meta = retrain(found["arch"], RETRAIN_DATA, train, ckpt, force=True, progress=True, log=print).meta
+    data = DataSettings(**SETUP.data, size=SETUP.retrain_size)
+    meta = retrain(found["arch"], data, train, ckpt, force=True, progress=True, log=print).meta
     seconds = time.perf_counter() - t
     rep = evaluate(ckpt, split="val", device="cpu", native=True)
     return {"run": run, "miou": rep.scores.miou, "dice": rep.scores.dice, "iou_per_class": rep.scores.iou_per_class,
@@ -248,15 +280,17 @@ def _short(v) -> str:
 
 
 def main() -> None:
-    global OUT
+    global OUT, SETUP
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=list(SETUPS), default="camvid")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs", type=int, default=2, help="retrains of each winner")
     p.add_argument("--summary", action="store_true")
-    p.add_argument("--results", type=Path, default=OUT, help="results folder (default %(default)s)")
+    p.add_argument("--results", type=Path, help="results folder (default: bench/results/joint_search[/isbi2012])")
     a = p.parse_args()
-    OUT = a.results
+    SETUP = SETUPS[a.dataset]
+    OUT = a.results or SETUP.results
     if a.summary:
         print(summary())
         return
