@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import schema
-from ..space.arch import arch_summary, decode_parameters, validate_arch
+from ..space.arch import arch_summary, decode_parameters, split_joint, validate_arch
 from ..errors import RecordError, UserError
-from ..config.schema import RECORD_NAME, Status, TrialRecord
+from ..config._typed import convert
+from ..config.schema import RECORD_NAME, Rung, Status, TrialRecord
 
 
 def nni_home() -> Path:
@@ -143,8 +144,9 @@ _NNI_STATUS = {"SUCCEEDED": Status.SUCCEEDED, "FAILED": Status.FAILED, "SYS_CANC
 
 def db_records(exp_dir: Path) -> list[Loaded]:
     """Trial records rebuilt from NNI's database, for trials whose own records are elsewhere (remote
-    training services): the architecture from the parameters NNI gave the trial (reliable once
-    ``patch-nni`` is applied), the metrics from its final result."""
+    training services): the architecture, a joint search's recipe and a ladder's rung from the parameters
+    NNI gave the trial (reliable once ``patch-nni`` is applied), read as the trial reads them; the metrics
+    from its final result."""
     out = []
     db_path = str(exp_dir / "db" / "nni.sqlite")
     for tid, row in nni_db(exp_dir).items():
@@ -152,7 +154,10 @@ def db_records(exp_dir: Path) -> list[Loaded]:
         if not isinstance(params, dict):
             continue
         try:
-            arch = validate_arch(decode_parameters(params), source=f"NNI parameters of trial {tid}")
+            arch_labels, recipe = split_joint(decode_parameters(
+                {k: v for k, v in params.items() if k not in ("TRIAL_BUDGET", "LADDER")}))
+            arch = validate_arch(arch_labels, source=f"NNI parameters of trial {tid}", fill_legacy=True)
+            rung = convert(Rung, params["LADDER"], "LADDER") if "LADDER" in params else None
         except ValueError:
             continue
         final = row.get("final") if isinstance(row.get("final"), dict) else None
@@ -168,6 +173,7 @@ def db_records(exp_dir: Path) -> list[Loaded]:
         rec = TrialRecord(status=status, arch=arch, summary=arch_summary(arch), trial_id=tid,
                           experiment_id=exp_dir.name, parameter_id=row.get("parameter_id"),
                           sequence_id=row.get("sequence_id"), raw_parameters=params, metrics=metrics or None,
+                          rung=rung, recipe=recipe or None,
                           params=int(metrics["params"]) if "params" in metrics else None,
                           mmacs=metrics.get("mmacs"), source="nni-db")
         out.append(Loaded(rec, db_path))

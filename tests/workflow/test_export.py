@@ -188,3 +188,23 @@ def test_records_left_running_by_killed_trials_take_the_end_nni_saw(tmp_path):
                                                            "L": "RUNNING", "C": "CANCELED"}
     assert "EARLY_STOPPED" in got["S"].error and got["S"].finished and got["C"].error is None
     assert settle_experiment(tmp_path) == []  # an end once written is kept
+
+
+def test_a_ladder_exported_from_nni_database_alone_keeps_its_rungs_and_recipes(tmp_path):
+    """Remote trials of a joint ladder: NNI's DB holds LADDER and the recipe labels; the export chooses at
+    the top rung by the mean, as from the trials' own records, and carries the winner's recipe."""
+    a, b = dict(seed_arch(), enc1_width=32), dict(seed_arch(), act="gelu")
+    ra, rb = {"train_lr": 1e-3, "train_loss": "ce"}, {"train_lr": 1e-2, "train_loss": "ce+dice"}
+
+    def ladder(rung, candidate, repeat=0):
+        return {"rung": rung, "epochs": 3 * (rung + 1), "size": [24, 24], "candidate": candidate, "repeat": repeat}
+
+    _db(tmp_path, [("A0", 0, {**a, **ra, "LADDER": ladder(0, 0)}, 0, 0.3),
+                   ("B0", 1, {**b, **rb, "LADDER": ladder(0, 1)}, 1, 0.2),
+                   ("A1", 2, {**a, **ra, "LADDER": ladder(1, 0, 0)}, 2, 0.9),  # one lucky training
+                   ("A2", 3, {**a, **ra, "LADDER": ladder(1, 0, 1)}, 3, 0.1),
+                   ("B1", 4, {**b, **rb, "LADDER": ladder(1, 1, 0)}, 4, 0.6),
+                   ("B2", 5, {**b, **rb, "LADDER": ladder(1, 1, 1)}, 5, 0.6)])
+    top = top_architecture(tmp_path)
+    assert top.source.startswith("NNI database") and top.arch == b and top.ladder.rung == 1
+    assert top.ladder.scores == [0.6, 0.6] and top.ladder.candidate == 1 and top.recipe == rb
