@@ -207,8 +207,22 @@ def check_environment(allow_unpatched: bool = False) -> None:
 
 
 def create(config: Path, port: int, timeout: float = 120) -> str:
-    """``nnictl create``; returns the experiment id."""
-    return _start(["create", "--config", str(config), "--port", str(port)], timeout)
+    """``nnictl create``; returns the experiment id. Interrupted (Ctrl-C; SIGTERM under
+    :func:`interrupt_on_signal`) or timed out while nnictl runs, it stops the experiment nnictl had already
+    registered on ``port``, if any: nothing is left running that no one knows the id of."""
+    before = set(registered_experiments())
+    try:
+        return _start(["create", "--config", str(config), "--port", str(port)], timeout)
+    except BaseException:
+        for exp_id in started_on(port, before):
+            stop(exp_id)
+        raise
+
+
+def started_on(port: int, before: set[str]) -> list[str]:
+    """Experiments registered since ``before`` (a set of ids) on ``port``: what an interrupted create started."""
+    return [k for k, v in registered_experiments().items()
+            if k not in before and isinstance(v, dict) and str(v.get("port")) == str(port)]
 
 
 def resume(exp_id: str, port: int, timeout: float = 120) -> str:
@@ -220,16 +234,37 @@ def resume(exp_id: str, port: int, timeout: float = 120) -> str:
     if known[exp_id].get("status") != "STOPPED":
         raise UserError(f"experiment {exp_id} is {known[exp_id].get('status')}, not STOPPED; "
                         f"`nnictl stop {exp_id}` first")
-    return _start(["resume", exp_id, "--port", str(port)], timeout)
+    try:
+        return _start(["resume", exp_id, "--port", str(port)], timeout)
+    except BaseException:  # interrupted or timed out: the manager nnictl may have restarted is stopped again
+        if registered_experiments().get(exp_id, {}).get("status") != "STOPPED":
+            stop(exp_id)
+        raise
 
 
 def _start(args: list[str], timeout: float) -> str:
-    try:
-        proc = subprocess.run([*_nnictl(), *args], capture_output=True, text=True, env=trial_env(), timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        raise ExperimentDead(f"nnictl {args[0]} did not return in {timeout:.0f}s:\n{out.strip()[-1000:]}") from None
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    with subprocess.Popen([*_nnictl(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=trial_env()) as proc:
+        deadline = time.monotonic() + timeout
+        try:
+            while True:  # in short waits: a signal taken by another thread is acted on within a second
+                try:
+                    out, _ = proc.communicate(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() < deadline:
+                        continue
+                    proc.kill()
+                    out, _ = proc.communicate()
+                    raise ExperimentDead(f"nnictl {args[0]} did not return in {timeout:.0f}s:\n"
+                                         f"{(out or '').strip()[-1000:]}") from None
+        except ExperimentDead:
+            raise
+        except BaseException:  # interrupted: nnictl goes too (its manager, if started, is the caller's to stop)
+            proc.kill()
+            proc.communicate()
+            raise
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out or "")
     m = re.search(r"experiment id(?: is|:)\s*(\w+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not m:
         last = [line for line in out.strip().splitlines() if line.strip()][-1:] or ["no output"]

@@ -30,10 +30,15 @@ def run_experiment(config: str | Path | None, settings: RunSettings = RunSetting
             check_output(Path(settings.out), force=False, what="export")
     check_environment(allow_unpatched=settings.no_patch)
     port = choose_port(settings.port)
-    exp_id = resume(resume_id, port) if resume_id else create(Path(config), port)
+    # SIGTERM (timeout, kill) from here on still stops the experiment, even one that nnictl is still creating
+    previous = signal.signal(signal.SIGTERM, interrupt_on_signal)
+    try:
+        exp_id = resume(resume_id, port) if resume_id else create(Path(config), port)
+    except BaseException:
+        signal.signal(signal.SIGTERM, previous)
+        raise
     log(f"experiment {exp_id} {'resumed' if resume_id else 'started'}; web UI: http://127.0.0.1:{port} "
         f"(no authentication: keep the port local or use an SSH tunnel)")
-    previous = signal.signal(signal.SIGTERM, interrupt_on_signal)  # timeout/kill: still stop the experiment
     try:
         follow(exp_id, port, timeout=settings.timeout, stall=settings.stall, log=log)
         output_path(experiment_dir(exp_id), settings.out, False, exp_id)  # refuse a foreign file before work

@@ -267,3 +267,28 @@ def test_a_search_space_the_trial_cannot_build_is_refused_before_nnictl_starts(t
         text = shipped.read_text()
         if "searchSpaceFile" in text and "nni_seg.trial" in text and "trialGpuNumber" not in text:
             check_config(shipped)
+
+
+@pytest.mark.parametrize("how", ["interrupted", "timed out"])
+def test_a_create_that_does_not_return_stops_the_experiment_nnictl_had_registered(monkeypatch, how):
+    """SIGTERM or Ctrl-C while `nnictl create` still runs (or create hangs): the manager it had started
+    on our port is stopped, by the id in nnictl's registry, and no other experiment is touched."""
+    import signal
+    import sys
+    import threading
+
+    registry = {"old": {"port": 9001, "status": "RUNNING"}}
+    monkeypatch.setattr(launch, "registered_experiments", lambda: dict(registry))
+    # a fake nnictl that registers its experiment, then hangs before printing the id
+    monkeypatch.setattr(launch, "_nnictl", lambda: [sys.executable, "-c", "import time; time.sleep(30)"])
+    stopped = []
+    monkeypatch.setattr(launch, "stop", lambda exp_id: stopped.append(exp_id))
+    timer = threading.Timer(1.0, lambda: registry.update(new={"port": 9002, "status": "RUNNING"}) or (
+        signal.raise_signal(signal.SIGINT) if how == "interrupted" else None))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt if how == "interrupted" else ExperimentDead):
+            launch.create(Path("c.yml"), 9002, timeout=30 if how == "interrupted" else 2)
+    finally:
+        timer.cancel()
+    assert stopped == ["new"]
