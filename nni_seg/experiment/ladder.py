@@ -180,6 +180,24 @@ class Ladder:
             self.inner.trial_end(parameter_id, success and slot in self.scores)
         self._promote_if_done()
 
+    def adopt(self, parameter_id: Any, params: dict) -> None:
+        """Resume: a trial NNI runs again with the parameters it had (it was waiting or running at the stop;
+        NNI's ADD_CUSTOMIZED_TRIAL_JOB, after the import data). Its slot is running, not drawn or handed out
+        again, and its result counts where its ``LADDER`` says."""
+        lad = params.get("LADDER") if isinstance(params, dict) else None
+        if not isinstance(lad, dict) or not isinstance(lad.get("candidate"), int) or not isinstance(lad.get("rung"), int):
+            return
+        cand, slot = lad["candidate"], (lad["rung"], lad["candidate"], int(lad.get("repeat", 0)))
+        while len(self.candidates) <= cand:
+            self.candidates.append({})
+        if not self.candidates[cand]:
+            self.candidates[cand] = {k: v for k, v in params.items() if k != "LADDER"}
+            self.drawn = sum(1 for c in self.candidates if c)
+        self.running[parameter_id] = slot
+        self.queue = [s for s in self.queue if s != slot]
+        if slot[0] == 0:
+            self.inner.adopt(parameter_id, self.candidates[cand])
+
     def import_data(self, data: list) -> None:
         """Resume: finished trials (``{"parameter", "value"}``, as NNI sends them) rebuild the rungs."""
         rows = [d for d in data if isinstance(d, dict) and isinstance(d.get("parameter"), dict)
@@ -218,6 +236,11 @@ class Ladder:
             return self.queue.pop(0)
         if self.rung == 0 and self.drawn < self.rungs[0].trials:
             params = self.inner.generate_parameters(parameter_id)
+            for _ in range(DUPLICATE_TRIES):  # a resumed seeded tuner replays its first draws: not screened twice
+                if params not in self.candidates:
+                    break
+                self.inner.trial_end(parameter_id, False)
+                params = self.inner.generate_parameters(parameter_id)
             self.candidates.append(dict(params))
             self.drawn += 1
             cand = len(self.candidates) - 1
@@ -261,6 +284,9 @@ class Ladder:
                 by.setdefault(c, []).append(v)
         means = [(c, sum(v) / len(v)) for c, v in by.items()]
         return sorted(means, key=lambda cv: (-self.sign * cv[1], cv[0]))
+
+
+DUPLICATE_TRIES = 50  # draws a rung-0 candidate may take to differ from those screened already
 
 
 def _scalar(value: Any) -> float | None:
@@ -376,5 +402,12 @@ class LadderAdvisor(_advisor_base()):
             self.next_id = max(self.next_id, 1 + max((p for p in self.recovered_trial_params), default=-1))
 
     def handle_add_customized_trial(self, data):
+        """Resume: NNI reruns the trials that were waiting or running, with their old parameter ids."""
+        import nni
+
         with self.lock:
             self.next_id = max(self.next_id, self.recover_parameter_id(data) + 1)
+            for trial in data if isinstance(data, list) else [data]:
+                trial = nni.load(trial) if isinstance(trial, str) else trial
+                if isinstance(trial, dict) and isinstance(trial.get("parameter_id"), int):
+                    self.ladder.adopt(trial["parameter_id"], trial.get("parameters") or {})

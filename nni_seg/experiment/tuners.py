@@ -182,6 +182,11 @@ class GuidedTuner(Tuner):
             return
         self.inner.receive_trial_result(parameter_id, parameters, value, **kwargs)
 
+    def adopt(self, parameter_id: int, parameters: dict) -> None:
+        """A trial this tuner did not propose (NNI reruns a resumed experiment's unfinished trials with their
+        old parameters): its result reaches the inner tuner as imported data, as a known point's does."""
+        self.served[parameter_id] = parameters
+
     def trial_end(self, parameter_id: int, success: bool, **kwargs) -> None:
         if self.served.pop(parameter_id, None) is not None:
             return

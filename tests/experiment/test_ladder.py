@@ -16,7 +16,7 @@ from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trial
 from nni_seg.config.settings import DataSettings, TrainSettings
 
 from ..fake_experiment import write_record
-from ..nni_helpers import ROOT, experiment_id, records_of, run_cli
+from ..nni_helpers import ROOT, experiment_id, free_port, nnictl, records_of, rest, run_cli
 
 RUNGS = [{"trials": 4, "epochs": 1, "size": [32, 32]}, {"keep": 2, "epochs": 2, "size": [64, 64], "repeats": 2}]
 BUDGET = {"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5}
@@ -146,6 +146,28 @@ def test_a_resumed_ladder_whose_unfinished_screen_trial_left_no_data_draws_a_new
     assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 4), (1, 4), (1, 3), (1, 3)]
 
 
+def test_a_resumed_ladder_adopts_the_trial_nni_reruns_and_draws_nothing_twice():
+    """NNI reruns a trial that was running at the stop with its old parameters (ADD_CUSTOMIZED_TRIAL_JOB):
+    the ladder counts it where its LADDER says and does not draw a replacement; its seeded tuner, which
+    replays its first draws after a resume, never screens a candidate twice."""
+    first = _ladder()
+    params = {pid: first.propose(pid) for pid in range(3)}
+    data = [{"parameter": params[pid], "value": 0.1 * (pid + 1)} for pid in (0, 1)]
+    again = _ladder()
+    again.import_data(data)
+    again.adopt(2, params[2])  # running at the stop: NNI runs it again
+    fresh = again.propose(10)["LADDER"]
+    assert (fresh["rung"], fresh["candidate"]) == (0, 3)  # the fourth candidate, not candidate 2 again
+    drawn = [{k: v for k, v in c.items()} for c in again.candidates]
+    assert len(drawn) == 4 and all(drawn.count(c) == 1 for c in drawn)
+    assert again.propose(11) is None  # rung 0 is full: 2 finished, 2 running
+    for pid, score in ((2, 0.9), (10, 0.05)):
+        again.result(pid, score)
+        again.end(pid)
+    promoted = [again.propose(pid)["LADDER"] for pid in range(12, 16)]
+    assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 2), (1, 2), (1, 1), (1, 1)]
+
+
 # ------------------------------------------------------------------ held-out selection
 def _named(n_a=3, n_b=2):
     from nni_seg.data import SegData
@@ -246,22 +268,73 @@ def test_a_ladder_export_takes_the_best_mean_at_the_top_rung_with_its_recipe(tmp
 
 
 # ------------------------------------------------------------------ end to end
-@pytest.mark.slow
-def test_a_ladder_search_runs_under_nni_and_exports_its_top_rung(tmp_path):
+def _ladder_config(tmp_path: Path, max_trials: int = 5, epochs: int = 1) -> dict:
+    """A digits ladder: 3 screened at 16x16, the best trained twice at 32x32 (5 trials)."""
     import yaml
 
     trial = tmp_path / "trial.yml"
     trial.write_text(yaml.safe_dump({"data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
                                      "train": {"epochs": 1, "batch_size": 8, "threads": 1, "device": "cpu"}}))
-    rungs = [{"trials": 3, "epochs": 1, "size": [16, 16]}, {"keep": 1, "epochs": 2, "size": [32, 32], "repeats": 2}]
-    cfg = {"experimentName": "ladder-test", "searchSpaceFile": str(ROOT / "experiments" / "search_space_joint.json"),
-           "trialCommand": f"python -m nni_seg.trial --config {trial}", "trialCodeDirectory": str(ROOT),
-           "trialConcurrency": 2, "maxTrialNumber": 5, "maxExperimentDuration": "10m",
-           "experimentWorkingDirectory": str(tmp_path / "exps"),
-           "tuner": {"className": "nni_seg.ladder.LadderAdvisor", "codeDirectory": str(ROOT),
-                     "classArgs": {"tuner": "Random", "tuner_args": {"seed": 0}, "rungs": rungs,
-                                   "budget": {"max_mmacs_of": "unet", "size": [16, 16], "num_classes": 5}}},
-           "trainingService": {"platform": "local"}}
+    rungs = [{"trials": 3, "epochs": epochs, "size": [16, 16]},
+             {"keep": 1, "epochs": 2, "size": [32, 32], "repeats": 2}]
+    return {"experimentName": "ladder-test", "searchSpaceFile": str(ROOT / "experiments" / "search_space_joint.json"),
+            "trialCommand": f"python -m nni_seg.trial --config {trial}", "trialCodeDirectory": str(ROOT),
+            "trialConcurrency": 2, "maxTrialNumber": max_trials, "maxExperimentDuration": "10m",
+            "experimentWorkingDirectory": str(tmp_path / "exps"),
+            "tuner": {"className": "nni_seg.ladder.LadderAdvisor", "codeDirectory": str(ROOT),
+                      "classArgs": {"tuner": "Random", "tuner_args": {"seed": 0}, "rungs": rungs,
+                                    "budget": {"max_mmacs_of": "unet", "size": [16, 16], "num_classes": 5}}},
+            "trainingService": {"platform": "local"}}
+
+
+@pytest.mark.slow
+def test_a_ladder_stopped_during_its_screen_resumes_under_nnictl_and_finishes_its_plan(tmp_path):
+    """`nnictl stop` after two screen trials, then `run --resume`: the ladder rebuilds its rungs from NNI's
+    import data, reruns nothing that finished, promotes the best screened candidate and exports the top rung.
+    A trial canceled by the stop counts against maxTrialNumber, so the config leaves room for its redraw."""
+    import re
+
+    import yaml
+
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(_ladder_config(tmp_path, max_trials=7, epochs=3)))
+    port = free_port()
+    out = nnictl(["create", "--config", str(config), "--port", str(port)], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp_id = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)).group(1)
+    exp_dir = tmp_path / "exps" / exp_id
+    try:
+        import time
+
+        t0 = time.time()
+        while time.time() - t0 < 300:
+            time.sleep(1)
+            if sum(j["status"] == "SUCCEEDED" for j in rest(port, "/trial-jobs")) >= 2:
+                break
+        assert nnictl(["stop", exp_id], tmp_path).returncode == 0
+        before = {r["trial_id"]: r for r in records_of(exp_dir) if r["status"] == "SUCCEEDED"}
+        assert len(before) >= 2 and all(r["rung"]["rung"] == 0 for r in before.values())
+        resumed = run_cli(["run", "--resume", exp_id, "--port", str(free_port()), "--timeout", "600"], tmp_path)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        done = [r for r in records_of(exp_dir) if r["status"] == "SUCCEEDED"]
+        assert all(any(r["trial_id"] == t for r in done) for t in before)  # nothing finished was lost
+        screen = [r for r in done if r["rung"]["rung"] == 0]
+        top_rung = [r for r in done if r["rung"]["rung"] == 1]
+        assert len({r["rung"]["candidate"] for r in screen}) == 3 and len(screen) == 3  # none screened twice
+        best = max(screen, key=lambda r: r["metrics"]["default"])["rung"]["candidate"]
+        assert sorted(r["rung"]["repeat"] for r in top_rung) == [0, 1]
+        assert {r["rung"]["candidate"] for r in top_rung} == {best}
+        top = json.loads((exp_dir / "top_arch.json").read_text())
+        assert top["ladder"]["rung"] == 1 and top["ladder"]["candidate"] == best
+    finally:
+        nnictl(["stop", exp_id], tmp_path)
+
+
+@pytest.mark.slow
+def test_a_ladder_search_runs_under_nni_and_exports_its_top_rung(tmp_path):
+    import yaml
+
+    cfg = _ladder_config(tmp_path)
     short = tmp_path / "short.yml"
     short.write_text(yaml.safe_dump(dict(cfg, maxTrialNumber=4)))
     r = run_cli(["run", str(short)], tmp_path)
