@@ -21,9 +21,9 @@ from .digits import digit_scenes, load_digits_scenes
 from .folders import (CAMVID_CLASSES, CAMVID_PALETTE, IMAGE_SUFFIXES, VOC_CLASSES, check_mask_size, load_camvid,
                       load_cityscapes, load_folder, load_isbi2012, load_pairs, load_voc2012, read_image)
 from .packed import PACK_FORMATS, load_packed, pack_dataset
-from .segdata import SPLITS, SegData, Want, default_palette, hold_out, resize
+from .segdata import SPLITS, SegData, Want, colourize, default_palette, hold_out, resize
 
-__all__ = ["DATASETS", "load_dataset", "SegData", "Want", "SPLITS", "hold_out", "default_palette", "resize",
+__all__ = ["DATASETS", "load_dataset", "SegData", "Want", "SPLITS", "hold_out", "colourize", "default_palette", "resize",
            "digit_scenes", "load_digits_scenes", "load_camvid", "load_isbi2012", "load_cityscapes", "load_voc2012",
            "load_folder", "load_pairs", "read_image", "check_mask_size", "IMAGE_SUFFIXES", "CAMVID_CLASSES",
            "CAMVID_PALETTE", "VOC_CLASSES", "load_packed", "pack_dataset", "PACK_FORMATS", "CACHE_VERSION",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -116,6 +117,13 @@ class Want:
     test: bool | None = False
     native: bool = False
     progress: Callable[[int], None] | None = None
+
+
+def colourize(mask, palette) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours of ``palette``; an index outside it (void) is black.
+    The one colouring of masks: predictions, ground truth, the recipe's grid."""
+    pal, m = np.asarray(palette, dtype=np.uint8), np.asarray(mask)
+    return np.where((m < len(pal))[..., None], pal[np.clip(m, 0, len(pal) - 1)], 0).astype(np.uint8)
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:

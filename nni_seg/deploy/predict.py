@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import default_palette, read_image
+from ..data import colourize, default_palette, read_image
 from ..errors import DataError, UserError
 from ..files import atomic_write_bytes, check_output
 from ..training.precision import compute_path
@@ -59,7 +59,7 @@ def predict(ckpt: str | Path, images: list[str], out: Path, masks_dir: str | Pat
     norm = Normalizer(meta.mean, meta.std)
     arith = compute_path(torch.device("cpu"), meta.train.amp, meta.train.channels_last)
     model = arith.model(model)
-    palette = np.array(meta.palette or default_palette(len(meta.class_names)), dtype=np.uint8)
+    palette = meta.palette or default_palette(len(meta.class_names))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
@@ -80,15 +80,14 @@ def predict(ckpt: str | Path, images: list[str], out: Path, masks_dir: str | Pat
         with arith.autocast():
             logits = model(arith.input(norm(xs)))
         pred = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
-        colour = palette[pred]
+        colour = colourize(pred, palette)
         base = rgb if rgb.ndim == 3 else np.stack([rgb] * 3, -1)
         files = {"mask": colour, "overlay": (0.5 * base + 0.5 * colour).astype(np.uint8)}
         if truth is not None:
             if truth.shape != pred.shape:
                 raise DataError(f"mask for {path} is {truth.shape[1]}x{truth.shape[0]}, the image {w}x{h}")
-            gt = np.where(truth[..., None] < len(palette), palette[np.clip(truth, 0, len(palette) - 1)], 0)
             gap = np.full((h, 4, 3), 255, np.uint8)
-            files["compare"] = np.concatenate([base, gap, gt.astype(np.uint8), gap, colour], 1)
+            files["compare"] = np.concatenate([base, gap, colourize(truth, palette), gap, colour], 1)
         for kind, arr in files.items():
             written.append(atomic_write_bytes(out / f"{name}_{kind}.png", _png(arr)))
     return written

@@ -57,32 +57,30 @@ def confusion_png(confusion: list[list[float]], names: list[str], path: Path, ti
     return save_png(fig, path)
 
 
-def predictions_png(checkpoints: dict[str, Path], data, path: Path, count: int = 3) -> Path:
+def predictions_png(networks: dict, data, path: Path, count: int = 3) -> Path:
     """A grid: for ``count`` val images, the image, its ground truth and each network's prediction (at the
-    labels' native resolution), side by side."""
+    labels' native resolution), side by side. ``networks``: name -> ``retrain``'s result."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from ..deploy import load_checkpoint
+    from ..data import colourize
     from ..training.trainer import Normalizer
 
     images = data.val_images
     masks = data.native.get("val") or list(data.val_masks)
     picks = [round(i * (len(images) - 1) / max(1, count - 1)) for i in range(min(count, len(images)))]
-    palette = np.array(data.colours(), dtype=np.uint8)
+    palette = data.colours()
 
     def colour(m):
-        m = np.asarray(m)
-        return np.where((m < len(palette))[..., None], palette[np.clip(m, 0, len(palette) - 1)], 0).astype(np.uint8)
+        return colourize(m, palette)
 
     preds = {}
-    for name, ckpt in checkpoints.items():
-        model, meta = load_checkpoint(ckpt)
+    for name, trained in networks.items():
+        model, meta = trained.model.cpu().eval(), trained.meta
         norm = Normalizer(meta.mean, meta.std)
         with torch.no_grad():
             logits = model(norm(images[picks]))
@@ -191,7 +189,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                                       mmacs=meta.mmacs, val=rep.scores, best_epoch=meta.epoch,
                                       retrain_seconds=round(seconds, 1), checkpoint=str(folder)))
             if run == 0:
-                first_ckpt[name], confusions[name] = folder, rep.confusion
+                first_ckpt[name], confusions[name] = trained, rep.confusion
                 confusion_png(rep.confusion, rep.class_names, out / f"confusion_{name}.png",
                               f"{name}: val confusion (% of true class)")
     predictions_png(first_ckpt, data, out / "predictions_val.png")
