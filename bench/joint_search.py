@@ -10,6 +10,8 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
   random_cw experiments/camvid/joint_random_cpu.yml as shipped (random, 60 trials, class weights fixed)
   unet     (continuity) the U-Net with the recipe's current settings, no search
+  unet_found the U-Net with the training settings random_cw's seed-0 search found (no search of its own):
+           what the joint search's recipe is worth without its architecture
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
@@ -39,7 +41,7 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "tune", "tune_cw", "random", "random_cw", "unet")
+ARMS = ("joint", "joint_cw", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +185,18 @@ def search_tune_cw(seed: int, folder: Path) -> dict:
     return search_tune(seed, folder, first_space=False)
 
 
+def found_recipe(seed: int, folder: Path) -> dict:
+    """The U-Net, trained with the settings random_cw's seed-0 search chose."""
+    donor = OUT / "random_cw_s0" / "search.json"
+    if not donor.is_file():
+        raise SystemExit(f"unet_found: {donor} is not there yet; run --arms random_cw --seeds 0 first")
+    return {**no_search(seed, folder), "overrides": json.loads(donor.read_text())["overrides"],
+            "recipe_from": str(donor.relative_to(ROOT))}
+
+
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "tune_cw": search_tune_cw,
             "random": search_random,
-            "random_cw": search_random_cw, "unet": no_search}
+            "random_cw": search_random_cw, "unet": no_search, "unet_found": found_recipe}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
@@ -223,7 +234,7 @@ def collect_records(folder: Path, found: dict) -> None:
 def run(arms: list[str], seeds: list[int], runs: int) -> None:
     for seed in seeds:
         for arm in arms:
-            if arm == "unet" and seed != seeds[0]:
+            if arm in ("unet", "unet_found") and seed != seeds[0]:
                 continue  # no search: one set of retrains
             folder = OUT / f"{arm}_s{seed}"
             found_path = folder / "search.json"
