@@ -77,3 +77,24 @@ def records_of(exp_dir: Path) -> list[dict]:
     loaded, unreadable = trial_records(Path(exp_dir))
     assert not unreadable, [u.error for u in unreadable]
     return [dict(json.loads(Path(x.path).read_text()), _path=x.path) for x in loaded]
+
+
+def create_then_stop(config: Path, tmp: Path, succeeded: int = 2, timeout: float = 300) -> str:
+    """``nnictl create`` the config, wait until ``succeeded`` trials have finished, ``nnictl stop``; returns the
+    experiment id (the caller resumes it, and stops it again in a ``finally``)."""
+    import re
+    import time
+
+    port = free_port()
+    out = nnictl(["create", "--config", str(config), "--port", str(port)], tmp)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp_id = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)).group(1)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            time.sleep(1)
+            if sum(j["status"] == "SUCCEEDED" for j in rest(port, "/trial-jobs")) >= succeeded:
+                break
+    finally:
+        assert nnictl(["stop", exp_id], tmp).returncode == 0
+    return exp_id

@@ -10,7 +10,7 @@ import pytest
 
 from nni_seg.experiment.records import nni_db
 
-from .nni_helpers import records_of, ROOT, experiment_id, free_port, nnictl, rest, run_cli, write_config
+from .nni_helpers import records_of, ROOT, create_then_stop, experiment_id, free_port, nnictl, rest, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -157,23 +157,12 @@ def test_stop_leaves_nothing_running(loaded):
 
 
 def test_stop_then_resume_keeps_finished_trials_and_repeats_none(tmp_path):
-    port = free_port()
     config = write_config(tmp_path, tuner="TPE", trials=6, concurrency=2,
                           class_args={"seed": 1, "optimize_mode": "maximize"},
                           extra_trial_args="--epochs 6")  # last one wins over the helper's --epochs 2
-    out = nnictl(["create", "--config", str(config), "--port", str(port)], tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    import re
-
-    exp_id = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)).group(1)
+    exp_id = create_then_stop(config, tmp_path)
     exp_dir = tmp_path / "exps" / exp_id
     try:
-        t0 = time.time()
-        while time.time() - t0 < 300:
-            time.sleep(1)
-            if sum(j["status"] == "SUCCEEDED" for j in rest(port, "/trial-jobs")) >= 2:
-                break
-        assert nnictl(["stop", exp_id], tmp_path).returncode == 0
         before = {r["trial_id"]: r for r in records_of(exp_dir)}
         done_before = {t: r for t, r in before.items() if r["status"] == "SUCCEEDED"}
         assert len(done_before) >= 2

@@ -16,7 +16,7 @@ from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trial
 from nni_seg.config.settings import DataSettings, TrainSettings
 
 from ..fake_experiment import write_record
-from ..nni_helpers import ROOT, experiment_id, free_port, nnictl, records_of, rest, run_cli
+from ..nni_helpers import ROOT, create_then_stop, experiment_id, free_port, nnictl, records_of, run_cli
 
 RUNGS = [{"trials": 4, "epochs": 1, "size": [32, 32]}, {"keep": 2, "epochs": 2, "size": [64, 64], "repeats": 2}]
 BUDGET = {"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5}
@@ -292,26 +292,13 @@ def test_a_ladder_stopped_during_its_screen_resumes_under_nnictl_and_finishes_it
     """`nnictl stop` after two screen trials, then `run --resume`: the ladder rebuilds its rungs from NNI's
     import data, reruns nothing that finished, promotes the best screened candidate and exports the top rung.
     A trial canceled by the stop counts against maxTrialNumber, so the config leaves room for its redraw."""
-    import re
-
     import yaml
 
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump(_ladder_config(tmp_path, max_trials=7, epochs=3)))
-    port = free_port()
-    out = nnictl(["create", "--config", str(config), "--port", str(port)], tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    exp_id = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)).group(1)
+    exp_id = create_then_stop(config, tmp_path)
     exp_dir = tmp_path / "exps" / exp_id
     try:
-        import time
-
-        t0 = time.time()
-        while time.time() - t0 < 300:
-            time.sleep(1)
-            if sum(j["status"] == "SUCCEEDED" for j in rest(port, "/trial-jobs")) >= 2:
-                break
-        assert nnictl(["stop", exp_id], tmp_path).returncode == 0
         before = {r["trial_id"]: r for r in records_of(exp_dir) if r["status"] == "SUCCEEDED"}
         assert len(before) >= 2 and all(r["rung"]["rung"] == 0 for r in before.values())
         resumed = run_cli(["run", "--resume", exp_id, "--port", str(free_port()), "--timeout", "600"], tmp_path)
