@@ -261,14 +261,15 @@ def summary() -> str:
             rows.append({"arm": arm, "seed": int(folder.name.split("_s")[1]), "search": s, "runs": runs,
                          "miou": statistics.mean(r["miou"] for r in runs)})
     out = ["| arm | seed | val mIoU, 2 retrains (mean: each) | MMACs at 96x128 | search wall s | trial core-s | "
-           "epochs at 48x64 | retrain wall s | found |", "|---|---|---|---|---|---|---|---|---|"]
+           "epochs at 48x64 | retrain wall s | retrain precision | found |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["search"]
         found = ", ".join(f"{k}={_short(v)}" for k, v in s["overrides"].items()) or "recipe's settings"
         out.append(f"| {r['arm']} | {r['seed']} | {100 * r['miou']:.1f}: "
                    + ", ".join(f"{100 * x['miou']:.1f}" for x in r["runs"])
                    + f" | {r['runs'][0]['mmacs']:.0f} | {s['search_wall_seconds']:.0f} | {s['trial_core_seconds']:.0f} | "
-                     f"{s['base_epochs']:.0f} | {', '.join(str(round(x['retrain_seconds'])) for x in r['runs'])} | {found} |")
+                     f"{s['base_epochs']:.0f} | {', '.join(str(round(x['retrain_seconds'])) for x in r['runs'])} | "
+                     f"{_precision(r['runs'][0])} | {found} |")
     out += ["", "| arm | seeds | mean val mIoU over seeds (min-max of the seeds' means) |", "|---|---|---|"]
     for arm in ARMS:
         ms = [r["miou"] for r in rows if r["arm"] == arm]
@@ -284,6 +285,11 @@ def summary() -> str:
             out.append(f"| {arm} ({100 * x['miou']:.1f}) | "
                        + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in x["iou_per_class"]) + " |")
     return "\n".join(out)
+
+
+def _precision(run: dict) -> str:
+    """bf16 or fp32: the machines these ran on differ (one with AMX-BF16, one without)."""
+    return "bf16" if "bf16 autocast" in run.get("compute", "") else "fp32"
 
 
 def _short(v) -> str:
