@@ -13,7 +13,8 @@ class Progress:
     def __init__(self, total: int, desc: str, unit: str = "it", stream=None, every: float = 30.0):
         self.stream = stream or sys.stderr
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
-        self.done, self.t0, self.last = 0, time.perf_counter(), 0.0
+        self.done, self.t0, self.last = 0, time.perf_counter(), float("-inf")  # the first step prints a line
+        self.shown = None  # the count of the last plain line (None: none printed yet)
         self.bar = None
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
@@ -47,13 +48,17 @@ class Progress:
 
     def _line(self, text: str = "") -> None:
         """``desc: 3/10 img text (eta 1m05s)``: the plain mode's one kind of line."""
-        self.last = time.perf_counter()
+        self.last, self.shown = time.perf_counter(), self.done
         eta = f" (eta {self.eta()})" if self.total > 0 else ""
         print(f"{self.desc}: {self.count()}{' ' + text if text else ''}{eta}", file=self.stream, flush=True)
 
     def close(self) -> None:
+        """A terminal's bar is closed; plain mode ends with the final count if its last line said less (so
+        a run without a known total does not end on "1 img")."""
         if self.bar is not None:
             self.bar.close()
+        elif self.shown is not None and self.shown != self.done:
+            self._line()
 
     def __enter__(self) -> "Progress":
         return self

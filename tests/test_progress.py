@@ -27,3 +27,11 @@ def test_the_last_step_prints_no_line_of_its_own():
     bar = Progress(2, "evaluate val", "img", stream=out, every=0.0)
     bar.update(2)
     assert out.getvalue() == ""
+
+
+def test_plain_mode_ends_on_the_final_count_when_its_last_line_said_less():
+    out = io.StringIO()
+    with Progress(0, "pack-data: reading", "img", stream=out, every=3600.0) as bar:
+        for _ in range(5):
+            bar.update()
+    assert out.getvalue().splitlines() == ["pack-data: reading: 1 img", "pack-data: reading: 5 img"]
