@@ -145,10 +145,13 @@ def run(target: str, argv: list[str], started: float) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
 
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, forward)
-    status, _ = _recv(conn)
-    conn.close()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status, _ = _recv(conn)
+    finally:  # the child is done: a later signal is this process's own again
+        conn.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
     if status is None:
         print("error: trial failed: the fork server's trial process vanished", file=sys.stderr)
         return 1

@@ -283,6 +283,9 @@ def test_a_create_that_does_not_return_stops_the_experiment_nnictl_had_registere
     monkeypatch.setattr(launch, "_nnictl", lambda: [sys.executable, "-c", "import time; time.sleep(30)"])
     stopped = []
     monkeypatch.setattr(launch, "stop", lambda exp_id: stopped.append(exp_id))
+    # Ctrl-C as a terminal delivers it, also where this process was started with SIGINT ignored (a
+    # background job of a non-interactive shell, as CI may run it)
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, lambda: registry.update(new={"port": 9002, "status": "RUNNING"}) or (
         signal.raise_signal(signal.SIGINT) if how == "interrupted" else None))
     timer.start()
@@ -291,4 +294,5 @@ def test_a_create_that_does_not_return_stops_the_experiment_nnictl_had_registere
             launch.create(Path("c.yml"), 9002, timeout=30 if how == "interrupted" else 2)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, old_handler)
     assert stopped == ["new"]
