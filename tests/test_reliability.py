@@ -222,3 +222,18 @@ def test_killed_trial_is_user_canceled_with_a_canceled_record(tmp_path):
         assert rec["status"] == "CANCELED" and rec["error"] == "canceled (SIGINT)"
     finally:
         nnictl(["stop", exp_id], tmp_path)
+
+
+def test_a_tuner_that_takes_longer_than_ten_seconds_to_start_still_runs_its_trials(tmp_path):
+    """NNI 3.0 fails the experiment when its dispatcher connects after 10 s ("Tuner did not connect"), which
+    a loaded machine reaches while the tuner imports torch; the patch `tuner-connect-wait` gives it 120 s."""
+    (tmp_path / "slow_tuner.py").write_text(
+        "import time\n"
+        "time.sleep(15)  # as slow to import as our tuners were on 2 loaded cores\n"
+        "from nni.algorithms.hpo.random_tuner import RandomTuner as SlowRandom\n")
+    config = write_config(tmp_path, tuner={"className": "slow_tuner.SlowRandom", "codeDirectory": str(tmp_path),
+                                           "classArgs": {"seed": 0}}, trials=2)
+    proc = run_cli(["run", str(config), "--port", str(free_port()), "--timeout", "600"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    exp_id = experiment_id(proc.stdout)
+    assert [r["status"] for r in records_of(tmp_path / "exps" / exp_id)] == ["SUCCEEDED"] * 2

@@ -227,7 +227,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = No
             ([f"one of {', '.join(meta['choices'])}"] if meta.get("choices") else [])
         help_ = (f"{text} ({'; '.join(parts)})" if parts else text).replace("%", "%%")
         base, nargs = _flag_type(h[f.name])
-        if base is bool:
+        if base is bool and f.name.startswith("no_"):  # BooleanOptionalAction reads any "--no-..." as False
+            group.add_argument(flag_name(f.name), dest=f.name, action="store_const", const=True, default=None,
+                               help=help_)
+        elif base is bool:
             group.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_)
         else:

@@ -29,6 +29,10 @@ unpatched NNI and prints this command, rather than patching behind the user's ba
    metric (``'<=' not supported between instances of 'str' and 'int'``: their parameter ids are strings
    like ``"0_2_5"``, compared with an integer to spot resumed trials), so their experiments sit RUNNING
    until the timeout. The fix treats a string id as new (advisors are not resumable anyway).
+7. ``tuner-connect-wait`` (``core/tuner_command_channel.js``): the manager fails the experiment
+   ("Tuner did not connect in 10 seconds") when the dispatcher takes longer than 10 s to start. Ours imports
+   torch for the budget and the ladder; on 2 loaded cores that took more than 10 s (seen: a search started
+   beside a retrain and the test suite died at once). The fix waits 120 s.
 """
 from __future__ import annotations
 
@@ -146,6 +150,18 @@ PATCHES = [
         return param_id <= self.recovered_max_param_id""",
     ),
     Patch(
+        "tuner-connect-wait",
+        "nni_node/core/tuner_command_channel.js",
+        old="""                    const msg = 'Tuner did not connect in 10 seconds. Please check tuner (dispatcher) log.';
+                    this.connect.reject(new Error('tuner_command_channel: ' + msg));
+                }
+            }, 10000);""",
+        new="""                    const msg = 'Tuner did not connect in 120 seconds. Please check tuner (dispatcher) log.';
+                    this.connect.reject(new Error('tuner_command_channel: ' + msg));
+                }
+            }, 120000);""",
+    ),
+    Patch(
         "remote-keep-nni",
         "nni_node/training_service/remote_v3/worker.js",
         old="await this.ssh.run(`${this.python} -m pip install nni --upgrade`);",
@@ -162,6 +178,7 @@ SHIPPED = {
     "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",  # noqa: E501
     "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",  # noqa: E501
     "nni_node/training_service/remote_v3/worker.js": "f45b7db4524a85e5ed02c77c659fe9b784c2059f38bffc77600105d93ebba724",
+    "nni_node/core/tuner_command_channel.js": "ab66be789261f31b26e7fb9605936c4bce6d23c9593dce0bbe556458f27da6b3",
 }
 PATCHED = {
     "nni/recoverable.py": "475539929f06511e093e887f02c156b294baab53b1752f6b477e04059e80691a",
@@ -169,6 +186,7 @@ PATCHED = {
     "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",  # noqa: E501
     "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",  # noqa: E501
     "nni_node/training_service/remote_v3/worker.js": "16e3246f45f57b4087523b13238fc5f4f3e18fdac52c63dc6e1fe30352dd0805",
+    "nni_node/core/tuner_command_channel.js": "8491eb7403314b8f7ebc2b708f4a3e8fab669d4f67a025c6b4adf8534304c240",
 }
 FILES = tuple(SHIPPED)
 

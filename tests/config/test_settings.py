@@ -2,7 +2,7 @@
 import pytest
 
 from nni_seg.config._typed import FieldError, convert, from_dict
-from nni_seg.config.settings import DataSettings, Parser, TrainSettings, add_flags, from_flags
+from nni_seg.config.settings import DataSettings, Parser, RunSettings, TrainSettings, add_flags, from_flags
 
 
 @pytest.mark.parametrize("tp,value,want", [(int, 3, 3), (float, 3, 3.0), (tuple[int, int], [2, 3], (2, 3)),
@@ -42,3 +42,11 @@ def test_help_says_each_default_once():
     text = p.format_help()
     assert "(default: the dataset's own)" in text and "(default: None)" not in text
     assert text.count("default:") == text.count("(default:")
+
+
+@pytest.mark.parametrize("argv,want", [(["--no-patch"], True), ([], False)])
+def test_a_flag_named_no_something_turns_its_setting_on(argv, want):
+    """``--no-patch`` sets ``no_patch``; argparse's BooleanOptionalAction would read it as its own negation."""
+    p = Parser(prog="x")
+    add_flags(p, RunSettings)
+    assert from_flags(RunSettings, p.parse_args(argv)).no_patch is want
