@@ -53,11 +53,11 @@ class Progress:
         print(f"{self.desc}: {self.count()}{' ' + text if text else ''}{eta}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        """A terminal's bar is closed; plain mode ends with the final count if its last line said less (so
-        a run without a known total does not end on "1 img")."""
+        """A terminal's bar is closed. Without a known total, plain mode ends with the final count if its
+        last line said less (so it does not end on "1 img"); with one, the caller's result line says it."""
         if self.bar is not None:
             self.bar.close()
-        elif self.shown is not None and self.shown != self.done:
+        elif self.total <= 0 and self.shown not in (None, self.done):
             self._line()
 
     def __enter__(self) -> "Progress":

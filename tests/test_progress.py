@@ -35,3 +35,11 @@ def test_plain_mode_ends_on_the_final_count_when_its_last_line_said_less():
         for _ in range(5):
             bar.update()
     assert out.getvalue().splitlines() == ["pack-data: reading: 1 img", "pack-data: reading: 5 img"]
+
+
+def test_with_a_known_total_closing_adds_no_line_of_its_own():
+    out = io.StringIO()
+    with Progress(3, "evaluate val", "img", stream=out, every=3600.0) as bar:
+        for _ in range(3):
+            bar.update()
+    assert len(out.getvalue().splitlines()) == 1  # the first step's line; the caller reports the end
