@@ -4,6 +4,8 @@ the U-Net's training with NNI, at equal compute? CamVid on this machine's CPU.
 Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; see nni_seg.experiment.ladder.plan_cost):
   joint    experiments/camvid/joint_cpu.yml without its exclude (joint space, ladder, random rung 0: the first default)
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
+  joint_long experiments/camvid/joint_long_cpu.yml: the ladder's top rung at the retrain's 12 epochs (72x96),
+           started from the U-Net, networks of half to all of the U-Net's MMACs
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
            over the first tune space (class weights searched too)
   tune_cw  the same with `tune`'s shipped space (class weights kept at the recipe's median_freq)
@@ -41,7 +43,7 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
+ARMS = ("joint", "joint_cw", "joint_long", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,11 @@ def search_joint_cw(seed: int, folder: Path) -> dict:
     return _experiment(_search_config("experiments/camvid/joint_cpu.yml", seed, folder), folder, "joint")
 
 
+def search_joint_long(seed: int, folder: Path) -> dict:
+    """The ladder aimed at the retrain: top rung at 12 epochs, the U-Net among rung 0's, a MACs floor."""
+    return _experiment(_search_config("experiments/camvid/joint_long_cpu.yml", seed, folder), folder, "joint")
+
+
 def search_random(seed: int, folder: Path) -> dict:
     cfg = _search_config("experiments/camvid/joint_cpu.yml", seed, folder, maxTrialNumber=60)
     args = cfg["tuner"]["classArgs"]
@@ -194,9 +201,9 @@ def found_recipe(seed: int, folder: Path) -> dict:
             "recipe_from": str(donor.relative_to(ROOT))}
 
 
-SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "tune": search_tune, "tune_cw": search_tune_cw,
-            "random": search_random,
-            "random_cw": search_random_cw, "unet": no_search, "unet_found": found_recipe}
+SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "tune": search_tune,
+            "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
+            "unet_found": found_recipe}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:

@@ -10,6 +10,8 @@
   network, at ``size``) are not run at all: the tuner is told they score 0 (what a REJECTED trial would
   tell it) and asked again, so every trial of ``maxTrialNumber`` trains an architecture within the budget
   (MACs counted on PyTorch's meta device: shapes only, milliseconds). The trial still checks its budget.
+  ``min_share`` (say 0.5) also keeps out networks under that share of the MMACs limit: the tuner's own
+  floor, for ladders whose short rungs would otherwise hand the retrain the networks that learn fastest.
 * ``exclude``: ``{label: [values]}`` left out of the inner tuner's search space (a prior: the choices that
   lost on measured trainings, :mod:`nni_seg.workflow.prior`); a ``start_with`` network that uses one is an error.
 
@@ -89,7 +91,7 @@ class GuidedTuner(Tuner):
         self.pending: list[dict] = []
         self.served: dict[int, dict] = {}
         self.by_population = type(self.inner).__name__ == "EvolutionTuner"
-        self.skipped = 0  # proposals over the budget, never run
+        self.skipped = 0  # proposals outside the budget, never run
         self.exclude = dict(exclude or {})
 
     def update_search_space(self, search_space: dict) -> None:
@@ -108,9 +110,10 @@ class GuidedTuner(Tuner):
         else:
             self.pending = params
         if self.budget is not None:
-            over = [a for a in self.known if not self.budget.allows(a)]
-            if over:
-                _logger.warning("start_with: %d known network(s) over the budget; the trials will reject them", len(over))
+            outside = [a for a in self.known if not self.budget.allows(a)]
+            if outside:  # a known network is run as given: over the ceiling the trial rejects it
+                _logger.warning("start_with: %d known network(s) outside the budget (the trials reject those over "
+                                "its ceiling)", len(outside))
 
     def _reseed_evolution(self) -> None:
         """NNI's Evolution, reproducible: its RandomState seeded and its first population drawn again from it
@@ -130,12 +133,13 @@ class GuidedTuner(Tuner):
         (same network); an active one is an error, since the tuner could not learn from it."""
         from ..space.arch import active_labels
 
-        active = set(active_labels(arch))
+        active = set(active_labels(arch)) | set(RECIPE_CHOICES)  # a recipe setting always matters
         out = dict(arch)
         for label, values in self.exclude.items():
-            if arch[label] in values:
+            value = arch.get(label, RECIPE_DEFAULTS.get(label))  # a known network trains with the defaults
+            if value in values:
                 if label in active:
-                    raise ValueError(f"start_with: a network with {label}={arch[label]!r}, which exclude leaves out")
+                    raise ValueError(f"start_with: a network with {label}={value!r}, which exclude leaves out")
                 out[label] = search_space[label]["_value"][0]
         return out
 

@@ -1,7 +1,9 @@
 """The cost budget, one check for the tuner (before proposing) and the trial (before training).
 
 A budget is ``max_mmacs`` (multiply-accumulates per image, millions, at the trial's size), ``max_mmacs_of`` a
-reference network (no more than it at that size) and ``max_params``. MACs are counted on PyTorch's meta
+reference network (no more than it at that size) and ``max_params``. A tuner's budget may also have a floor,
+``min_share`` of its MMACs limit: a search preference, not a trial's constraint (the trial checks only the
+ceilings), for searches whose short trials would otherwise favour the smallest networks. MACs are counted on PyTorch's meta
 device (shapes only, milliseconds) and rounded to 3 places on both sides, so the U-Net is within its own
 budget whoever asks.
 """
@@ -48,7 +50,7 @@ class Budget:
     ``allows(arch)`` says what the trial will say, before the architecture is proposed."""
 
     def __init__(self, size: list, max_mmacs: float | None = None, max_mmacs_of: str | None = None,
-                 num_classes: int = 11, in_channels: int = 3):
+                 num_classes: int = 11, in_channels: int = 3, min_share: float | None = None):
         if len(size) != 2 or not all(isinstance(v, int) and v >= 8 for v in size):
             raise ValueError(f"budget.size: two integers H W >= 8, got {size!r}")
         if max_mmacs is None and max_mmacs_of is None:
@@ -61,8 +63,12 @@ class Budget:
                 raise ValueError(f"budget.{name}: an integer >= 1, got {v!r}")
         if max_mmacs_of is not None and max_mmacs_of not in NAMED_ARCHS:
             raise ValueError(f"budget.max_mmacs_of: unknown network {max_mmacs_of!r}; valid: {', '.join(NAMED_ARCHS)}")
+        if min_share is not None and (isinstance(min_share, bool) or not isinstance(min_share, (int, float))
+                                      or not 0 < min_share <= 1):
+            raise ValueError(f"budget.min_share: a share of the MMACs limit in (0, 1], got {min_share!r}")
         self.size, self.num_classes, self.in_channels = tuple(size), num_classes, in_channels
         self.limit = limit_mmacs(max_mmacs, max_mmacs_of, num_classes, in_channels, self.size)
+        self.floor = None if min_share is None else round(min_share * self.limit, PLACES)
 
     def mmacs(self, arch: Arch) -> float:
         from .cost import arch_mmacs
@@ -70,4 +76,5 @@ class Budget:
         return arch_mmacs(arch, self.num_classes, self.in_channels, self.size)
 
     def allows(self, arch: Arch) -> bool:
-        return round(self.mmacs(arch), PLACES) <= self.limit
+        mmacs = round(self.mmacs(arch), PLACES)
+        return mmacs <= self.limit and (self.floor is None or mmacs >= self.floor)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nni_seg.space.arch import (RECIPE_CHOICES, RECIPE_DEFAULTS, ArchError, check_search_space, is_one_of,
-                          legacy_search_space, load_recipe, recipe_labels, recipe_settings, seed_arch)
+                          legacy_search_space, load_recipe, recipe_labels, recipe_settings, seed_arch, unet_arch)
 from nni_seg.errors import DataError, UserError
 from nni_seg.experiment.ladder import Ladder, parse_rungs, plan_cost, plan_trials
 from nni_seg.config.settings import DataSettings, TrainSettings
@@ -84,6 +84,25 @@ def _ladder(rungs=RUNGS) -> Ladder:
     lad = Ladder(rungs, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET)
     lad.update_search_space(legacy_search_space("choice", "joint"))
     return lad
+
+
+def test_a_ladder_started_from_the_unet_serves_it_first_with_the_recipe_defaults_despite_an_exclude():
+    from nni_seg.space.arch import decode_parameters, split_joint
+
+    lad = Ladder(RUNGS, tuner="Random", tuner_args={"seed": 0}, start_with=["unet"], budget=BUDGET,
+                 exclude={"train_class_weights": ["none"]})
+    lad.update_search_space(legacy_search_space("choice", "joint"))
+    first = {k: v for k, v in lad.propose(0).items() if k != "LADDER"}
+    arch, recipe = split_joint(first)
+    assert decode_parameters(arch) == unet_arch() and recipe == RECIPE_DEFAULTS
+    assert all(lad.propose(pid)["train_class_weights"] != "none" for pid in range(1, 4))
+
+
+def test_a_known_network_whose_default_recipe_is_excluded_is_one_line():
+    lad = Ladder(RUNGS, tuner="Random", start_with=["unet"], budget=BUDGET,
+                 exclude={"train_class_weights": ["median_freq"]})
+    with pytest.raises(ValueError, match="start_with: a network with train_class_weights='median_freq'"):
+        lad.update_search_space(legacy_search_space("choice", "joint"))
 
 
 def test_the_ladder_waits_for_a_rung_then_promotes_the_best_means_with_repeats():

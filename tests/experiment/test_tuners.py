@@ -101,6 +101,16 @@ def test_guided_tuner_never_proposes_over_the_budget_and_teaches_the_tuner(inner
         assert {len(r) for r in t.inner._history.values()} == {8 + t.skipped}
 
 
+def test_guided_tuner_with_a_floor_proposes_only_between_the_floor_and_the_limit():
+    from nni_seg.space.cost import arch_mmacs
+    from nni_seg.experiment.tuners import GuidedTuner
+
+    t = GuidedTuner("Random", {"seed": 0}, [],
+                    budget={"max_mmacs_of": "unet", "size": [32, 32], "num_classes": 5, "min_share": 0.6})
+    mmacs = [arch_mmacs(a, 5, 3, (32, 32)) for a in _drive(t, "choice", 8, lambda a: 0.5)]
+    assert all(t.budget.floor - 1e-3 <= m <= t.budget.limit + 1e-3 for m in mmacs), mmacs
+
+
 def test_guided_evolution_is_reproducible_from_its_seed():
     """NNI's Evolution takes no seed (an unseeded RandomState draws its first population); GuidedTuner's does."""
     from nni_seg.experiment.tuners import GuidedTuner

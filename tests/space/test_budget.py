@@ -26,8 +26,22 @@ def test_a_costlier_network_is_over_on_both_sides():
     assert over_budget(1.0, 10, BudgetSettings(max_params=5), 11, 3, size) == ["10 params > 5"]
 
 
+def test_a_floor_keeps_out_the_networks_under_its_share_of_the_limit():
+    size = [48, 64]
+    small = dict(unet_arch(), levels=3, enc1_width=16)
+    floored = Budget(size, max_mmacs_of="unet", min_share=0.5)
+    assert floored.floor == round(0.5 * floored.limit, 3)
+    assert floored.mmacs(small) < floored.floor and not floored.allows(small)
+    assert Budget(size, max_mmacs_of="unet").allows(small)  # without the floor it is within the budget
+    assert floored.allows(unet_arch())  # the reference itself sits at the limit, above the floor
+
+
 @pytest.mark.parametrize("args,says", [({"size": [4, 4], "max_mmacs": 1}, "budget.size"), ({"size": [48, 64]}, "give"),
-                                       ({"size": [48, 64], "max_mmacs_of": "vgg"}, "unknown network")])
+                                       ({"size": [48, 64], "max_mmacs_of": "vgg"}, "unknown network"),
+                                       ({"size": [48, 64], "max_mmacs": 9, "min_share": 0}, "min_share"),
+                                       ({"size": [48, 64], "max_mmacs": 9, "min_share": 1.5}, "min_share"),
+                                       ({"size": [48, 64], "max_mmacs": 9, "min_share": True}, "min_share"),
+                                       ({"size": [48, 64], "max_mmacs": 9, "min_share": "half"}, "min_share")])
 def test_a_bad_tuner_budget_is_one_line(args, says):
     with pytest.raises(ValueError, match=says):
         Budget(**args)
