@@ -53,13 +53,19 @@ def known_archs(start_with: list) -> list[Arch]:
     return out
 
 
+def known_value(arch: Arch, label: str):
+    """A known network's value for ``label``: its own, or for a recipe label it does not give, the recipe
+    default it trains with (:data:`~nni_seg.space.arch.RECIPE_DEFAULTS`)."""
+    return arch[label] if label in arch else RECIPE_DEFAULTS[label]
+
+
 def encode(arch: Arch, search_space: dict) -> dict:
     """``arch`` as the trial parameters of ``search_space``'s kind (``choice``: plain values;
     ``layer_choice``: ``{"_value", "_idx"}``); labels not in the space are left out. In a joint space, recipe
     labels ``arch`` does not give take :data:`~nni_seg.space.arch.RECIPE_DEFAULTS`."""
     out = {}
     for label, spec in search_space.items():
-        value = arch[label] if label in arch else RECIPE_DEFAULTS[label]
+        value = known_value(arch, label)
         if spec["_type"] == "layer_choice":
             out[label] = {"_value": value, "_idx": list(spec["_value"]).index(value)}
         else:
@@ -136,7 +142,7 @@ class GuidedTuner(Tuner):
         active = set(active_labels(arch)) | set(RECIPE_CHOICES)  # a recipe setting always matters
         out = dict(arch)
         for label, values in self.exclude.items():
-            value = arch.get(label, RECIPE_DEFAULTS.get(label))  # a known network trains with the defaults
+            value = known_value(arch, label)  # narrow() has checked the label is the space's
             if value in values:
                 if label in active:
                     raise ValueError(f"start_with: a network with {label}={value!r}, which exclude leaves out")
@@ -160,7 +166,7 @@ class GuidedTuner(Tuner):
         return self._within_budget(parameter_id, **kwargs)
 
     def _within_budget(self, parameter_id: int, **kwargs) -> dict:
-        """The inner tuner's next proposal that the budget allows; those over it score 0 for the tuner."""
+        """The inner tuner's next proposal that the budget allows; those outside it score 0 for the tuner."""
         from ..space.arch import decode_parameters
 
         for _ in range(MAX_TRIES):
@@ -172,7 +178,7 @@ class GuidedTuner(Tuner):
             self.inner.receive_trial_result(parameter_id, params, {"default": 0.0, "rejected": 1})
             if hasattr(self.inner, "trial_end"):
                 self.inner.trial_end(parameter_id, True)
-        _logger.warning("no proposal within the budget in %d tries; running an over-budget one", MAX_TRIES)
+        _logger.warning("no proposal within the budget in %d tries; running one outside it", MAX_TRIES)
         return params
 
     def generate_multiple_parameters(self, parameter_id_list, **kwargs):

@@ -3,9 +3,9 @@
 A budget is ``max_mmacs`` (multiply-accumulates per image, millions, at the trial's size), ``max_mmacs_of`` a
 reference network (no more than it at that size) and ``max_params``. A tuner's budget may also have a floor,
 ``min_share`` of its MMACs limit: a search preference, not a trial's constraint (the trial checks only the
-ceilings), for searches whose short trials would otherwise favour the smallest networks. MACs are counted on PyTorch's meta
-device (shapes only, milliseconds) and rounded to 3 places on both sides, so the U-Net is within its own
-budget whoever asks.
+ceilings), for searches whose short trials would otherwise favour the smallest networks. MACs are counted
+on PyTorch's meta device (shapes only, milliseconds) and rounded to 3 places on both sides, so the U-Net is
+within its own budget whoever asks.
 """
 from __future__ import annotations
 
