@@ -33,6 +33,10 @@ unpatched NNI and prints this command, rather than patching behind the user's ba
    ("Tuner did not connect in 10 seconds") when the dispatcher takes longer than 10 s to start. Ours imports
    torch for the budget and the ladder; on 2 loaded cores that took more than 10 s (seen: a search started
    beside a retrain and the test suite died at once). The fix waits 120 s.
+8. ``rest-server-wait`` (``nni/experiment/launcher.py``): ``nnictl create`` and ``resume`` give the manager's
+   REST server 3 s to answer, then fail ("Connection refused") and leave nothing running. On 2 cores under
+   load (seen: a tune started beside a retrain and the test suite) the manager took longer. The fix waits
+   up to 60 s, inside the 120 s that :func:`nni_seg.experiment.lifecycle.create` gives nnictl.
 """
 from __future__ import annotations
 
@@ -162,6 +166,12 @@ PATCHES = [
             }, 120000);""",
     ),
     Patch(
+        "rest-server-wait",
+        "nni/experiment/launcher.py",
+        old="def _check_rest_server(port: int, retry: int = 3, url_prefix: str | None = None) -> None:",
+        new="def _check_rest_server(port: int, retry: int = 60, url_prefix: str | None = None) -> None:",
+    ),
+    Patch(
         "remote-keep-nni",
         "nni_node/training_service/remote_v3/worker.js",
         old="await this.ssh.run(`${this.python} -m pip install nni --upgrade`);",
@@ -174,6 +184,7 @@ PATCHES = [
 # that rebuilds the patched text from the shipped one).
 SHIPPED = {
     "nni/recoverable.py": "9f89f7381cba45a76d30886c322e8d07e31e079544df9f06c90a70e630f010dd",
+    "nni/experiment/launcher.py": "4f8ad08481b9454b6ef1381abe66750d3d29efcd4c450dbd46590230355aa941",
     "nni_node/training_service/v3/compat.js": "9334774e798bd14efc5ccc0c78eef8d5fd14f91ead38ab71e9f468cdf9c05e99",
     "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "0e0186fcb3390cb94574a2a108666f8c904b20102ca31271b1a54b114c65a94b",  # noqa: E501
     "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "77dab4fbf6cbde7e33ac7b6d86893bbe7b4592d6dcb806a2d0e38918629816ee",  # noqa: E501
@@ -182,6 +193,7 @@ SHIPPED = {
 }
 PATCHED = {
     "nni/recoverable.py": "475539929f06511e093e887f02c156b294baab53b1752f6b477e04059e80691a",
+    "nni/experiment/launcher.py": "ed0b6caca29a6edcea6f77df94390ffebeffc801c0f7ffecca1d7447f3532178",
     "nni_node/training_service/v3/compat.js": "120dee1ed6c1641fed8d51a48417c96cd0fddbf117647bc24728c0da4a5edd34",
     "nni_node/common/trial_keeper/task_scheduler/scheduler.js": "7e5a5595fa09e26d73c8ef48dda2f905047bed449f89f8d3b30c6eafb2987d59",  # noqa: E501
     "nni_node/common/trial_keeper/task_scheduler/collect_info.js": "cbccaa18226ce864453bf32f4087502ecf74138717b9f3c2a3d878c2b733f4f3",  # noqa: E501

@@ -97,3 +97,21 @@ def test_string_parameter_ids_are_new_trials():
     r = Recoverable()
     r.recovered_max_param_id = -1
     assert r.is_created_in_previous_exp("0_2_5") is False and r.is_created_in_previous_exp(3) is False
+
+
+def test_nnictl_waits_for_a_manager_whose_rest_server_is_slow_to_start(monkeypatch):
+    """NNI 3.0 gave the manager's REST server 3 s: beside a retrain and the test suite `nnictl create` failed
+    with 'Connection refused' and started nothing."""
+    from nni.experiment import launcher
+
+    calls = []
+
+    def get(port, path, url_prefix):
+        calls.append(path)
+        if len(calls) < 20:  # the server answers on the 20th try, ~20 s after the manager was started
+            raise ConnectionRefusedError(port)
+
+    monkeypatch.setattr(launcher.rest, "get", get)
+    monkeypatch.setattr(launcher.time, "sleep", lambda s: None)
+    launcher._check_rest_server(8080)
+    assert calls == ["/check-status"] * 20
