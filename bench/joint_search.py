@@ -267,8 +267,9 @@ def summary() -> str:
             s = json.loads((folder / "search.json").read_text())
             rows.append({"arm": arm, "seed": int(folder.name.split("_s")[1]), "search": s, "runs": runs,
                          "miou": statistics.mean(r["miou"] for r in runs)})
-    out = ["| arm | seed | val mIoU, 2 retrains (mean: each) | MMACs at 96x128 | search wall s | trial core-s | "
-           "epochs at 48x64 | retrain wall s | retrain precision | found |", "|---|---|---|---|---|---|---|---|---|---|"]
+    (rh, rw), (th, tw) = SETUP.retrain_size, SETUP.trial_size
+    out = [f"| arm | seed | val mIoU, retrains (mean: each) | MMACs at {rh}x{rw} | search wall s | trial core-s | "
+           f"epochs at {th}x{tw} | retrain wall s | retrain precision | found |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["search"]
         found = ", ".join(f"{k}={_short(v)}" for k, v in s["overrides"].items()) or "recipe's settings"
