@@ -18,7 +18,7 @@ All select on CamVid train's drive 0006R0 (held out of the trials' training). Ea
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
 
-``--dataset isbi2012`` (arms random_cw, tune_cw, unet): ISBI 2012 membranes, selected on training slices 4-9,
+``--dataset isbi2012`` (arms random_cw, tune_cw, unet, unet_found): ISBI 2012 membranes, selected on training slices 4-9,
 searches of 30 trials x 6 epochs at 128x128 (experiments/isbi2012/joint_random_cpu.yml; the tune the same),
 retrains of 30 epochs at 128x128 on all 24 training slices, scored on val (slices 24-29) at the native 512x512.
 
