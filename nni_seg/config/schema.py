@@ -355,6 +355,7 @@ class NetworkResult(Checked):
     best_epoch: int = _f(0)
     retrain_seconds: float = _f(0.0)
     checkpoint: str = _f("")
+    train: TrainSettings | None = _f(None)  # the settings it trained with (None in results written before them)
 
 
 @dataclasses.dataclass

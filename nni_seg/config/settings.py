@@ -175,6 +175,9 @@ class RecipeSettings(Checked):
                               "best mean as the winner (export --confirm; 0: the single best trial)", min=0, max=20)
     searched_recipe: bool = setting(True, "retrain the searched net with the training recipe its search chose "
                                           "(a joint search's; the training flags are the baselines' and fill the rest)")
+    baselines_searched_recipe: bool = setting(True, "also retrain each baseline with the searched net's training "
+                                                    "settings, when they differ from the flags (<name>+recipe): "
+                                                    "the recipe's gain apart from the architecture's")
     force: bool = setting(False, "replace the results of an earlier recipe in --out")
 
     @property

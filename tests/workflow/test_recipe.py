@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import time
 
@@ -54,9 +55,48 @@ def test_markdown_tables_show_mean_and_spread_with_split_and_resolution():
     assert "**val** split, scored at native labels (360x480)" in md and "| search | 1.0 |" in md
 
 
+@pytest.mark.parametrize("searched,flag,names", [
+    ({"lr": 3e-3, "loss": "ce"}, True, ["searched", "seed", "unet", "seed+recipe", "unet+recipe"]),
+    ({"lr": 3e-3, "loss": "ce"}, False, ["searched", "seed", "unet"]),
+    ({}, True, ["searched", "seed", "unet"]),  # the searched net trains with the flags: nothing to part
+], ids=["searched settings differ", "--no-baselines-searched-recipe", "searched settings are the flags"])
+def test_baselines_are_retrained_with_the_searched_settings_only_where_those_differ(searched, flag, names):
+    from nni_seg.config.settings import RecipeSettings
+    from nni_seg.space.arch import seed_arch, unet_arch
+    from nni_seg.workflow.recipe import retrain_plan
+
+    flags = TrainSettings(epochs=4, batch_size=8)
+    own = dataclasses.replace(flags, **searched)
+    plan = retrain_plan({"levels": 3}, RecipeSettings(baselines_searched_recipe=flag), flags, own)
+    assert [name for name, _, _ in plan] == names
+    trained_with = {name: (arch, cfg) for name, arch, cfg in plan}
+    assert trained_with["searched"] == ({"levels": 3}, own) and trained_with["unet"] == (unet_arch(), flags)
+    if "unet+recipe" in trained_with:
+        assert trained_with["unet+recipe"] == (unet_arch(), own) and trained_with["seed+recipe"] == (seed_arch(), own)
+
+
+def test_the_report_names_the_recipe_rows_and_the_highest_mean_as_picked_on_the_scored_split():
+    s = RecipeResult(experiment_id="x", search_config="s.yml", train=TrainSettings(), split="val",
+                     networks=[_net("searched", 0, 0.5, 0.6, [0.4, None]), _net("unet", 0, 0.45, 0.55, [0.3, None]),
+                               _net("unet+recipe", 0, 0.58, 0.66, [0.5, None])], class_names=["a", "b"])
+    md = markdown(s)
+    assert "| unet+recipe | 1 | 58.0 | 66.0 |" in md and "`<baseline>+recipe`: that baseline trained with" in md
+    assert "Highest mean val mIoU: **unet+recipe** (58.0, 10 MMACs)" in md and "optimistic" in md
+    assert "+recipe`" not in markdown(dataclasses.replace(s, networks=s.networks[:2]))
+
+
+def test_recipe_results_written_before_networks_recorded_their_settings_still_load(tmp_path):
+    from nni_seg.config import schema
+
+    old = {"format_version": 1, "networks": [{"network": "unet", "run": 0, "summary": "levels=4"}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    res = schema.load(RecipeResult, tmp_path / "results.json")
+    assert res.networks[0].train is None and res.networks[0].network == "unet"
+
+
 @pytest.mark.slow
 def test_recipe_end_to_end_on_tiny_data(tmp_path):
-    config = write_config(tmp_path, trials=3, concurrency=2)
+    config = write_config(tmp_path, trials=3, concurrency=2, space="search_space_joint.json")
     out = tmp_path / "out"
     args = ["recipe", "--search-config", str(config), "--port", str(free_port()), "--size", "16", "16",
             "--num-train", "16", "--num-val", "8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
@@ -64,9 +104,11 @@ def test_recipe_end_to_end_on_tiny_data(tmp_path):
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    assert [(n["network"], n["run"]) for n in res["networks"]] == [("searched", 0), ("searched", 1), ("seed", 0),
-                                                                    ("seed", 1), ("unet", 0), ("unet", 1)]
-    assert set(res["seconds"]) >= {"search", "retrain_searched", "retrain_seed", "retrain_unet", "eval_searched", "total"}
+    # a joint search: each baseline trained with the flags, then with the searched net's settings
+    assert [(n["network"], n["run"]) for n in res["networks"]] == [
+        (name, run) for name in ("searched", "seed", "unet", "seed+recipe", "unet+recipe") for run in (0, 1)]
+    assert set(res["seconds"]) >= {"search", "retrain_searched", "retrain_seed", "retrain_unet", "retrain_unet+recipe",
+                                   "eval_searched", "total"}
     assert res["split"] == "val" and res["resolution"].startswith("native labels (16x16)")
     top = json.loads((out / "top_arch.json").read_text())
     # --confirm 2: the top two trials trained once more at the search's settings, the best mean retrained
@@ -77,14 +119,22 @@ def test_recipe_end_to_end_on_tiny_data(tmp_path):
     meta = json.loads((out / "searched" / "run0" / "meta.json").read_text())
     assert meta["arch"] == top["arch"] and meta["train"]["epochs"] == 2 and meta["train"]["seed"] == 0
     assert json.loads((out / "searched" / "run1" / "meta.json").read_text())["train"]["seed"] == 1
-    seed_train = json.loads((out / "seed" / "run0" / "meta.json").read_text())["train"]
-    assert seed_train == meta["train"]  # the same schedule for every network
+    def trained_with(name):
+        return json.loads((out / name / "run0" / "meta.json").read_text())["train"]
+
+    flags = trained_with("seed")
+    assert trained_with("unet") == flags and flags["batch_size"] == 8 and flags["epochs"] == 2
+    assert trained_with("unet+recipe") == trained_with("seed+recipe") == meta["train"] != flags
+    assert res["tuned_train"] == meta["train"] and res["searched_recipe"] == top["recipe"]
+    assert [n["train"] for n in res["networks"] if n["run"] == 0] == [meta["train"], flags, flags, meta["train"],
+                                                                      meta["train"]]
     for f in ("report.md", "confusion_searched.png", "confusion_unet.png", "search/dice_vs_trial.png",
               "search/dice_vs_mmacs.png", "search/best_arch.png", "arch_unet.png", "predictions_val.png",
               "searched/run1/best.pt"):
         assert (out / f).is_file(), f
     report = (out / "report.md").read_text()
-    assert "| unet | 2 |" in report and "predictions_val.png" in report and "chosen by the mean" in report
+    assert "| unet | 2 |" in report and "| unet+recipe | 2 |" in report and "Highest mean val mIoU" in report
+    assert "predictions_val.png" in report and "chosen by the mean" in report
     # an earlier recipe's results are not replaced without --force
     again = run_cli(args, tmp_path)
     assert again.returncode == 2 and "holds an earlier recipe's results" in again.stderr
