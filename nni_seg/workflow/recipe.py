@@ -30,8 +30,9 @@ from .report import make_report
 from ..config.schema import NetworkResult, RecipeResult
 from ..config.settings import DataSettings, RecipeSettings, RunSettings, TrainSettings
 
+RECIPE_SUFFIX = "+recipe"  # a baseline retrained with the searched net's settings, not the flags
 OUTPUTS = ("results.json", "report.md", "top_arch.json", "search", "searched", *NAMED_ARCHS,
-           *(name + "+recipe" for name in NAMED_ARCHS))
+           *(name + RECIPE_SUFFIX for name in NAMED_ARCHS))
 
 
 def confusion_png(confusion: list[list[float]], names: list[str], path: Path, title: str) -> Path:
@@ -111,9 +112,6 @@ def _device(name: str) -> str:
 
     dev = resolve_device(name)
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-
-
-RECIPE_SUFFIX = "+recipe"  # a baseline retrained with the searched net's settings, not the flags
 
 
 def retrain_plan(arch: dict, rc: RecipeSettings, train_cfg: TrainSettings,

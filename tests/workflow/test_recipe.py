@@ -85,6 +85,20 @@ def test_the_report_names_the_recipe_rows_and_the_highest_mean_as_picked_on_the_
     assert "+recipe`" not in markdown(dataclasses.replace(s, networks=s.networks[:2]))
 
 
+def test_an_earlier_recipes_recipe_rows_are_refused_without_force_and_removed_with_it(tmp_path):
+    from nni_seg.config.settings import RecipeSettings
+    from nni_seg.errors import UserError
+    from nni_seg.workflow.recipe import check_out
+
+    (tmp_path / "unet+recipe" / "run0").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds an earlier recipe's results \(unet\+recipe\)"):
+        check_out(RecipeSettings(out=str(tmp_path)))
+    assert (tmp_path / "unet+recipe" / "run0").is_dir()
+    check_out(RecipeSettings(out=str(tmp_path), force=True))
+    assert not (tmp_path / "unet+recipe").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_recipe_results_written_before_networks_recorded_their_settings_still_load(tmp_path):
     from nni_seg.config import schema
 
