@@ -184,7 +184,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
         phase("tune", t)
 
     networks = retrain_plan(top.arch, rc, train_cfg, searched_train)
-    rows, first_ckpt, confusions = [], {}, {}
+    rows, first_ckpt = [], {}
     for name, arch, tcfg in networks:
         draw(arch, out / f"arch_{name}.png", f"{name}", None)
         for run in range(rc.repeats):
@@ -205,7 +205,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                                       retrain_seconds=round(seconds, 1), checkpoint=str(folder),
                                       train=meta.train))
             if run == 0:
-                first_ckpt[name], confusions[name] = trained, rep.confusion
+                first_ckpt[name] = trained
                 confusion_png(rep.confusion, rep.class_names, out / f"confusion_{name}.png",
                               f"{name}: val confusion (% of true class)")
     predictions_png(first_ckpt, data, out / "predictions_val.png")
