@@ -6,6 +6,8 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
   joint_long experiments/camvid/joint_long_cpu.yml: the ladder's top rung at the retrain's 12 epochs (72x96),
            started from the U-Net, networks of half to all of the U-Net's MMACs
+  joint_unet experiments/camvid/joint_unet_cpu.yml: joint_cw's ladder over the U-Net-shaped joint space (four
+           levels and every skip fixed; cells, widths, depths, sampling, context and recipe searched)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
            over the first tune space (class weights searched too)
   tune_cw  the same with `tune`'s shipped space (class weights kept at the recipe's median_freq)
@@ -43,7 +45,7 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "joint_long", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
+ARMS = ("joint", "joint_cw", "joint_long", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +150,11 @@ def search_joint_long(seed: int, folder: Path) -> dict:
     return _experiment(_search_config("experiments/camvid/joint_long_cpu.yml", seed, folder), folder, "joint")
 
 
+def search_joint_unet(seed: int, folder: Path) -> dict:
+    """joint_cw's ladder with the U-Net's levels and skips fixed: the vocabulary the measured losses point at."""
+    return _experiment(_search_config("experiments/camvid/joint_unet_cpu.yml", seed, folder), folder, "joint")
+
+
 def search_random(seed: int, folder: Path) -> dict:
     cfg = _search_config("experiments/camvid/joint_cpu.yml", seed, folder, maxTrialNumber=60)
     args = cfg["tuner"]["classArgs"]
@@ -201,7 +208,8 @@ def found_recipe(seed: int, folder: Path) -> dict:
             "recipe_from": str(donor.relative_to(ROOT))}
 
 
-SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "tune": search_tune,
+SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long,
+            "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe}
 

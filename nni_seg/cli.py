@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError, guarded
+from .space.arch import VOCABULARIES
 from .config.settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
                        TuneSettings, add_flags, from_flags, given_flags, load_sections, read_yaml)
 
@@ -339,9 +340,10 @@ def _pack(args) -> int:
 def _build_space(p):
     p.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
-    p.add_argument("--vocabulary", choices=["full", "single_op", "joint"], default="full",
+    p.add_argument("--vocabulary", choices=list(VOCABULARIES), default="full",
                    help="single_op: the first model space (one op per cell, max-pool down, no context block); "
-                        "joint: the model space and the training recipe")
+                        "joint: the model space and the training recipe; unet_joint: the joint space with the "
+                        "U-Net's levels and skips fixed")
     p.add_argument("--out", help="file to write (default: print)")
     p.add_argument("--force", action="store_true", help="replace an --out file whose content differs")
 

@@ -232,18 +232,27 @@ def legacy_search_space(kind: str = "choice", vocabulary: str = "full") -> dict[
     ``vocabulary="single_op"``: the first model space (one op per cell, max-pool down, no context block):
     the labels it had, the others left to the trial, which fills them with :data:`LEGACY_DEFAULTS`.
     ``vocabulary="joint"``: the full model space and the training recipe (:data:`RECIPE_CHOICES`).
+    ``vocabulary="unet_joint"``: the joint space inside the U-Net's macro-structure: the labels of
+    :data:`UNET_MACRO_LABELS` pinned to :func:`unet_arch`'s values (one-value choices, so every tuner and
+    every trial reads the same file), the cells, widths, depths, sampling, context and recipe searched.
     """
     if kind not in SPACE_KINDS:
         raise ValueError(f"unknown search-space kind {kind!r}; valid: {', '.join(SPACE_KINDS)}")
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"unknown vocabulary {vocabulary!r}; valid: {', '.join(VOCABULARIES)}")
-    choices = {**CHOICES, **RECIPE_CHOICES} if vocabulary == "joint" else CHOICES
+    choices = {**CHOICES, **RECIPE_CHOICES} if vocabulary in ("joint", "unet_joint") else CHOICES
+    if vocabulary == "unet_joint":
+        unet = unet_arch()
+        choices = {label: (unet[label],) if label in UNET_MACRO_LABELS else values for label, values in choices.items()}
     return {label: {"_type": kind, "_value": list(values)} for label, values in choices.items()
             if vocabulary != "single_op" or label not in LEGACY_DEFAULTS}
 
 
 SPACE_KINDS = ("choice", "layer_choice")
-VOCABULARIES = ("full", "single_op", "joint")
+VOCABULARIES = ("full", "single_op", "joint", "unet_joint")
+UNET_MACRO_LABELS = ("levels", *(f"dec{i}_skip" for i in range(1, MAX_LEVELS)))
+"""The U-Net's macro-structure: four levels and a concatenated skip at each. The joint searches that could
+change it chose networks that lost to the U-Net trained with their own recipe (docs/results.md)."""
 
 
 def dumps_space(kind: str = "choice", vocabulary: str = "full") -> str:

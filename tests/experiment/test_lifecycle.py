@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
                                   "experiments/rl.yml", "experiments/gpu.yml", "experiments/seeded_tpe.yml",
                                   "experiments/hyperband.yml", "experiments/tpe_medianstop.yml", "experiments/bohb.yml",
                                   "experiments/camvid/search_cpu.yml", "experiments/camvid/joint_cpu.yml",
-                                  "experiments/camvid/joint_long_cpu.yml",
+                                  "experiments/camvid/joint_long_cpu.yml", "experiments/camvid/joint_unet_cpu.yml",
                                   "experiments/camvid/joint_random_cpu.yml",
                                   "experiments/camvid/tpe_unet_cpu.yml",
                                   "experiments/camvid/search_gpu.yml",

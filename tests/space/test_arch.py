@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_seg.space.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_ARCHS, RECIPE_CHOICES, ArchError,
-                                active_labels, canonical, decode_parameters, dumps_space, legacy_search_space, seed_arch,
-                                unet_arch, validate_arch)
+from nni_seg.space.arch import (CHOICES, LEGACY_DEFAULTS, MACRO_LABELS, NAMED_ARCHS, RECIPE_CHOICES,
+                                UNET_MACRO_LABELS, ArchError, active_labels, canonical, check_search_space,
+                                decode_parameters, dumps_space, legacy_search_space, seed_arch, split_joint, unet_arch,
+                                validate_arch)
 from nni_seg.space.cost import count_macs, count_params
 from nni_seg.space.net import SegNet
 
@@ -169,14 +170,29 @@ def test_decode_parameters_formats():
 @pytest.mark.parametrize("kind,vocabulary,name", [("choice", "full", "search_space.json"),
                                                   ("layer_choice", "full", "search_space_layer_choice.json"),
                                                   ("choice", "single_op", "search_space_single_op.json"),
-                                                  ("choice", "joint", "search_space_joint.json")])
+                                                  ("choice", "joint", "search_space_joint.json"),
+                                                  ("choice", "unet_joint", "search_space_unet_joint.json")])
 def test_committed_search_space_matches_code(kind, vocabulary, name):
     committed = (ROOT / "experiments" / name).read_text()
     assert committed == dumps_space(kind, vocabulary), (
         f"experiments/{name} drifted from the model space; regenerate: "
         f"python -m nni_seg space --kind {kind} --vocabulary {vocabulary} --out experiments/{name}")
     labels = [label for label in CHOICES if vocabulary != "single_op" or label not in LEGACY_DEFAULTS]
-    assert list(json.loads(committed)) == labels + (list(RECIPE_CHOICES) if vocabulary == "joint" else [])
+    joint = vocabulary in ("joint", "unet_joint")
+    assert list(json.loads(committed)) == labels + (list(RECIPE_CHOICES) if joint else [])
+
+
+def test_the_unet_joint_vocabulary_pins_only_the_unets_levels_and_skips():
+    """Every trial of it has four levels and a skip at each; everything else is searched as in the joint space,
+    and the U-Net itself (with any recipe) is one of its points."""
+    space, joint = legacy_search_space(vocabulary="unet_joint"), legacy_search_space(vocabulary="joint")
+    pinned = {label for label, spec in space.items() if spec != joint[label]}
+    assert pinned == set(UNET_MACRO_LABELS) == {"levels", "dec1_skip", "dec2_skip", "dec3_skip"}
+    assert {label: space[label]["_value"] for label in pinned} == {label: [unet_arch()[label]] for label in pinned}
+    check_search_space(space, "unet_joint")
+    last = {label: spec["_value"][-1] for label, spec in space.items()}
+    arch, _ = split_joint(last)
+    assert validate_arch(arch)["levels"] == 4 and all(arch[f"dec{i}_skip"] == "concat" for i in (1, 2, 3))
 
 
 def test_the_single_op_vocabulary_is_the_first_space_and_its_trials_build():
@@ -186,7 +202,7 @@ def test_the_single_op_vocabulary_is_the_first_space_and_its_trials_build():
     params = {label: d["_value"][-1] for label, d in space.items()}
     arch = validate_arch(decode_parameters(params), fill_legacy=True)
     assert {k: arch[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
-    with pytest.raises(ValueError, match="unknown vocabulary 'tiny'; valid: full, single_op"):
+    with pytest.raises(ValueError, match="unknown vocabulary 'tiny'; valid: full, single_op, joint, unet_joint"):
         legacy_search_space(vocabulary="tiny")
 
 
