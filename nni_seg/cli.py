@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError, guarded
-from .space.arch import VOCABULARIES
+from .space.arch import SPACE_KINDS, VOCABULARIES
 from .config.settings import (DataSettings, Parser, RecipeSettings, RunSettings, SearchSettings, TrainSettings,
                        TuneSettings, add_flags, from_flags, given_flags, load_sections, read_yaml)
 
@@ -338,7 +338,7 @@ def _pack(args) -> int:
 
 
 def _build_space(p):
-    p.add_argument("--kind", choices=["choice", "layer_choice"], default="choice",
+    p.add_argument("--kind", choices=list(SPACE_KINDS), default="choice",
                    help="layer_choice: the variant RegularizedEvolutionTuner needs")
     p.add_argument("--vocabulary", choices=list(VOCABULARIES), default="full",
                    help="single_op: the first model space (one op per cell, max-pool down, no context block); "
