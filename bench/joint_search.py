@@ -14,8 +14,10 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   random   random search over the joint space: 60 trials of 3 epochs at 48x64, the best single trial
   random_cw experiments/camvid/joint_random_cpu.yml as shipped (random, 60 trials, class weights fixed)
   unet     (continuity) the U-Net with the recipe's current settings, no search
-  unet_found the U-Net with the training settings random_cw's seed-0 search found (no search of its own):
-           what the joint search's recipe is worth without its architecture
+  unet_found the U-Net with the training settings random_cw's search of the same seed found (no search of its
+           own): what the joint search's recipe is worth without its architecture
+  random_cw_tuned random_cw's network of the same seed with the settings tune_cw's search of that seed found
+           (no search of its own): what the searched architecture is worth under the tuned U-Net's recipe
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
@@ -45,7 +47,8 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "joint_long", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found")
+ARMS = ("joint", "joint_cw", "joint_long", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found",
+        "random_cw_tuned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,19 +202,31 @@ def search_tune_cw(seed: int, folder: Path) -> dict:
     return search_tune(seed, folder, first_space=False)
 
 
+def _donor(arm: str, seed: int) -> dict:
+    path = OUT / f"{arm}_s{seed}" / "search.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is not there yet; run --arms {arm} --seeds {seed} first")
+    return {**json.loads(path.read_text()), "from": str(path.relative_to(ROOT))}
+
+
 def found_recipe(seed: int, folder: Path) -> dict:
-    """The U-Net, trained with the settings random_cw's seed-0 search chose."""
-    donor = OUT / "random_cw_s0" / "search.json"
-    if not donor.is_file():
-        raise SystemExit(f"unet_found: {donor} is not there yet; run --arms random_cw --seeds 0 first")
-    return {**no_search(seed, folder), "overrides": json.loads(donor.read_text())["overrides"],
-            "recipe_from": str(donor.relative_to(ROOT))}
+    """The U-Net, trained with the settings random_cw's search of this seed chose."""
+    donor = _donor("random_cw", seed)
+    return {**no_search(seed, folder), "overrides": donor["overrides"], "recipe_from": donor["from"]}
+
+
+def random_net_tuned_recipe(seed: int, folder: Path) -> dict:
+    """random_cw's network of this seed, trained with the settings tune_cw's search of this seed chose for the
+    U-Net: the architecture compared with the U-Net under the same tuned recipe."""
+    net, recipe = _donor("random_cw", seed), _donor("tune_cw", seed)
+    return {**no_search(seed, folder), "arch": net["arch"], "overrides": recipe["overrides"],
+            "arch_from": net["from"], "recipe_from": recipe["from"]}
 
 
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long,
             "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
-            "unet_found": found_recipe}
+            "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
@@ -249,7 +264,7 @@ def collect_records(folder: Path, found: dict) -> None:
 def run(arms: list[str], seeds: list[int], runs: int) -> None:
     for seed in seeds:
         for arm in arms:
-            if arm in ("unet", "unet_found") and seed != seeds[0]:
+            if arm == "unet" and seed != seeds[0]:
                 continue  # no search: one set of retrains
             folder = OUT / f"{arm}_s{seed}"
             found_path = folder / "search.json"
