@@ -6,6 +6,9 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
   joint_long experiments/camvid/joint_long_cpu.yml: the ladder's top rung at the retrain's 12 epochs (72x96),
            started from the U-Net, networks of half to all of the U-Net's MMACs
+  joint_lr joint_long with the U-Net entered three times, at peak lr 1e-3, 2e-3 and the recipe's 4.7e-3 (the rest
+           of its recipe the defaults): the ladder compares the searched networks with the U-Net at more than
+           one learning rate, the setting `tune` moves most
   joint_unet experiments/camvid/joint_unet_cpu.yml: joint_cw's ladder over the U-Net-shaped joint space (four
            levels and every skip fixed; cells, widths, depths, sampling, context and recipe searched)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
@@ -47,8 +50,8 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "joint_long", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet", "unet_found",
-        "random_cw_tuned")
+ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet",
+        "unet_found", "random_cw_tuned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +156,14 @@ def search_joint_long(seed: int, folder: Path) -> dict:
     return _experiment(_search_config("experiments/camvid/joint_long_cpu.yml", seed, folder), folder, "joint")
 
 
+def search_joint_lr(seed: int, folder: Path) -> dict:
+    """joint_long with the U-Net at three of the space's learning rates among rung 0's candidates."""
+    cfg = _search_config("experiments/camvid/joint_long_cpu.yml", seed, folder)
+    cfg["tuner"]["classArgs"]["start_with"] = [{"network": "unet", "train_lr": 1e-3},
+                                               {"network": "unet", "train_lr": 2e-3}, "unet"]
+    return _experiment(cfg, folder, "joint")
+
+
 def search_joint_unet(seed: int, folder: Path) -> dict:
     """joint_cw's ladder with the U-Net's levels and skips fixed: the vocabulary the measured losses point at."""
     return _experiment(_search_config("experiments/camvid/joint_unet_cpu.yml", seed, folder), folder, "joint")
@@ -223,7 +234,7 @@ def random_net_tuned_recipe(seed: int, folder: Path) -> dict:
             "arch_from": net["from"], "recipe_from": recipe["from"]}
 
 
-SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long,
+SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "joint_lr": search_joint_lr,
             "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe}

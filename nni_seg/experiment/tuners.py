@@ -4,8 +4,10 @@
 
 * ``start_with``: the reference networks (``seed``, ``unet``: :data:`nni_seg.space.arch.NAMED_ARCHS`) or your
   own architectures are its first trials, so a search never ends below its baselines (at the search's own
-  proxy score), and the tuner learns from them: TPE and the others through their ``import_data`` (the API
-  ``nnictl experiment import`` uses), NNI's Evolution as members of its first population.
+  proxy score). In a joint space a point may also give recipe labels (``{network: unet, train_lr: 1e-3}``);
+  the ones it leaves out train with :data:`~nni_seg.space.arch.RECIPE_DEFAULTS`. The tuner learns from them:
+  TPE and the others through their ``import_data`` (the API ``nnictl experiment import`` uses), NNI's
+  Evolution as members of its first population.
 * ``budget``: proposals costlier than the trial's budget (``max_mmacs`` and/or ``max_mmacs_of`` a reference
   network, at ``size``) are not run at all: the tuner is told they score 0 (what a REJECTED trial would
   tell it) and asked again, so every trial of ``maxTrialNumber`` trains an architecture within the budget
@@ -34,23 +36,42 @@ import logging
 from nni.tuner import Tuner
 
 from ..space.budget import Budget
-from ..space.arch import CHOICES, NAMED_ARCHS, RECIPE_CHOICES, RECIPE_DEFAULTS, Arch, split_joint, validate_arch
+from ..space.arch import (CHOICES, NAMED_ARCHS, RECIPE_CHOICES, RECIPE_DEFAULTS, Arch, ArchError, recipe_settings,
+                          split_joint, validate_arch)
 
 _logger = logging.getLogger(__name__)
 
 
 def known_archs(start_with: list) -> list[Arch]:
-    """Architectures from names (``seed``, ``unet``) or architecture dicts, validated."""
-    out = []
-    for item in start_with:
-        if isinstance(item, str):
-            if item not in NAMED_ARCHS:
-                raise ValueError(f"start_with: unknown network {item!r}; valid: {', '.join(NAMED_ARCHS)} or an "
-                                 f"architecture dict")
-            out.append(NAMED_ARCHS[item]())
-        else:
-            out.append(validate_arch(item, source="start_with", fill_legacy=True))
-    return out
+    """Known points from names (``seed``, ``unet``), architecture dicts, or either with recipe labels
+    (``{network: unet, train_lr: 1e-3}``, or an architecture dict with ``train_*`` labels beside its own), validated.
+    A point is its architecture's labels plus the recipe labels it gives; the others train with
+    :data:`~nni_seg.space.arch.RECIPE_DEFAULTS` in a joint space."""
+    try:
+        return [_known_point(item) for item in start_with]
+    except ArchError as e:  # the classArgs' errors are ValueErrors (the config check names the file)
+        raise ValueError(str(e)) from None
+
+
+def _known_point(item) -> dict:
+    if isinstance(item, str):
+        item = {"network": item}
+    if not isinstance(item, dict):
+        raise ValueError(f"start_with: a network name or a dict, got {item!r}")
+    arch, recipe = split_joint(item)
+    recipe_settings(recipe, source="start_with")  # each value checked like an architecture choice
+    if "network" in arch:
+        name, rest = arch.pop("network"), sorted(arch)
+        if rest:
+            raise ValueError(f"start_with: give network {name!r} or an architecture's labels, not both "
+                             f"(also: {', '.join(rest)})")
+        if name not in NAMED_ARCHS:
+            raise ValueError(f"start_with: unknown network {name!r}; valid: {', '.join(NAMED_ARCHS)} or an "
+                             f"architecture dict")
+        arch = NAMED_ARCHS[name]()
+    else:
+        arch = validate_arch(arch, source="start_with", fill_legacy=True)
+    return {**arch, **recipe}
 
 
 def known_value(arch: Arch, label: str):
@@ -106,6 +127,7 @@ class GuidedTuner(Tuner):
             raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
         from ..space.arch import narrow
 
+        self._check_recipes(search_space)
         search_space = narrow(search_space, self.exclude)
         self.inner.update_search_space(search_space)
         if self.evolution_seed is not None:
@@ -116,10 +138,24 @@ class GuidedTuner(Tuner):
         else:
             self.pending = params
         if self.budget is not None:
-            outside = [a for a in self.known if not self.budget.allows(a)]
+            outside = [a for a in self.known if not self.budget.allows(split_joint(a)[0])]
             if outside:  # a known network is run as given: over the ceiling the trial rejects it
                 _logger.warning("start_with: %d known network(s) outside the budget (the trials reject those over "
                                 "its ceiling)", len(outside))
+
+    def _check_recipes(self, search_space: dict) -> None:
+        """A recipe a known point gives must be one the space can express: a label the space lacks would be
+        dropped (the trial's own settings would train instead), a value it lacks could not be learned from."""
+        from ..space.arch import is_one_of
+
+        for point in self.known:
+            for label, value in split_joint(point)[1].items():
+                if label not in search_space:
+                    raise ValueError(f"start_with: {label} given, but the search space has no recipe label "
+                                     f"{label} (a joint space has: vocabulary joint)")
+                if not is_one_of(value, search_space[label]["_value"]):
+                    raise ValueError(f"start_with: {label}={value!r} is not one of the search space's "
+                                     f"{list(search_space[label]['_value'])}")
 
     def _reseed_evolution(self) -> None:
         """NNI's Evolution, reproducible: its RandomState seeded and its first population drawn again from it

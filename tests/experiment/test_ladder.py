@@ -105,6 +105,35 @@ def test_a_known_network_whose_default_recipe_is_excluded_is_one_line():
         lad.update_search_space(legacy_search_space("choice", "joint"))
 
 
+def test_a_known_network_can_enter_under_several_recipes_the_rest_of_each_at_the_defaults():
+    from nni_seg.space.arch import decode_parameters, split_joint
+
+    lad = Ladder(RUNGS, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET,
+                 start_with=[{"network": "unet", "train_lr": 1e-3}, {**seed_arch(), "train_lr": 2e-3,
+                                                                      "train_loss": "ce"}, "unet"])
+    lad.update_search_space(legacy_search_space("choice", "joint"))
+    served = [split_joint({k: v for k, v in lad.propose(pid).items() if k != "LADDER"}) for pid in range(3)]
+    assert [decode_parameters(a) for a, _ in served] == [unet_arch(), seed_arch(), unet_arch()]
+    assert [r for _, r in served] == [{**RECIPE_DEFAULTS, "train_lr": 1e-3},
+                                      {**RECIPE_DEFAULTS, "train_lr": 2e-3, "train_loss": "ce"}, RECIPE_DEFAULTS]
+
+
+@pytest.mark.parametrize("start_with,space,says", [
+    ([{"network": "unet", "train_lr": 0.3}], "joint", "train_lr=0.3 is not one of"),
+    ([{"network": "vgg"}], "joint", "unknown network 'vgg'"),
+    ([{"network": "unet", "levels": 3}], "joint", "give network 'unet' or an architecture's labels, not both"),
+    ([5], "joint", "a network name or a dict, got 5"),
+    ([{"network": "unet", "train_lr": 1e-3}], "full", "train_lr given, but the search space has no recipe label"),
+    ([{"network": "unet", "train_class_weights": "none"}], "joint",
+     "a network with train_class_weights='none', which exclude leaves out"),
+])
+def test_a_bad_known_point_is_one_line_naming_it(start_with, space, says):
+    with pytest.raises(ValueError, match=says):
+        lad = Ladder(RUNGS, tuner="Random", start_with=start_with, budget=BUDGET,
+                     exclude={"train_class_weights": ["none"]} if space == "joint" else None)
+        lad.update_search_space(legacy_search_space("choice", space))
+
+
 def test_the_ladder_waits_for_a_rung_then_promotes_the_best_means_with_repeats():
     lad = _ladder()
     served = {pid: lad.propose(pid) for pid in range(4)}
