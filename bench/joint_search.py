@@ -6,9 +6,9 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
   joint_cw experiments/camvid/joint_cpu.yml as shipped (class weights fixed to median_freq)
   joint_long experiments/camvid/joint_long_cpu.yml: the ladder's top rung at the retrain's 12 epochs (72x96),
            started from the U-Net, networks of half to all of the U-Net's MMACs
-  joint_lr joint_long with the U-Net entered three times, at peak lr 1e-3, 2e-3 and the recipe's 4.7e-3 (the rest
-           of its recipe the defaults): the ladder compares the searched networks with the U-Net at more than
-           one learning rate, the setting `tune` moves most
+  joint_lr experiments/camvid/joint_lr_cpu.yml: joint_long with the U-Net entered three times, at peak lr 1e-3,
+           2e-3 and the recipe's 4.7e-3 (the rest of its recipe the defaults): the ladder compares the searched
+           networks with the U-Net at more than one learning rate, the setting `tune` moves most
   joint_unet experiments/camvid/joint_unet_cpu.yml: joint_cw's ladder over the U-Net-shaped joint space (four
            levels and every skip fixed; cells, widths, depths, sampling, context and recipe searched)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
@@ -158,10 +158,7 @@ def search_joint_long(seed: int, folder: Path) -> dict:
 
 def search_joint_lr(seed: int, folder: Path) -> dict:
     """joint_long with the U-Net at three of the space's learning rates among rung 0's candidates."""
-    cfg = _search_config("experiments/camvid/joint_long_cpu.yml", seed, folder)
-    cfg["tuner"]["classArgs"]["start_with"] = [{"network": "unet", "train_lr": 1e-3},
-                                               {"network": "unet", "train_lr": 2e-3}, "unet"]
-    return _experiment(cfg, folder, "joint")
+    return _experiment(_search_config("experiments/camvid/joint_lr_cpu.yml", seed, folder), folder, "joint")
 
 
 def search_joint_unet(seed: int, folder: Path) -> dict:
