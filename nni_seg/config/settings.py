@@ -163,7 +163,7 @@ def _names(value: str) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class RecipeSettings(Checked):
     """``python -m nni_seg recipe``: search, then retrain the winner and reference networks alike."""
-    search_config: str = setting("experiments/camvid/joint_random_cpu.yml", "nnictl config of the search (proxy budget)")
+    search_config: str = setting("experiments/camvid/joint_lr_cpu.yml", "nnictl config of the search (proxy budget)")
     out: str = setting("runs/recipe", "output folder (report.md, results.json, checkpoints)")
     baselines: str = setting("seed,unet", "reference networks retrained with the same schedule (comma-separated; "
                              "empty: none)", check=_names)
