@@ -152,7 +152,7 @@ class GuidedTuner(Tuner):
             for label, value in split_joint(point)[1].items():
                 if label not in search_space:
                     raise ValueError(f"start_with: {label} given, but the search space has no recipe label "
-                                     f"{label} (a joint space has: vocabulary joint)")
+                                     f"{label} (a joint space has them: experiments/search_space_joint.json)")
                 if not is_one_of(value, search_space[label]["_value"]):
                     raise ValueError(f"start_with: {label}={value!r} is not one of the search space's "
                                      f"{list(search_space[label]['_value'])}")
