@@ -21,6 +21,10 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
            own): what the joint search's recipe is worth without its architecture
   random_cw_tuned random_cw's network of the same seed with the settings tune_cw's search of that seed found
            (no search of its own): what the searched architecture is worth under the tuned U-Net's recipe
+  two_stage the recipe first, then the architecture, half the compute each: stage 1 `tune` of the U-Net (tune_cw
+           with 15 trials), stage 2 a ladder over the architecture alone (experiments/camvid/arch_ladder_cpu.yml),
+           every trial trained with stage 1's settings and the U-Net among rung 0's: rung 0 compares networks
+           under one recipe
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
@@ -51,7 +55,7 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
 ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet",
-        "unet_found", "random_cw_tuned")
+        "unet_found", "random_cw_tuned", "two_stage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,12 +184,12 @@ def search_random_cw(seed: int, folder: Path) -> dict:
     return _experiment(_search_config(f"{SETUP.configs}/joint_random_cpu.yml", seed, folder), folder, "random")
 
 
-def search_tune(seed: int, folder: Path, first_space: bool = True) -> dict:
+def search_tune(seed: int, folder: Path, first_space: bool = True, trials: int = 30) -> dict:
     from nni_seg.experiment.records import experiment_dir
     from nni_seg.workflow.tune import TUNE_SPACE, run_tune
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {"tune": {"trials": 30, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed,
+    cfg = {"tune": {"trials": trials, "concurrency": 2, "tuner": "TPE", "tuner_seed": seed,
                     "trial_epochs": SETUP.tune_epochs, "out": str(folder / "tune"), "timeout": 7200},
            "data": {**SETUP.data, "size": SETUP.trial_size, "holdout": SETUP.holdout},
            "train": {**SETUP.retrain, "threads": 1}}
@@ -231,10 +235,32 @@ def random_net_tuned_recipe(seed: int, folder: Path) -> dict:
             "arch_from": net["from"], "recipe_from": recipe["from"]}
 
 
+def search_two_stage(seed: int, folder: Path) -> dict:
+    """Stage 1: tune_cw at half its trials; stage 2: the architecture ladder, its trials trained with stage 1's
+    settings (a trial config of its own: trial_joint_cpu.yml's with the retrain's settings and stage 1's). Stage 1 is kept
+    (stage1.json) so a stopped run resumes at stage 2."""
+    done = folder / "stage1.json"
+    if not done.is_file():
+        _save(done, search_tune(seed, folder / "stage1", first_space=False, trials=15))
+    stage1 = json.loads(done.read_text())
+    trial = yaml.safe_load((ROOT / "experiments/camvid/trial_joint_cpu.yml").read_text())
+    trial["data"]["data_root"] = SETUP.data["data_root"]
+    trial["train"] = {**SETUP.retrain, **stage1["overrides"], **trial["train"]}  # the ladder sets epochs and size
+    (folder / "trial_stage2.yml").write_text(yaml.safe_dump(trial, sort_keys=False))
+    cfg = _search_config("experiments/camvid/arch_ladder_cpu.yml", seed, folder / "stage2")
+    cfg["trialCommand"] = f"python -m nni_seg.trial --config {folder / 'trial_stage2.yml'}"
+    found = _experiment(cfg, folder / "stage2", "arch")
+    total = {k: round(stage1[k] + found[k], 1) for k in ("trials", "trial_core_seconds", "base_epochs",
+                                                         "search_wall_seconds")}
+    return {**found, **total, "overrides": stage1["overrides"], "stage1": stage1,
+            "stage2_experiment_id": found["experiment_id"]}
+
+
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "joint_lr": search_joint_lr,
             "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
-            "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe}
+            "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe,
+            "two_stage": search_two_stage}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
