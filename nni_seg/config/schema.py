@@ -372,6 +372,7 @@ class RecipeResult(Checked):
     tuned_train: TrainSettings | None = _f(None)  # the searched net's own training: its recipe, then the tune's
     searched_recipe: dict[str, Any] | None = _f(None)  # the recipe labels the search chose (a joint search)
     tune_data: DataSettings | None = _f(None)  # what the tune trained on (the recipe's data unless its YAML said)
+    tuned_first: dict[str, Any] | None = _f(None)  # --tune-first: the U-Net's tuned settings every search trial used
     split: str = _f("val")
     resolution: str = _f("")
     seconds: dict[str, float] = _f({})

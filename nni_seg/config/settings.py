@@ -171,6 +171,9 @@ class RecipeSettings(Checked):
     search_timeout: float = setting(3600, "seconds the search may take", gt=0)
     port: int | None = setting(None, "web UI port of the search (default: 8080 or a free one)", min=1, max=65535)
     tune_config: str | None = setting(None, "also tune the winner's training (a tune YAML) before retraining it")
+    tune_first: str | None = setting(None, "tune the U-Net's training first (a tune YAML), then search the "
+                                           "architecture with every trial trained at the tuned settings (an "
+                                           "architecture-only search config: experiments/camvid/arch_ladder_cpu.yml)")
     confirm: int = setting(0, "train the search's top K trials once more at the search's settings and take the "
                               "best mean as the winner (export --confirm; 0: the single best trial)", min=0, max=20)
     searched_recipe: bool = setting(True, "retrain the searched net with the training recipe its search chose "

@@ -114,6 +114,41 @@ def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
                           f"would be cut short)")
 
 
+def search_space_of(path: Path) -> dict:
+    """The search space of the nnictl config ``path`` (its ``searchSpaceFile`` or inline ``searchSpace``)."""
+    raw = read_yaml(path)
+    if raw.get("searchSpace") is not None:
+        return dict(raw["searchSpace"])
+    file = Path(os.path.expanduser(str(raw.get("searchSpaceFile") or "")))
+    return json.loads((path.parent / file).read_text())
+
+
+_CONFIG_PATHS = ("searchSpaceFile", "trialCodeDirectory", "experimentWorkingDirectory")
+
+
+def with_trial_flags(config: Path, flags: list[str], out: Path) -> Path:
+    """A copy of the nnictl config ``config`` written to ``out``, whose trials get ``flags`` after their
+    command (a trial's flags override its ``--config``); relative paths are made absolute, so the copy runs
+    from wherever it lies. The original is not changed."""
+    import shlex
+
+    import yaml
+
+    from ..files import atomic_write_text
+
+    raw, here = read_yaml(config), config.resolve().parent
+    raw.setdefault("trialCodeDirectory", ".")  # NNI's default, relative to the config's folder
+    for key in _CONFIG_PATHS:
+        if isinstance(raw.get(key), str):
+            raw[key] = str((here / os.path.expanduser(raw[key])).resolve())
+    for role in ("tuner", "assessor", "advisor"):
+        spec = raw.get(role)
+        if isinstance(spec, dict) and isinstance(spec.get("codeDirectory"), str):
+            spec["codeDirectory"] = str((here / os.path.expanduser(spec["codeDirectory"])).resolve())
+    raw["trialCommand"] = " ".join([str(raw.get("trialCommand") or ""), *map(shlex.quote, flags)])
+    return atomic_write_text(out, yaml.safe_dump(raw, sort_keys=False))
+
+
 def probe_gpus() -> dict:
     """What NNI's local GPU scheduler will see: the output of NNI's own probe, run as the manager runs it.
 

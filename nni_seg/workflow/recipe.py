@@ -2,6 +2,9 @@
 
 :func:`run_recipe` runs
 
+0. optionally (``tune_first``), a tune of the U-Net's training, whose settings every trial of the search
+   then trains with (the recipe first, then the architecture: the search's networks compared under one
+   good recipe, the U-Net's tuned one, which ``unet+recipe`` retrains);
 1. the nnictl search of ``search_config`` (its own proxy budget: reduced size and epochs, a cost
    budget), then exports the top architecture;
 2. a report of the search (Dice vs trial, Dice vs MMACs with the Pareto front, the winner drawn);
@@ -28,10 +31,15 @@ from ..files import atomic_write_text, output_folder
 from ..plots import save_png
 from .report import make_report
 from ..config.schema import NetworkResult, RecipeResult
-from ..config.settings import DataSettings, RecipeSettings, RunSettings, TrainSettings
+from ..config.settings import DataSettings, RecipeSettings, RunSettings, TrainSettings, flag_name
+from ..errors import ConfigError
 
 RECIPE_SUFFIX = "+recipe"  # a baseline retrained with the searched net's settings, not the flags
-OUTPUTS = ("results.json", "report.md", "top_arch.json", "search", "searched", *NAMED_ARCHS,
+# the training recipe (not the schedule's length, size or device, which are the search's own): what
+# --tune-first hands every search trial
+RECIPE_FIELDS = ("batch_size", "lr", "weight_decay", "loss", "class_weights", "augment", "scale_min", "scale_max")
+OUTPUTS = ("results.json", "report.md", "top_arch.json", "search", "searched", "tune_first", "search_config.yml",
+           *NAMED_ARCHS,
            *(name + RECIPE_SUFFIX for name in NAMED_ARCHS))
 
 
@@ -127,6 +135,46 @@ def retrain_plan(arch: dict, rc: RecipeSettings, train_cfg: TrainSettings,
     return plan
 
 
+def trial_flags(train: TrainSettings) -> list[str]:
+    """``train``'s recipe (:data:`RECIPE_FIELDS`) as a trial's flags."""
+    out: list[str] = []
+    for name in RECIPE_FIELDS:
+        value = getattr(train, name)
+        if isinstance(value, bool):
+            out.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            out += [flag_name(name), str(value)]
+    return out
+
+
+def check_tune_first(search_config: str) -> None:
+    """--tune-first trains every search trial with the tuned settings: a joint space's recipe labels would
+    replace them (one line, before anything runs)."""
+    from ..space.arch import split_joint
+    from ..experiment.lifecycle import search_space_of
+
+    labels = sorted(split_joint(search_space_of(Path(search_config)))[1])
+    if labels:
+        raise ConfigError(f"{search_config}: --tune-first trains every trial with the tuned settings, but this "
+                          f"search space has recipe labels ({', '.join(labels)}) that would replace them; use an "
+                          f"architecture-only search (experiments/camvid/arch_ladder_cpu.yml)")
+
+
+def _tune_data(config: str | None, data_cfg: DataSettings) -> DataSettings | None:
+    """What a tune YAML trains on: the recipe's data unless the YAML's ``data:`` says (loaded: a bad one
+    stops here)."""
+    if not config:
+        return None
+    from ..data import load_dataset
+    from .tune import load_tune_config, tune_data_for
+
+    _, yaml_data, _, _ = load_tune_config(config)
+    tune_data = tune_data_for(config, yaml_data, {}, data_cfg)
+    if tune_data != data_cfg:
+        load_dataset(tune_data)
+    return tune_data
+
+
 def check_out(rc: RecipeSettings) -> Path:
     """``rc.out`` ready for a new recipe: earlier results are refused unless ``force`` (then removed)."""
     return output_folder(rc.out, OUTPUTS, force=rc.force, what="an earlier recipe's results")
@@ -139,17 +187,14 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     from ..space.draw import draw
     from ..experiment.lifecycle import check_config
     from .run import run_experiment
+    from ..experiment.lifecycle import with_trial_flags
     from ..experiment.records import experiment_dir
 
     check_config(Path(rc.search_config))  # before anything is removed or started
-    tune_data = None
-    if rc.tune_config:  # the tune's config and data too: not found out after the search
-        from .tune import tune_data_for, load_tune_config
-
-        _, yaml_data, _, _ = load_tune_config(rc.tune_config)
-        tune_data = tune_data_for(rc.tune_config, yaml_data, {}, data_cfg)  # the recipe's data unless the YAML says
-        if tune_data != data_cfg:
-            load_dataset(tune_data)
+    if rc.tune_first:
+        check_tune_first(rc.search_config)
+    tune_data = _tune_data(rc.tune_config, data_cfg)  # the tunes' configs and data too: not found out later
+    first_data = _tune_data(rc.tune_first, data_cfg)
     data = load_dataset(data_cfg, native=True)  # a bad --data-root stops here, before the search
     out = check_out(rc)
     times: dict[str, float] = {}
@@ -158,9 +203,21 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     def phase(name: str, t0: float) -> None:
         times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 1)
 
+    search_config, tuned_first = rc.search_config, None
+    if rc.tune_first:
+        from .tune import run_tune
+
+        t = time.perf_counter()
+        first = run_tune("unet", rc.tune_first, out / "tune_first", data=first_data, log=log)
+        train_cfg_first = dataclasses.replace(train_cfg, **first.overrides())
+        tuned_first = first.overrides()
+        search_config = str(with_trial_flags(Path(rc.search_config), trial_flags(train_cfg_first),
+                                             out / "search_config.yml"))
+        log(f"tune-first: every search trial trains with {', '.join(trial_flags(train_cfg_first))}")
+        phase("tune_first", t)
     t = time.perf_counter()
-    top, _ = run_experiment(rc.search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
-                                                       out=str(out / "top_arch.json")), log=log)
+    top, _ = run_experiment(search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
+                                                    out=str(out / "top_arch.json")), log=log)
     phase("search", t)
     if rc.confirm:  # the search's export, in memory, confirmed and written again in its place
         from .confirm import confirm_top
@@ -175,6 +232,8 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     phase("search_report", t)
 
     searched_train = dataclasses.replace(train_cfg, **top.recipe_settings()) if rc.searched_recipe else train_cfg
+    if tuned_first:  # the settings its trials trained with
+        searched_train = dataclasses.replace(searched_train, **tuned_first)
     if rc.tune_config:
         from .tune import run_tune
 
@@ -215,7 +274,8 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                           winner_search_dice=(top.metrics or {}).get("dice"),
                           winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
                           tuned_train=searched_train if searched_train != train_cfg else None,
-                          searched_recipe=top.recipe if rc.searched_recipe else None, tune_data=tune_data, split="val",
+                          searched_recipe=top.recipe if rc.searched_recipe else None, tune_data=tune_data or first_data,
+                          tuned_first=tuned_first, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
     schema.save(result, out / "results.json")
@@ -249,6 +309,15 @@ def _data_name(d: DataSettings | None) -> str:
     return f"{d.dataset}{f' ({d.data_root})' if d.data_root else ''} at {size}"
 
 
+def _tuned_note(s: RecipeResult) -> str:
+    if s.tuned_first:
+        return (f"the U-Net's, tuned before the search (see tune_first/) on data {_data_name(s.tune_data)}, which "
+                f"every search trial trained with")
+    if s.tune_data or s.tuned_train and not s.searched_recipe:
+        return f"tuned (see tune/) on data {_data_name(s.tune_data)}"
+    return ""
+
+
 def markdown(s: RecipeResult) -> str:
     t = s.train
     rows = summary_rows(s)
@@ -258,8 +327,7 @@ def markdown(s: RecipeResult) -> str:
              f"loss {t.loss}, class weights {t.class_weights}, data {_data_name(s.data)}."
              + (" The searched net trained with its own settings ("
                 + " and ".join(filter(None, ["the recipe its search chose" if s.searched_recipe else "",
-                                             f"tuned (see tune/) on data {_data_name(s.tune_data)}" if s.tune_data
-                                             or s.tuned_train and not s.searched_recipe else ""]))
+                                             _tuned_note(s)]))
                 + f"): lr {s.tuned_train.lr}, weight decay {s.tuned_train.weight_decay}, loss {s.tuned_train.loss}, "
                 f"class weights {s.tuned_train.class_weights}, batch {s.tuned_train.batch_size}, scale "
                 f"{s.tuned_train.scale_min}-{s.tuned_train.scale_max}." if s.tuned_train else "")

@@ -298,3 +298,22 @@ def test_a_create_that_does_not_return_stops_the_experiment_nnictl_had_registere
         timer.cancel()
         signal.signal(signal.SIGINT, old_handler)
     assert stopped == ["new"]
+
+
+def test_a_config_copied_with_trial_flags_runs_from_elsewhere_and_leaves_the_original(tmp_path):
+    import shutil
+
+    import yaml
+
+    from nni_seg.experiment.lifecycle import check_config, with_trial_flags
+
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    original = tmp_path / "experiments" / "camvid" / "arch_ladder_cpu.yml"
+    before = original.read_text()
+    copy = with_trial_flags(original, ["--lr", "0.0022", "--loss", "ce+dice"], tmp_path / "elsewhere" / "c.yml")
+    raw = yaml.safe_load(copy.read_text())
+    assert raw["trialCommand"].endswith("trial_arch_cpu.yml --lr 0.0022 --loss ce+dice")
+    assert raw["searchSpaceFile"] == str((tmp_path / "experiments" / "search_space.json").resolve())
+    assert raw["trialCodeDirectory"] == raw["tuner"]["codeDirectory"] == str(tmp_path.resolve())
+    assert original.read_text() == before
+    check_config(copy)

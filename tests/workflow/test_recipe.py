@@ -173,3 +173,61 @@ def test_recipe_checks_its_later_phases_inputs_before_the_search(tmp_path, flags
     code = main(["recipe", "--search-config", str(ROOT / "config.yml"), "--out", str(tmp_path / "r"), *args])
     assert code == 2 and time.time() - t0 < 60  # no search ran
     assert not (tmp_path / "r").exists()
+
+
+def test_tune_first_refuses_a_joint_search_whose_recipe_labels_would_replace_the_tuned_settings(tmp_path):
+    from nni_seg.cli import main
+
+    code = main(["recipe", "--search-config", str(ROOT / "experiments/camvid/joint_lr_cpu.yml"), "--tune-first",
+                 str(ROOT / "experiments/camvid/tune_cpu.yml"), "--out", str(tmp_path / "r")])
+    assert code == 2 and not (tmp_path / "r").exists()
+
+
+def test_tune_first_names_the_recipe_labels_of_a_joint_search():
+    from nni_seg.errors import ConfigError
+    from nni_seg.workflow.recipe import check_tune_first
+
+    with pytest.raises(ConfigError, match=r"recipe labels \(train_batch_size, .*arch_ladder_cpu.yml"):
+        check_tune_first(str(ROOT / "experiments/camvid/joint_lr_cpu.yml"))
+    check_tune_first(str(ROOT / "experiments/camvid/arch_ladder_cpu.yml"))  # architecture only: fine
+
+
+def test_a_trial_given_the_recipes_flags_trains_with_the_recipe_whatever_its_config_says(tmp_path):
+    from nni_seg.experiment.trial import parse_settings
+    from nni_seg.workflow.recipe import RECIPE_FIELDS, trial_flags
+
+    recipe = TrainSettings(batch_size=4, lr=2.2e-3, weight_decay=1.1e-5, loss="ce+dice", class_weights="median_freq",
+                           augment=False, scale_min=1.0, scale_max=1.0)
+    (tmp_path / "trial.yml").write_text("train: {epochs: 3, lr: 0.1, batch_size: 16, augment: true}\n")
+    _, s = parse_settings(["--config", str(tmp_path / "trial.yml"), *trial_flags(recipe)])
+    assert {k: getattr(s["train"], k) for k in RECIPE_FIELDS} == {k: getattr(recipe, k) for k in RECIPE_FIELDS}
+    assert s["train"].epochs == 3  # the schedule's length stays the search's
+
+
+@pytest.mark.slow
+def test_tune_first_tunes_the_unet_then_every_search_trial_trains_with_its_settings(tmp_path):
+    import yaml
+
+    tune = tmp_path / "tune.yml"
+    tune.write_text(yaml.safe_dump({
+        "tune": {"trials": 2, "concurrency": 2, "trial_epochs": 1, "tuner": "Random", "tuner_seed": 3},
+        "data": {"dataset": "digits", "size": [16, 16], "num_train": 16, "num_val": 8},
+        "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "threads": 1}}))
+    config = write_config(tmp_path, trials=2, concurrency=2)
+    out = tmp_path / "out"
+    proc = run_cli(["recipe", "--search-config", str(config), "--tune-first", str(tune), "--port", str(free_port()),
+                    "--size", "16", "16", "--num-train", "16", "--num-val", "8", "--epochs", "2", "--batch-size", "8",
+                    "--device", "cpu", "--baselines", "unet", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tuned = json.loads((out / "tune_first" / "tune_result.json").read_text())["tuned"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["tuned_first"] == tuned and "tune_first" in res["seconds"]
+    search = [json.loads(p.read_text()) for p in (tmp_path / "exps").rglob("nni_seg_record.json")]
+    assert len(search) == 2 and all({k: r["train"][k] for k in tuned} == tuned for r in search)
+    assert all(r["train"]["epochs"] == 2 for r in search)  # the search's own schedule
+    assert [n["network"] for n in res["networks"]] == ["searched", "unet", "unet+recipe"]
+    meta = {n["network"]: n["train"] for n in res["networks"]}
+    assert {k: meta["searched"][k] for k in tuned} == tuned and meta["unet+recipe"] == meta["searched"]
+    assert "tuned before the search (see tune_first/)" in (out / "report.md").read_text()
+    assert yaml.safe_load(config.read_text())["trialCommand"] in yaml.safe_load(
+        (out / "search_config.yml").read_text())["trialCommand"]  # the config given is left as it was
