@@ -216,6 +216,41 @@ def test_a_resumed_ladder_adopts_the_trial_nni_reruns_and_draws_nothing_twice():
     assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 2), (1, 2), (1, 1), (1, 1)]
 
 
+def test_a_rerun_trial_whose_result_never_came_is_scored_from_its_own_record_of_that_slot():
+    """A trial NNI reruns after a stop can end SUCCEEDED without its final result reaching the advisor
+    (docs/nni_defects.md): its record gives the score, but only a SUCCEEDED record of that very slot."""
+    first = _ladder()
+    params = {pid: first.propose(pid) for pid in range(4)}
+    lad = _ladder()
+    lad.import_data([{"parameter": params[pid], "value": 0.1 * (pid + 1)} for pid in (0, 1, 2)])
+    lad.adopt(3, params[3])
+
+    def record(status="SUCCEEDED", **rung):
+        return {"status": status, "metrics": {"default": 0.9, "dice": 0.9},
+                "rung": {"rung": 0, "candidate": 3, "repeat": 0, **rung}}
+
+    assert not lad.result_from_record(3, record(candidate=2))  # another slot's record
+    assert not lad.result_from_record(3, record(status="FAILED"))
+    assert not lad.result_from_record(3, None) and not lad.result_from_record(99, record())
+    assert lad.result_from_record(3, record())
+    lad.end(3)
+    promoted = [lad.propose(pid)["LADDER"] for pid in range(10, 14)]
+    assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 3), (1, 3), (1, 2), (1, 2)]
+
+
+def test_the_advisor_finds_a_trials_record_in_its_experiments_folder(tmp_path, monkeypatch):
+    from nni_seg.experiment.ladder import trial_record
+
+    folder = tmp_path / "exp" / "environments" / "local-env" / "trials" / "AbC12"
+    folder.mkdir(parents=True)
+    (folder / "nni_seg_record.json").write_text(json.dumps({"status": "SUCCEEDED", "trial_id": "AbC12"}))
+    monkeypatch.setenv("NNI_LOG_DIRECTORY", str(tmp_path / "exp" / "log"))
+    assert trial_record("AbC12")["trial_id"] == "AbC12"
+    assert trial_record("other") is None and trial_record(None) is None and trial_record("../AbC12") is None
+    monkeypatch.delenv("NNI_LOG_DIRECTORY")
+    assert trial_record("AbC12") is None
+
+
 # ------------------------------------------------------------------ held-out selection
 def _named(n_a=3, n_b=2):
     from nni_seg.data import SegData
