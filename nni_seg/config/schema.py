@@ -373,6 +373,7 @@ class RecipeResult(Checked):
     searched_recipe: dict[str, Any] | None = _f(None)  # the recipe labels the search chose (a joint search)
     tune_data: DataSettings | None = _f(None)  # what the tune trained on (the recipe's data unless its YAML said)
     tuned_first: dict[str, Any] | None = _f(None)  # --tune-first: the U-Net's tuned settings every search trial used
+    same_as_searched: list[str] = _f([])  # baseline rows not retrained: the searched net's own training again
     split: str = _f("val")
     resolution: str = _f("")
     seconds: dict[str, float] = _f({})

@@ -175,6 +175,16 @@ def _tune_data(config: str | None, data_cfg: DataSettings) -> DataSettings | Non
     return tune_data
 
 
+def same_as_searched(plan: list[tuple[str, dict, TrainSettings]]) -> list[str]:
+    """The rows of ``plan`` that would repeat the searched net's own training (the search returned that
+    baseline, with those settings): not retrained, the report says so."""
+    from ..space.arch import validate_arch
+
+    _, arch, tcfg = plan[0]
+    mine = validate_arch(arch, fill_legacy=True)
+    return [name for name, a, t in plan[1:] if t == tcfg and validate_arch(a, fill_legacy=True) == mine]
+
+
 def check_out(rc: RecipeSettings) -> Path:
     """``rc.out`` ready for a new recipe: earlier results are refused unless ``force`` (then removed)."""
     return output_folder(rc.out, OUTPUTS, force=rc.force, what="an earlier recipe's results")
@@ -243,8 +253,9 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
         phase("tune", t)
 
     networks = retrain_plan(top.arch, rc, train_cfg, searched_train)
+    repeats = same_as_searched(networks)
     rows, first_ckpt = [], {}
-    for name, arch, tcfg in networks:
+    for name, arch, tcfg in (row for row in networks if row[0] not in repeats):
         draw(arch, out / f"arch_{name}.png", f"{name}", None)
         for run in range(rc.repeats):
             folder = out / name / (f"run{run}" if rc.repeats > 1 else "")
@@ -275,7 +286,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                           winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
                           tuned_train=searched_train if searched_train != train_cfg else None,
                           searched_recipe=top.recipe if rc.searched_recipe else None, tune_data=tune_data or first_data,
-                          tuned_first=tuned_first, split="val",
+                          tuned_first=tuned_first, same_as_searched=repeats, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
     schema.save(result, out / "results.json")
@@ -344,6 +355,9 @@ def markdown(s: RecipeResult) -> str:
     if any(r["network"].endswith(RECIPE_SUFFIX) for r in rows):
         lines += ["", f"`<baseline>{RECIPE_SUFFIX}`: that baseline trained with the searched net's settings, not the "
                       "flags; beside the searched net it parts the recipe's gain from the architecture's."]
+    if s.same_as_searched:
+        lines += ["", f"Not retrained: {', '.join(s.same_as_searched)}, the same network with the same settings as "
+                      "the searched net (the search returned it): its scores are the searched row's."]
     if len(rows) > 1:
         best = max(rows, key=lambda r: statistics.mean(r["miou"]))
         lines += ["", f"Highest mean {s.split} mIoU: **{best['network']}** ({_spread(best['miou'])}, "

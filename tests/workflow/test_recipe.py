@@ -231,3 +231,20 @@ def test_tune_first_tunes_the_unet_then_every_search_trial_trains_with_its_setti
     assert "tuned before the search (see tune_first/)" in (out / "report.md").read_text()
     assert yaml.safe_load(config.read_text())["trialCommand"] in yaml.safe_load(
         (out / "search_config.yml").read_text())["trialCommand"]  # the config given is left as it was
+
+
+def test_a_baseline_row_that_repeats_the_searched_nets_own_training_is_not_retrained():
+    from nni_seg.config.settings import RecipeSettings
+    from nni_seg.space.arch import unet_arch
+    from nni_seg.workflow.recipe import retrain_plan, same_as_searched
+
+    flags = TrainSettings(epochs=4, batch_size=8)
+    own = dataclasses.replace(flags, lr=1e-3)
+    plan = retrain_plan(unet_arch(), RecipeSettings(), flags, own)  # the search returned the U-Net
+    assert same_as_searched(plan) == ["unet+recipe"]
+    assert same_as_searched(retrain_plan(unet_arch(), RecipeSettings(), flags, flags)) == ["unet"]
+    assert same_as_searched(retrain_plan({**unet_arch(), "act": "gelu"}, RecipeSettings(), flags, own)) == []
+    s = RecipeResult(train=flags, same_as_searched=["unet+recipe"],
+                     networks=[_net("searched", 0, 0.5, 0.6, [0.4, None]), _net("unet", 0, 0.45, 0.55, [0.3, None])],
+                     class_names=["a", "b"])
+    assert "Not retrained: unet+recipe, the same network" in markdown(s)
