@@ -25,6 +25,8 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
            with 15 trials), stage 2 a ladder over the architecture alone (experiments/camvid/arch_ladder_cpu.yml),
            every trial trained with stage 1's settings and the U-Net among rung 0's: rung 0 compares networks
            under one recipe
+  two_stage_unet the U-Net with two_stage's stage-1 settings of the same seed (no search of its own): what the
+           tune alone gave, beside what the architecture stage added
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
@@ -55,7 +57,8 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
 ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet",
-        "unet_found", "random_cw_tuned", "two_stage")
+        "unet_found", "random_cw_tuned", "two_stage",
+        "two_stage_unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,11 +259,17 @@ def search_two_stage(seed: int, folder: Path) -> dict:
             "stage2_experiment_id": found["experiment_id"]}
 
 
+def stage1_unet(seed: int, folder: Path) -> dict:
+    """The U-Net with the settings two_stage's tune (stage 1) of this seed chose."""
+    donor = _donor("two_stage", seed)
+    return {**no_search(seed, folder), "overrides": donor["overrides"], "recipe_from": donor["from"]}
+
+
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "joint_lr": search_joint_lr,
             "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe,
-            "two_stage": search_two_stage}
+            "two_stage": search_two_stage, "two_stage_unet": stage1_unet}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
