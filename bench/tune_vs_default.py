@@ -1,9 +1,10 @@
 """Does tuning the winner's training pay? Default vs tuned settings, same epochs, several runs each.
 
 Runs ``python -m nni_seg tune`` (the library call behind it) on a searched architecture with a tune YAML
-(default: ``experiments/camvid/tune_cpu.yml``: 12 TPE trials of 6 epochs at 48x64), then retrains the
-architecture with the YAML's ``train`` settings (the CPU recipe's: 96x128, 12 epochs, CE + soft Dice,
-median-frequency weights) and with the tuned settings (the same epochs), ``--runs`` times each (training
+(default: ``experiments/camvid/tune_cpu.yml``: 15 TPE trials of 6 epochs at 48x64, selected on drive 0006R0;
+the results in docs/results.md ran with 12 trials selected on val), then retrains the architecture with the
+YAML's ``train`` settings (the CPU recipe's: 96x128, 12 epochs, CE + soft Dice, median-frequency weights) and
+with the tuned settings (the same epochs), ``--runs`` times each (training
 seeds 0..runs-1), and scores every run on val at the labels' native resolution and at the training size.
 
     python -m bench.tune_vs_default --arch runs/search/top_arch.json --out runs/tune_vs_default
