@@ -195,9 +195,8 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
     from ..data import load_dataset
     from ..deploy import evaluate_model, retrain
     from ..space.draw import draw
-    from ..experiment.lifecycle import check_config
+    from ..experiment.lifecycle import check_config, with_trial_flags
     from .run import run_experiment
-    from ..experiment.lifecycle import with_trial_flags
     from ..experiment.records import experiment_dir
 
     check_config(Path(rc.search_config))  # before anything is removed or started
@@ -253,9 +252,9 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
         phase("tune", t)
 
     networks = retrain_plan(top.arch, rc, train_cfg, searched_train)
-    repeats = same_as_searched(networks)
+    again = same_as_searched(networks)
     rows, first_ckpt = [], {}
-    for name, arch, tcfg in (row for row in networks if row[0] not in repeats):
+    for name, arch, tcfg in (row for row in networks if row[0] not in again):
         draw(arch, out / f"arch_{name}.png", f"{name}", None)
         for run in range(rc.repeats):
             folder = out / name / (f"run{run}" if rc.repeats > 1 else "")
@@ -286,7 +285,7 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
                           winner_chosen_by=top.note if top.confirmation else None, data=data_cfg, train=train_cfg,
                           tuned_train=searched_train if searched_train != train_cfg else None,
                           searched_recipe=top.recipe if rc.searched_recipe else None, tune_data=tune_data or first_data,
-                          tuned_first=tuned_first, same_as_searched=repeats, split="val",
+                          tuned_first=tuned_first, same_as_searched=again, split="val",
                           resolution=rep.resolution, seconds=times, networks=rows, class_names=data.class_names,
                           device=_device(train_cfg.device))
     schema.save(result, out / "results.json")
