@@ -21,12 +21,14 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
            own): what the joint search's recipe is worth without its architecture
   random_cw_tuned random_cw's network of the same seed with the settings tune_cw's search of that seed found
            (no search of its own): what the searched architecture is worth under the tuned U-Net's recipe
-  two_stage the recipe first, then the architecture, half the compute each: stage 1 `tune` of the U-Net (tune_cw
-           with 15 trials), stage 2 a ladder over the architecture alone (experiments/camvid/arch_ladder_cpu.yml),
-           every trial trained with stage 1's settings and the U-Net among rung 0's: rung 0 compares networks
-           under one recipe
+  two_stage the recipe first, then the architecture, half the compute each: stage 1 `tune` of the U-Net (15
+           trials, experiments/camvid/tune_first_cpu.yml's space: the loss fixed at CE + Dice), stage 2 a ladder
+           over the architecture alone (experiments/camvid/arch_ladder_cpu.yml), every trial trained with stage
+           1's settings and the U-Net among rung 0's: rung 0 compares networks under one recipe
   two_stage_unet the U-Net with two_stage's stage-1 settings of the same seed (no search of its own): what the
            tune alone gave, beside what the architecture stage added
+  two_stage_loss, two_stage_loss_unet: the same with the loss searched in stage 1 too (tune_cw's space; the first
+           variant run)
 All select on CamVid train's drive 0006R0 (held out of the trials' training). Each winner is then retrained
 twice (seeds 0, 1) at 96x128 for 12 epochs on all of train with the settings its arm found (the rest: the
 recipe's), and scored on val at the native 360x480.
@@ -58,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
 ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_unet", "tune", "tune_cw", "random", "random_cw", "unet",
         "unet_found", "random_cw_tuned", "two_stage",
-        "two_stage_unet")
+        "two_stage_unet", "two_stage_loss", "two_stage_loss_unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +189,7 @@ def search_random_cw(seed: int, folder: Path) -> dict:
     return _experiment(_search_config(f"{SETUP.configs}/joint_random_cpu.yml", seed, folder), folder, "random")
 
 
-def search_tune(seed: int, folder: Path, first_space: bool = True, trials: int = 30) -> dict:
+def search_tune(seed: int, folder: Path, first_space: bool = True, trials: int = 30, space: dict | None = None) -> dict:
     from nni_seg.experiment.records import experiment_dir
     from nni_seg.workflow.tune import TUNE_SPACE, run_tune
 
@@ -198,6 +200,8 @@ def search_tune(seed: int, folder: Path, first_space: bool = True, trials: int =
            "train": {**SETUP.retrain, "threads": 1}}
     if first_space:  # the space the tune arm was first measured with
         cfg["space"] = {**TUNE_SPACE, "class_weights": {"_type": "choice", "_value": ["none", "median_freq"]}}
+    if space is not None:
+        cfg["space"] = space
     path = folder / "tune.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     t = time.perf_counter()
@@ -238,13 +242,16 @@ def random_net_tuned_recipe(seed: int, folder: Path) -> dict:
             "arch_from": net["from"], "recipe_from": recipe["from"]}
 
 
-def search_two_stage(seed: int, folder: Path) -> dict:
-    """Stage 1: tune_cw at half its trials; stage 2: the architecture ladder, its trials trained with stage 1's
-    settings (a trial config of its own: trial_joint_cpu.yml's with the retrain's settings and stage 1's). Stage 1 is kept
-    (stage1.json) so a stopped run resumes at stage 2."""
+def search_two_stage(seed: int, folder: Path, loss_searched: bool = False) -> dict:
+    """Stage 1: tune of the U-Net, 15 trials over experiments/camvid/tune_first_cpu.yml's space (the loss fixed;
+    ``loss_searched``: tune_cw's space, the loss searched too); stage 2: the architecture ladder, its trials
+    trained with stage 1's settings (a trial config of its own: trial_joint_cpu.yml's with the retrain's settings
+    and stage 1's). Stage 1 is kept (stage1.json) so a stopped run resumes at stage 2."""
     done = folder / "stage1.json"
     if not done.is_file():
-        _save(done, search_tune(seed, folder / "stage1", first_space=False, trials=15))
+        first = yaml.safe_load((ROOT / "experiments/camvid/tune_first_cpu.yml").read_text())
+        space = None if loss_searched else first["space"]
+        _save(done, search_tune(seed, folder / "stage1", first_space=False, trials=15, space=space))
     stage1 = json.loads(done.read_text())
     trial = yaml.safe_load((ROOT / "experiments/camvid/trial_joint_cpu.yml").read_text())
     trial["data"]["data_root"] = SETUP.data["data_root"]
@@ -259,9 +266,13 @@ def search_two_stage(seed: int, folder: Path) -> dict:
             "stage2_experiment_id": found["experiment_id"]}
 
 
-def stage1_unet(seed: int, folder: Path) -> dict:
+def search_two_stage_loss(seed: int, folder: Path) -> dict:
+    return search_two_stage(seed, folder, loss_searched=True)
+
+
+def stage1_unet(seed: int, folder: Path, arm: str = "two_stage") -> dict:
     """The U-Net with the settings two_stage's tune (stage 1) of this seed chose."""
-    donor = _donor("two_stage", seed)
+    donor = _donor(arm, seed)
     return {**no_search(seed, folder), "overrides": donor["overrides"], "recipe_from": donor["from"]}
 
 
@@ -269,7 +280,8 @@ SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": se
             "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe,
-            "two_stage": search_two_stage, "two_stage_unet": stage1_unet}
+            "two_stage": search_two_stage, "two_stage_loss": search_two_stage_loss, "two_stage_unet": stage1_unet,
+            "two_stage_loss_unet": lambda seed, folder: stage1_unet(seed, folder, "two_stage_loss")}
 
 
 def retrain_run(found: dict, run: int, folder: Path) -> dict:
