@@ -24,6 +24,16 @@ def test_defaults_and_space_checks(tmp_path):
         load_tune_config(p)
 
 
+@pytest.mark.parametrize("name", ["tune_cpu.yml", "tune_first_cpu.yml"])
+def test_the_shipped_camvid_tunes_load_and_select_on_a_held_out_drive_with_the_retrains_loss(name):
+    from ..nni_helpers import ROOT
+
+    tune, data, train, space = load_tune_config(ROOT / "experiments" / "camvid" / name)
+    assert data.holdout == "0006R0" and tune.trials == 15 and tune.trial_epochs == 6
+    assert train.loss == "ce+dice" and train.class_weights == "median_freq" and "class_weights" not in space
+    assert set(space) <= set(TUNE_SPACE) and ("loss" in space) == (name == "tune_cpu.yml")
+
+
 def test_every_tuned_combination_is_a_valid_training():
     """scale_min <= 1 <= scale_max for every value in the space: no tuner draw can be refused."""
     for lo in TUNE_SPACE["scale_min"]["_value"]:
