@@ -343,7 +343,7 @@ def summary() -> str:
             if not (folder / "search.json").exists() or not runs:
                 continue
             s = json.loads((folder / "search.json").read_text())
-            rows.append({"arm": arm, "seed": int(folder.name.split("_s")[1]), "search": s, "runs": runs,
+            rows.append({"arm": arm, "seed": int(folder.name.rsplit("_s", 1)[1]), "search": s, "runs": runs,
                          "miou": statistics.mean(r["miou"] for r in runs)})
     (rh, rw), (th, tw) = SETUP.retrain_size, SETUP.trial_size
     out = [f"| arm | seed | val mIoU, retrains (mean: each) | MMACs at {rh}x{rw} | search wall s | trial core-s | "
