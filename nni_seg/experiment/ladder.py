@@ -175,12 +175,12 @@ class Ladder:
     def result_from_record(self, parameter_id: Any, record: dict | None) -> bool:
         """A running trial's score from its own record (the ground truth) when its final result never came:
         only a SUCCEEDED record of this very slot (its ``rung``) counts. True if it gave the score."""
-        slot = self.running.get(parameter_id)
-        rung = (record or {}).get("rung") or {}
-        if slot is None or slot in self.scores or (record or {}).get("status") != "SUCCEEDED" or not isinstance(
+        slot, record = self.running.get(parameter_id), record or {}
+        rung = record.get("rung")
+        if slot is None or slot in self.scores or record.get("status") != "SUCCEEDED" or not isinstance(
                 rung, dict) or (rung.get("rung"), rung.get("candidate"), rung.get("repeat", 0)) != slot:
             return False
-        value = _scalar((record or {}).get("metrics"))
+        value = _scalar(record.get("metrics"))
         if value is None:
             return False
         self.result(parameter_id, value)

@@ -42,22 +42,14 @@ def _nni_assertion(e: AssertionError) -> str:
     return f"NNI's check failed: {line.removeprefix('assert ').split(',')[0]}" if line else "NNI rejected it"
 
 
-def check_config(path: Path) -> dict:
-    """Load an nnictl YAML config and validate it with NNI's own schema (typos in keys are errors), plus
-    what NNI only finds out later (algorithm names, GPUs); returns the raw mapping."""
+def _canonical(path: Path):
+    """NNI's canonical form of the config ``path`` (paths resolved, the search space loaded); NNI's
+    validate() is exactly this canonical_copy(). Its errors are one-line ConfigErrors naming the file."""
     from nni.experiment.config import ExperimentConfig
-
-    raw = read_yaml(path)
-    if not raw:
-        raise ConfigError(f"{path}: empty config")
-    for key in _POSITIVE:
-        v = raw.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"{path}: {key}: must be a positive integer, got {v!r}")
     from nni.experiment.config.utils import unset_base_path
 
-    try:  # NNI's validate() is exactly this canonical_copy(); the canonical form is used below
-        canonical = ExperimentConfig.load(str(path)).canonical_copy()
+    try:
+        return ExperimentConfig.load(str(path)).canonical_copy()
     except AssertionError as e:
         raise ConfigError(f"{path}: {str(e) or _nni_assertion(e)}") from None
     except Exception as e:  # NNI raises AttributeError/ValueError/TypeError for bad keys and values
@@ -65,6 +57,19 @@ def check_config(path: Path) -> dict:
         raise ConfigError(f"{path}: {msg}") from None
     finally:  # NNI's load() sets a module-wide base path and leaves it set when the config fails: every
         unset_base_path()  # later load in this process would then fail ("_current_base_path is None")
+
+
+def check_config(path: Path) -> dict:
+    """Load an nnictl YAML config and validate it with NNI's own schema (typos in keys are errors), plus
+    what NNI only finds out later (algorithm names, GPUs); returns the raw mapping."""
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"{path}: empty config")
+    for key in _POSITIVE:
+        v = raw.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"{path}: {key}: must be a positive integer, got {v!r}")
+    canonical = _canonical(path)
     _check_algorithm_names(raw, path)
     _check_our_space(raw, canonical, path)
     _check_guided_tuner(raw, canonical, path)
@@ -115,12 +120,9 @@ def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
 
 
 def search_space_of(path: Path) -> dict:
-    """The search space of the nnictl config ``path`` (its ``searchSpaceFile`` or inline ``searchSpace``)."""
-    raw = read_yaml(path)
-    if raw.get("searchSpace") is not None:
-        return dict(raw["searchSpace"])
-    file = Path(os.path.expanduser(str(raw.get("searchSpaceFile") or "")))
-    return json.loads((path.parent / file).read_text())
+    """The search space of the nnictl config ``path`` (its ``searchSpaceFile`` or inline ``searchSpace``), as
+    NNI resolves it."""
+    return dict(_canonical(path).search_space)
 
 
 _CONFIG_PATHS = ("searchSpaceFile", "trialCodeDirectory", "experimentWorkingDirectory")

@@ -218,11 +218,10 @@ def run_recipe(rc: RecipeSettings, data_cfg: DataSettings, train_cfg: TrainSetti
 
         t = time.perf_counter()
         first = run_tune("unet", rc.tune_first, out / "tune_first", data=first_data, log=log)
-        train_cfg_first = dataclasses.replace(train_cfg, **first.overrides())
         tuned_first = first.overrides()
-        search_config = str(with_trial_flags(Path(rc.search_config), trial_flags(train_cfg_first),
-                                             out / "search_config.yml"))
-        log(f"tune-first: every search trial trains with {', '.join(trial_flags(train_cfg_first))}")
+        flags = trial_flags(dataclasses.replace(train_cfg, **tuned_first))
+        search_config = str(with_trial_flags(Path(rc.search_config), flags, out / "search_config.yml"))
+        log(f"tune-first: every search trial trains with {' '.join(flags)}")
         phase("tune_first", t)
     t = time.perf_counter()
     top, _ = run_experiment(search_config, RunSettings(port=rc.port, timeout=rc.search_timeout,
