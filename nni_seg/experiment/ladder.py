@@ -10,12 +10,18 @@ ladder spends the first rung on breadth and the last on certainty:
   ``size``; the inner tuner learns from these results;
 * rung k > 0: the ``keep`` best candidates of rung k-1 (by the mean of their trainings there), each trained
   ``repeats`` times (seeds: the trial's seed + repeat) at that rung's epochs and size;
+* ``incumbents``: networks you already have (the U-Net, perhaps at a tuned learning rate; the same forms as
+  ``start_with``) that skip the screen and enter only the top rung, trained there ``repeats`` times beside the
+  promoted candidates. The screen's breadth goes to new candidates, and a searched network wins only if it
+  beats the incumbents at the top rung's fidelity, where the ranking is trusted. Their trials fill the slots
+  a rung leaves idle while its last trials run, so they cost no wall time of their own where there is such a
+  slot. An incumbent's ``candidate`` number is negative (-1, -2, ...);
 * export (:mod:`nni_seg.workflow.export`) takes the candidate with the best mean at the highest rung reached.
 
 A candidate is an architecture with, in a joint search, its training recipe. Every trial gets its rung in
 its parameters (``LADDER: {rung, epochs, size, candidate, repeat}``; NNI's web UI shows it in the trial's
 parameters) and its record keeps it. The plan's cost, in trial-epochs and in epochs at rung 0's size, is
-:func:`plan_cost`; ``maxTrialNumber`` must be at least :func:`plan_trials`.
+:func:`plan_cost`; ``maxTrialNumber`` must be at least :func:`plan_trials` (both count the incumbents).
 
 :class:`Ladder` is the state machine (no NNI: checked by ``check_config``, tested directly);
 :class:`LadderAdvisor` is the NNI advisor around it. Use from nnictl::
@@ -100,19 +106,25 @@ def parse_rungs(rungs: Any) -> list[RungPlan]:
     return out
 
 
-def plan_trials(rungs: list[RungPlan]) -> int:
+def _trained(rungs: list[RungPlan], incumbents: int) -> list[int]:
+    """Candidates trained at each rung: the top rung's promoted ones and the ``incumbents``."""
+    return [r.candidates + (incumbents if i == len(rungs) - 1 else 0) for i, r in enumerate(rungs)]
+
+
+def plan_trials(rungs: list[RungPlan], incumbents: int = 0) -> int:
     """Trials the whole ladder runs (what ``maxTrialNumber`` must allow)."""
-    return sum(r.candidates * r.repeats for r in rungs)
+    return sum(n * r.repeats for n, r in zip(_trained(rungs, incumbents), rungs))
 
 
-def plan_cost(rungs: list[RungPlan]) -> dict[str, float]:
+def plan_cost(rungs: list[RungPlan], incumbents: int = 0) -> dict[str, float]:
     """The ladder's compute: ``trial_epochs`` (epochs summed over trials) and ``base_epochs`` (the same,
     each weighted by its pixels relative to rung 0's size: what an equal-compute baseline is given)."""
     base = rungs[0].size
     px = (lambda s: 1.0) if base is None else (lambda s: (s[0] * s[1]) / (base[0] * base[1]) if s else 1.0)
-    return {"trials": plan_trials(rungs),
-            "trial_epochs": sum(r.candidates * r.repeats * r.epochs for r in rungs),
-            "base_epochs": round(sum(r.candidates * r.repeats * r.epochs * px(r.size) for r in rungs), 3)}
+    n = _trained(rungs, incumbents)
+    return {"trials": plan_trials(rungs, incumbents),
+            "trial_epochs": sum(k * r.repeats * r.epochs for k, r in zip(n, rungs)),
+            "base_epochs": round(sum(k * r.repeats * r.epochs * px(r.size) for k, r in zip(n, rungs)), 3)}
 
 
 class Ladder:
@@ -124,14 +136,23 @@ class Ladder:
 
     def __init__(self, rungs: list, tuner: str = "Random", tuner_args: dict | None = None,
                  start_with: list | None = None, budget: dict | None = None, exclude: dict | None = None,
-                 optimize_mode: str = "maximize"):
-        from .tuners import GuidedTuner
+                 optimize_mode: str = "maximize", incumbents: list | None = None):
+        from .tuners import GuidedTuner, known_archs
 
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode: maximize or minimize, got {optimize_mode!r}")
         self.rungs = parse_rungs(rungs)
         self.sign = 1.0 if optimize_mode == "maximize" else -1.0
         self.inner = GuidedTuner(tuner, tuner_args, start_with, budget, optimize_mode, exclude)
+        self.known_incumbents = known_archs(incumbents if incumbents is not None else [], source="incumbents")
+        if self.known_incumbents and len(self.rungs) < 2:
+            raise ValueError("incumbents: they enter the top rung above the screen, and this ladder has one rung "
+                             "(give more rungs, or put them in start_with)")
+        top = len(self.rungs) - 1
+        self.incumbents: dict[int, dict] = {}  # candidate (-1, -2, ...) -> its parameters, once the space is known
+        # the incumbents' top-rung trials: run in the slots a rung leaves idle, or queued with the top rung
+        self.spare: list[Slot] = [(top, -1 - i, rep) for i in range(len(self.known_incumbents))
+                                  for rep in range(self.rungs[top].repeats)]
         self.candidates: list[dict] = []  # candidate -> its parameters (architecture and recipe labels)
         self.queue: list[Slot] = []  # promoted trials not yet handed out
         self.running: dict[Any, Slot] = {}  # parameter id -> slot
@@ -144,6 +165,16 @@ class Ladder:
     # ---------------------------------------------------------------- NNI's side
     def update_search_space(self, space: dict) -> None:
         self.inner.update_search_space(space)
+        params = self.inner.known_parameters(self.known_incumbents, space, source="incumbents")
+        self.incumbents = {-1 - i: p for i, p in enumerate(params)}
+
+    def planned_trials(self) -> int:
+        """Trials this ladder runs (:func:`plan_trials` with its incumbents)."""
+        return plan_trials(self.rungs, len(self.known_incumbents))
+
+    def params_of(self, cand: int) -> dict:
+        """Candidate ``cand``'s parameters (a negative one: an incumbent's)."""
+        return self.incumbents[cand] if cand < 0 else self.candidates[cand]
 
     def propose(self, parameter_id: Any) -> dict | None:
         """The next trial's parameters, or None (nothing to run until a running trial ends, or done)."""
@@ -156,7 +187,7 @@ class Ladder:
     def parameters(self, slot: Slot) -> dict:
         rung, cand, repeat = slot
         r = self.rungs[rung]
-        return {**self.candidates[cand], "LADDER": {"rung": rung, "epochs": r.epochs,
+        return {**self.params_of(cand), "LADDER": {"rung": rung, "epochs": r.epochs,
                                                     "size": list(r.size) if r.size else None,
                                                     "candidate": cand, "repeat": repeat}}
 
@@ -203,6 +234,11 @@ class Ladder:
         if not isinstance(lad, dict) or not isinstance(lad.get("candidate"), int) or not isinstance(lad.get("rung"), int):
             return
         cand, slot = lad["candidate"], (lad["rung"], lad["candidate"], int(lad.get("repeat", 0)))
+        if cand < 0:  # an incumbent: its parameters are the config's
+            self.running[parameter_id] = slot
+            self.spare = [s for s in self.spare if s != slot]
+            self.queue = [s for s in self.queue if s != slot]
+            return
         while len(self.candidates) <= cand:
             self.candidates.append({})
         if not self.candidates[cand]:
@@ -224,22 +260,24 @@ class Ladder:
             cand = lad.get("candidate")
             if not isinstance(cand, int) or not isinstance(lad.get("rung"), int):
                 continue
-            while len(self.candidates) <= cand:
-                self.candidates.append({})
-            self.candidates[cand] = params
+            if cand >= 0:  # an incumbent's parameters are the config's
+                while len(self.candidates) <= cand:
+                    self.candidates.append({})
+                self.candidates[cand] = params
             slot = (lad["rung"], cand, int(lad.get("repeat", 0)))
             value = _scalar(d.get("value"))
             if value is not None:
                 self.scores[slot] = value
             self.ended.add(slot)
-            if slot[0] == 0:
+            if slot[0] == 0 and cand >= 0:
                 first.append({"parameter": params, "value": d.get("value")})
         self.drawn = sum(1 for c in self.candidates if c)
         self.inner.import_data(first)
         while self._promote_if_done():
             pass
-        # a promoted trial already run is not queued again
+        # a promoted or incumbent trial already run is not run again
         self.queue = [s for s in self.queue if s not in self.ended]
+        self.spare = [s for s in self.spare if s not in self.ended]
 
     @property
     def done(self) -> bool:
@@ -261,6 +299,8 @@ class Ladder:
             cand = len(self.candidates) - 1
             self.queue += [(0, cand, rep) for rep in range(1, self.rungs[0].repeats)]
             return 0, cand, 0
+        if self.spare:  # the rung's last trials are running: an incumbent's trial uses the idle slot
+            return self.spare.pop(0)
         return None
 
     def _promote_if_done(self) -> bool:
@@ -284,15 +324,20 @@ class Ladder:
             return True
         nxt = self.rungs[self.rung]
         chosen = [c for c, _ in ranked[:nxt.keep]]
+        if self.rung == len(self.rungs) - 1:
+            chosen += [-1 - i for i in range(len(self.known_incumbents))]
         self._planned[self.rung] = [(self.rung, c, rep) for c in chosen for rep in range(nxt.repeats)]
-        self.queue += [s for s in self._planned[self.rung] if s not in self.ended]
+        running = set(self.running.values())
+        self.queue += [s for s in self._planned[self.rung] if s not in self.ended and s not in running
+                       and s not in self.queue]
+        self.spare = [s for s in self.spare if s not in self.queue]
         _logger.info("ladder: rung %d done; %d candidate(s) promoted to rung %d: %s", self.rung - 1, len(chosen),
                      self.rung, chosen)
         return True
 
     def ranking(self, rung: int) -> list[tuple[int, float]]:
         """(candidate, mean score) at ``rung``, best first; a candidate with no score there is left out
-        (its trials failed); ties go to the earlier candidate."""
+        (its trials failed); ties go to the earlier candidate (an incumbent before a searched one)."""
         by: dict[int, list[float]] = {}
         for (r, c, _), v in self.scores.items():
             if r == rung:
@@ -361,12 +406,12 @@ class LadderAdvisor(_advisor_base()):
 
     def __init__(self, rungs: list, tuner: str = "Random", tuner_args: dict | None = None,
                  start_with: list | None = None, budget: dict | None = None, exclude: dict | None = None,
-                 optimize_mode: str = "maximize"):
+                 optimize_mode: str = "maximize", incumbents: list | None = None):
         import threading
 
         super().__init__()
         self.lock = threading.RLock()
-        self.ladder = Ladder(rungs, tuner, tuner_args, start_with, budget, exclude, optimize_mode)
+        self.ladder = Ladder(rungs, tuner, tuner_args, start_with, budget, exclude, optimize_mode, incumbents)
         self.credit = 0  # trials NNI asked for that the ladder could not give yet (a rung still running)
         self.next_id = 0
         self.said_done = False

@@ -107,13 +107,13 @@ def _check_guided_tuner(raw: dict, canonical, path: Path) -> None:
 
             GuidedTuner(**args).update_search_space(space)
             return
-        from .ladder import Ladder, plan_trials
+        from .ladder import Ladder
 
         ladder = Ladder(**args)
         ladder.update_search_space(space)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{path}: tuner.classArgs: {e}") from None
-    need, given = plan_trials(ladder.rungs), raw.get("maxTrialNumber")
+    need, given = ladder.planned_trials(), raw.get("maxTrialNumber")
     if isinstance(given, int) and given < need:
         raise ConfigError(f"{path}: maxTrialNumber {given} < the {need} trials of the ladder's rungs (the top rung "
                           f"would be cut short)")

@@ -42,35 +42,37 @@ from ..space.arch import (CHOICES, NAMED_ARCHS, RECIPE_CHOICES, RECIPE_DEFAULTS,
 _logger = logging.getLogger(__name__)
 
 
-def known_archs(start_with: list) -> list[Arch]:
+def known_archs(start_with: list, source: str = "start_with") -> list[Arch]:
     """Known points from names (``seed``, ``unet``), architecture dicts, or either with recipe labels
     (``{network: unet, train_lr: 1e-3}``, or an architecture dict with ``train_*`` labels beside its own), validated.
     A point is its architecture's labels plus the recipe labels it gives; the others train with
-    :data:`~nni_seg.space.arch.RECIPE_DEFAULTS` in a joint space."""
+    :data:`~nni_seg.space.arch.RECIPE_DEFAULTS` in a joint space. ``source`` names the class argument in errors."""
+    if not isinstance(start_with, list):
+        raise ValueError(f"{source}: a list of networks, got {start_with!r}")
     try:
-        return [_known_point(item) for item in start_with]
+        return [_known_point(item, source) for item in start_with]
     except ArchError as e:  # the classArgs' errors are ValueErrors (the config check names the file)
         raise ValueError(str(e)) from None
 
 
-def _known_point(item) -> dict:
+def _known_point(item, source: str) -> dict:
     if isinstance(item, str):
         item = {"network": item}
     if not isinstance(item, dict):
-        raise ValueError(f"start_with: a network name or a dict, got {item!r}")
+        raise ValueError(f"{source}: a network name or a dict, got {item!r}")
     arch, recipe = split_joint(item)
-    recipe_settings(recipe, source="start_with")  # each value checked like an architecture choice
+    recipe_settings(recipe, source=source)  # each value checked like an architecture choice
     if "network" in arch:
         name, rest = arch.pop("network"), sorted(arch)
         if rest:
-            raise ValueError(f"start_with: give network {name!r} or an architecture's labels, not both "
+            raise ValueError(f"{source}: give network {name!r} or an architecture's labels, not both "
                              f"(also: {', '.join(rest)})")
         if name not in NAMED_ARCHS:
-            raise ValueError(f"start_with: unknown network {name!r}; valid: {', '.join(NAMED_ARCHS)} or an "
+            raise ValueError(f"{source}: unknown network {name!r}; valid: {', '.join(NAMED_ARCHS)} or an "
                              f"architecture dict")
         arch = NAMED_ARCHS[name]()
     else:
-        arch = validate_arch(arch, source="start_with", fill_legacy=True)
+        arch = validate_arch(arch, source=source, fill_legacy=True)
     return {**arch, **recipe}
 
 
@@ -127,14 +129,13 @@ class GuidedTuner(Tuner):
             raise ValueError(f"GuidedTuner: the search space has labels of no model space here: {unknown[:5]}")
         from ..space.arch import narrow
 
-        self._check_recipes(search_space)
-        search_space = narrow(search_space, self.exclude)
-        self.inner.update_search_space(search_space)
+        params = self.known_parameters(self.known, search_space)
+        narrowed = narrow(search_space, self.exclude)
+        self.inner.update_search_space(narrowed)
         if self.evolution_seed is not None:
             self._reseed_evolution()
-        params = [encode(self._within_space(a, search_space), search_space) for a in self.known]
         if self.by_population:
-            self._seed_population(params, search_space)
+            self._seed_population(params, narrowed)
         else:
             self.pending = params
         if self.budget is not None:
@@ -143,18 +144,28 @@ class GuidedTuner(Tuner):
                 _logger.warning("start_with: %d known network(s) outside the budget (the trials reject those over "
                                 "its ceiling)", len(outside))
 
-    def _check_recipes(self, search_space: dict) -> None:
+    def known_parameters(self, points: list[Arch], search_space: dict, source: str = "start_with") -> list[dict]:
+        """Known points as trial parameters of ``search_space`` narrowed by ``exclude`` (what the inner tuner
+        searches), each checked against it."""
+        from ..space.arch import narrow
+
+        self._check_recipes(search_space, points, source)
+        space = narrow(search_space, self.exclude)
+        return [encode(self._within_space(a, space, source), space) for a in points]
+
+    @staticmethod
+    def _check_recipes(search_space: dict, points: list[Arch], source: str) -> None:
         """A recipe a known point gives must be one the space can express: a label the space lacks would be
         dropped (the trial's own settings would train instead), a value it lacks could not be learned from."""
         from ..space.arch import is_one_of
 
-        for point in self.known:
+        for point in points:
             for label, value in split_joint(point)[1].items():
                 if label not in search_space:
-                    raise ValueError(f"start_with: {label} given, but the search space has no recipe label "
+                    raise ValueError(f"{source}: {label} given, but the search space has no recipe label "
                                      f"{label} (a joint space has them: experiments/search_space_joint.json)")
                 if not is_one_of(value, search_space[label]["_value"]):
-                    raise ValueError(f"start_with: {label}={value!r} is not one of the search space's "
+                    raise ValueError(f"{source}: {label}={value!r} is not one of the search space's "
                                      f"{list(search_space[label]['_value'])}")
 
     def _reseed_evolution(self) -> None:
@@ -170,7 +181,7 @@ class GuidedTuner(Tuner):
         for _ in range(self.inner.population_size):
             self.inner._random_generate_individual()  # what its update_search_space does, NNI 3.0
 
-    def _within_space(self, arch: Arch, search_space: dict) -> Arch:
+    def _within_space(self, arch: Arch, search_space: dict, source: str = "start_with") -> Arch:
         """A known network in the narrowed space: an inert label on an excluded value takes an allowed one
         (same network); an active one is an error, since the tuner could not learn from it."""
         from ..space.arch import active_labels
@@ -181,7 +192,7 @@ class GuidedTuner(Tuner):
             value = known_value(arch, label)  # narrow() has checked the label is the space's
             if value in values:
                 if label in active:
-                    raise ValueError(f"start_with: a network with {label}={value!r}, which exclude leaves out")
+                    raise ValueError(f"{source}: a network with {label}={value!r}, which exclude leaves out")
                 out[label] = search_space[label]["_value"][0]
         return out
 

@@ -54,13 +54,16 @@ def _best(loaded: list[Loaded], metric: str) -> tuple[Loaded | None, LadderChoic
 
 
 def ladder_best(loaded: list[Loaded], metric: str) -> tuple[Loaded, LadderChoice] | None:
-    """A ladder's winner (:mod:`nni_seg.experiment.ladder`): at the highest rung with a scored trial, the candidate
-    with the best mean over its trainings there (ties: the cheaper network, then the earlier candidate);
-    returned as its best-scoring training and how it was chosen."""
+    """A ladder's winner (:mod:`nni_seg.experiment.ladder`): at the highest rung that a searched candidate's
+    scored trial reached, the candidate with the best mean over its trainings there, incumbents included (ties:
+    the cheaper network, then the earlier candidate); returned as its best-scoring training and how it was
+    chosen. An incumbent (a negative candidate) may have trained at the top rung before the search got there:
+    it is not the winner of a ladder stopped below it."""
     scored = [x for x in loaded if x.record.rung is not None and x.record.score(metric) is not None]
     if not scored:
         return None
-    top = max(x.record.rung.rung for x in scored)
+    searched = [x.record.rung.rung for x in scored if x.record.rung.candidate >= 0]
+    top = max(searched or [x.record.rung.rung for x in scored])
     by: dict[int, list[Loaded]] = {}
     for x in scored:
         if x.record.rung.rung == top:

@@ -238,6 +238,80 @@ def test_a_rerun_trial_whose_result_never_came_is_scored_from_its_own_record_of_
     assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 3), (1, 3), (1, 2), (1, 2)]
 
 
+def _with_incumbents(incumbents=("unet",), rungs=RUNGS) -> Ladder:
+    incumbents = list(incumbents) if isinstance(incumbents, tuple) else incumbents
+    lad = Ladder(rungs, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET, incumbents=incumbents)
+    lad.update_search_space(legacy_search_space("choice", "joint"))
+    return lad
+
+
+def _run(lad: Ladder, pids, scores) -> None:
+    for pid, score in zip(pids, scores):
+        lad.result(pid, score)
+        lad.end(pid)
+
+
+def test_an_incumbent_skips_the_screen_fills_its_idle_slots_and_is_ranked_at_the_top_rung():
+    from nni_seg.space.arch import decode_parameters, split_joint
+
+    lad = _with_incumbents([{"network": "unet", "train_lr": 1e-3}])
+    screen = [lad.propose(pid)["LADDER"] for pid in range(4)]
+    assert [(x["rung"], x["candidate"]) for x in screen] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    idle = [lad.propose(pid) for pid in (4, 5)]  # the screen is running: the incumbent's top-rung trials fill in
+    assert [(p["LADDER"]["rung"], p["LADDER"]["candidate"], p["LADDER"]["repeat"]) for p in idle] == [
+        (1, -1, 0), (1, -1, 1)]
+    arch, recipe = split_joint({k: v for k, v in idle[0].items() if k != "LADDER"})
+    assert decode_parameters(arch) == unet_arch() and recipe == {**RECIPE_DEFAULTS, "train_lr": 1e-3}
+    assert lad.propose(6) is None
+    _run(lad, range(4), [0.2, 0.9, 0.5, 0.7])
+    top = [lad.propose(pid)["LADDER"] for pid in range(6, 10)]
+    assert [(x["candidate"], x["repeat"]) for x in top] == [(1, 0), (1, 1), (3, 0), (3, 1)]
+    assert lad.propose(10) is None
+    _run(lad, range(6, 10), [0.6, 0.6, 0.7, 0.5])
+    assert not lad.done  # the incumbent's trials are still running
+    _run(lad, (4, 5), [0.7, 0.65])
+    assert lad.done and lad.ranking(1) == [(-1, 0.675), (1, 0.6), (3, 0.6)]
+    assert lad.planned_trials() == 4 + 2 * 2 + 2
+
+
+def test_an_incumbent_not_yet_run_is_queued_with_the_top_rung_and_the_plan_counts_it():
+    lad = _with_incumbents(["unet", "seed"])
+    for pid in range(4):
+        lad.propose(pid)
+    _run(lad, range(4), [0.2, 0.9, 0.5, 0.7])  # no idle slot was asked for during the screen
+    top = [lad.propose(pid)["LADDER"] for pid in range(4, 12)]
+    assert [(x["candidate"], x["repeat"]) for x in top] == [(1, 0), (1, 1), (3, 0), (3, 1), (-1, 0), (-1, 1),
+                                                            (-2, 0), (-2, 1)]
+    assert lad.propose(12) is None
+    assert plan_trials(lad.rungs, 2) == lad.planned_trials() == 12
+    assert plan_cost(lad.rungs, 2) == {"trials": 12, "trial_epochs": 4 + 16, "base_epochs": 4 + 4 * 2 * 2 * 4.0}
+
+
+def test_a_resumed_ladder_keeps_its_incumbents_finished_and_running_trials():
+    first = _with_incumbents()
+    params = {pid: first.propose(pid) for pid in range(6)}  # the screen, then the incumbent's two trials
+    data = [{"parameter": params[pid], "value": 0.1 * (pid + 1)} for pid in (0, 1, 2, 3, 4)]
+    again = _with_incumbents()
+    again.import_data(data)
+    again.adopt(5, params[5])  # the incumbent's second training was running at the stop
+    top = [again.propose(pid)["LADDER"] for pid in range(10, 14)]
+    assert [(x["candidate"], x["repeat"]) for x in top] == [(3, 0), (3, 1), (2, 0), (2, 1)]
+    assert again.propose(14) is None
+    _run(again, [5, 10, 11, 12, 13], [0.9, 0.1, 0.1, 0.1, 0.1])
+    assert again.done and again.ranking(1)[0] == (-1, pytest.approx(0.7))
+
+
+@pytest.mark.parametrize("incumbents,rungs,says", [
+    (["vgg"], RUNGS, "incumbents: unknown network 'vgg'"),
+    ([{"network": "unet", "train_lr": 0.3}], RUNGS, "incumbents: train_lr=0.3 is not one of"),
+    ("unet", RUNGS, "incumbents: a list of networks"),
+    (["unet"], RUNGS[:1], "incumbents: they enter the top rung above the screen, and this ladder has one rung"),
+])
+def test_a_bad_incumbent_is_one_line_naming_it(incumbents, rungs, says):
+    with pytest.raises(ValueError, match=says):
+        _with_incumbents(incumbents, rungs)
+
+
 def test_the_advisor_finds_a_trials_record_in_its_experiments_folder(tmp_path, monkeypatch):
     from nni_seg.experiment.ladder import trial_record
 
@@ -348,6 +422,22 @@ def test_a_ladder_export_takes_the_best_mean_at_the_top_rung_with_its_recipe(tmp
     assert top.trial_id == "d" and top.arch["enc1_width"] == 32 and top.recipe == {"train_lr": 2e-3}
     assert top.ladder.rung == 1 and top.ladder.candidate == 1 and top.ladder.scores == [0.70, 0.60]
     assert top.recipe_settings() == {"lr": 2e-3}
+
+
+def test_a_ladder_export_weighs_an_incumbent_at_the_top_rung_but_not_above_where_the_search_stopped(tmp_path):
+    from nni_seg.workflow.export import top_architecture
+
+    _record(tmp_path, "a", 0, 0, 0.5)
+    _record(tmp_path, "b", 0, 1, 0.6)
+    _record(tmp_path, "u0", 2, -1, 0.8, enc1_width=32)  # the incumbent, trained at the top rung in idle slots
+    _record(tmp_path, "u1", 2, -1, 0.8, 1, enc1_width=32)
+    _record(tmp_path, "c", 1, 1, 0.7)  # the search stopped at rung 1
+    assert top_architecture(tmp_path).trial_id == "c"
+    _record(tmp_path, "d", 2, 1, 0.75)
+    _record(tmp_path, "e", 2, 1, 0.7, 1)
+    top = top_architecture(tmp_path)
+    assert top.ladder.rung == 2 and top.ladder.candidate == -1 and top.arch["enc1_width"] == 32
+    assert top.ladder.candidates == {"-1": [0.8, 0.8], "1": [0.75, 0.7]}
 
 
 # ------------------------------------------------------------------ end to end
