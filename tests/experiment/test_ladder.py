@@ -520,3 +520,25 @@ def test_a_ladder_search_runs_under_nni_and_exports_its_top_rung(tmp_path):
     want = dataclasses.replace(TrainSettings(), **recipe_settings(top["recipe"]))
     assert meta["train"]["lr"] == 0.003 and meta["train"]["loss"] == want.loss and meta["train"]["batch_size"] == want.batch_size
     assert Path(tmp_path / "ckpt" / "meta.json").exists()
+
+
+@pytest.mark.slow
+def test_an_incumbent_under_nni_trains_only_at_the_top_rung_and_is_weighed_there(tmp_path):
+    import yaml
+
+    from nni_seg.space.arch import decode_parameters, split_joint
+
+    cfg = _ladder_config(tmp_path, max_trials=7)
+    cfg["tuner"]["classArgs"]["incumbents"] = [{"network": "seed", "train_lr": 1e-3}]
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(cfg))
+    r = run_cli(["run", str(config), "--out", str(tmp_path / "top.json")], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = records_of(tmp_path / "exps" / experiment_id(r.stdout))
+    mine = [x for x in recs if x["rung"]["candidate"] == -1]
+    assert sorted((x["rung"]["rung"], x["rung"]["repeat"], tuple(x["dataset"]["size"])) for x in mine) == [
+        (1, 0, (32, 32)), (1, 1, (32, 32))]
+    assert all(split_joint(decode_parameters(x["arch"]))[0] == seed_arch() and x["train"]["lr"] == 1e-3 for x in mine)
+    assert sorted(x["rung"]["rung"] for x in recs) == [0, 0, 0, 1, 1, 1, 1]
+    top = json.loads((tmp_path / "top.json").read_text())
+    assert top["ladder"]["rung"] == 1 and set(top["ladder"]["candidates"]) >= {"-1"} and len(top["ladder"]["candidates"]) == 2
