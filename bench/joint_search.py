@@ -14,6 +14,8 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
            search's best against the U-Net at 12 epochs
   arch_inc experiments/camvid/arch_inc_cpu.yml: joint_inc's ladder over the architecture alone, every trial and
            the retrain at peak lr 1e-3 (the U-Net's best measured recipe), the U-Net the incumbent
+  arch_inc_runner arch_inc's searched network of the same seed that lost the top rung to the U-Net, retrained
+           at lr 1e-3 (no search of its own): was the top rung's choice the retrain's?
   joint_unet experiments/camvid/joint_unet_cpu.yml: joint_cw's ladder over the U-Net-shaped joint space (four
            levels and every skip fixed; cells, widths, depths, sampling, context and recipe searched)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
@@ -63,9 +65,9 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_inc", "arch_inc", "joint_unet", "tune", "tune_cw", "random",
-        "random_cw", "unet", "unet_found", "random_cw_tuned", "two_stage", "two_stage_unet", "two_stage_loss",
-        "two_stage_loss_unet")
+ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_inc", "arch_inc", "arch_inc_runner", "joint_unet",
+        "tune", "tune_cw", "random", "random_cw", "unet", "unet_found", "random_cw_tuned", "two_stage",
+        "two_stage_unet", "two_stage_loss", "two_stage_loss_unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +188,22 @@ def search_arch_inc(seed: int, folder: Path) -> dict:
     return {**found, "overrides": {**found["overrides"], "lr": 1e-3}}
 
 
+def top_rung_runner_up(seed: int, folder: Path, arm: str = "arch_inc") -> dict:
+    """The best searched candidate at ``arm``'s top rung of this seed (the incumbent's rival), with that arm's
+    retrain settings: its architecture from the arm's kept trial records."""
+    donor = _donor(arm, seed)
+    lad = donor["ladder"]
+    rival = max((int(c) for c in lad["candidates"] if int(c) >= 0),
+                key=lambda c: sum(lad["candidates"][str(c)]) / len(lad["candidates"][str(c)]))
+    for path in sorted((OUT / f"{arm}_s{seed}" / "records").glob("*.json")):
+        rec = json.loads(path.read_text())
+        if (rec.get("rung") or {}).get("rung") == lad["rung"] and rec["rung"].get("candidate") == rival:
+            return {**no_search(seed, folder), "arch": rec["arch"], "overrides": donor["overrides"],
+                    "arch_from": str(path.relative_to(ROOT)), "candidate": rival,
+                    "top_rung_scores": lad["candidates"][str(rival)]}
+    raise SystemExit(f"{arm}_s{seed}: no record of candidate {rival} at rung {lad['rung']}")
+
+
 def search_joint_unet(seed: int, folder: Path) -> dict:
     """joint_cw's ladder with the U-Net's levels and skips fixed: the vocabulary the measured losses point at."""
     return _experiment(_search_config("experiments/camvid/joint_unet_cpu.yml", seed, folder), folder, "joint")
@@ -293,7 +311,8 @@ def stage1_unet(seed: int, folder: Path, arm: str = "two_stage") -> dict:
 
 
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "joint_lr": search_joint_lr,
-            "joint_inc": search_joint_inc, "arch_inc": search_arch_inc, "joint_unet": search_joint_unet, "tune": search_tune,
+            "joint_inc": search_joint_inc, "arch_inc": search_arch_inc,
+            "arch_inc_runner": top_rung_runner_up, "joint_unet": search_joint_unet, "tune": search_tune,
             "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe,
             "two_stage": search_two_stage, "two_stage_loss": search_two_stage_loss, "two_stage_unet": stage1_unet,
