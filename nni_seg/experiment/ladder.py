@@ -149,10 +149,10 @@ class Ladder:
             raise ValueError("incumbents: they enter the top rung above the screen, and this ladder has one rung "
                              "(give more rungs, or put them in start_with)")
         top = len(self.rungs) - 1
-        self.incumbents: dict[int, dict] = {}  # candidate (-1, -2, ...) -> its parameters, once the space is known
+        self.incumbent_ids = [-1 - i for i in range(len(self.known_incumbents))]  # their candidate numbers
+        self.incumbents: dict[int, dict] = {}  # candidate -> its parameters, once the space is known
         # the incumbents' top-rung trials: run in the slots a rung leaves idle, or queued with the top rung
-        self.spare: list[Slot] = [(top, -1 - i, rep) for i in range(len(self.known_incumbents))
-                                  for rep in range(self.rungs[top].repeats)]
+        self.spare: list[Slot] = [(top, c, rep) for c in self.incumbent_ids for rep in range(self.rungs[top].repeats)]
         self.candidates: list[dict] = []  # candidate -> its parameters (architecture and recipe labels)
         self.queue: list[Slot] = []  # promoted trials not yet handed out
         self.running: dict[Any, Slot] = {}  # parameter id -> slot
@@ -166,7 +166,7 @@ class Ladder:
     def update_search_space(self, space: dict) -> None:
         self.inner.update_search_space(space)
         params = self.inner.known_parameters(self.known_incumbents, space, source="incumbents")
-        self.incumbents = {-1 - i: p for i, p in enumerate(params)}
+        self.incumbents = dict(zip(self.incumbent_ids, params))
 
     def planned_trials(self) -> int:
         """Trials this ladder runs (:func:`plan_trials` with its incumbents)."""
@@ -325,12 +325,11 @@ class Ladder:
         nxt = self.rungs[self.rung]
         chosen = [c for c, _ in ranked[:nxt.keep]]
         if self.rung == len(self.rungs) - 1:
-            chosen += [-1 - i for i in range(len(self.known_incumbents))]
+            chosen += self.incumbent_ids
         self._planned[self.rung] = [(self.rung, c, rep) for c in chosen for rep in range(nxt.repeats)]
-        running = set(self.running.values())
-        self.queue += [s for s in self._planned[self.rung] if s not in self.ended and s not in running
-                       and s not in self.queue]
-        self.spare = [s for s in self.spare if s not in self.queue]
+        running = set(self.running.values())  # an incumbent's trial may be running in an idle slot already
+        self.queue += [s for s in self._planned[self.rung] if s not in self.ended and s not in running]
+        self.spare.clear()  # the incumbents' trials not yet handed out are in the top rung's queue now
         _logger.info("ladder: rung %d done; %d candidate(s) promoted to rung %d: %s", self.rung - 1, len(chosen),
                      self.rung, chosen)
         return True

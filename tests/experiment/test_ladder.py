@@ -238,9 +238,9 @@ def test_a_rerun_trial_whose_result_never_came_is_scored_from_its_own_record_of_
     assert [(x["rung"], x["candidate"]) for x in promoted] == [(1, 3), (1, 3), (1, 2), (1, 2)]
 
 
-def _with_incumbents(incumbents=("unet",), rungs=RUNGS) -> Ladder:
-    incumbents = list(incumbents) if isinstance(incumbents, tuple) else incumbents
-    lad = Ladder(rungs, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET, incumbents=incumbents)
+def _with_incumbents(incumbents=None, rungs=RUNGS) -> Ladder:
+    lad = Ladder(rungs, tuner="Random", tuner_args={"seed": 0}, budget=BUDGET,
+                 incumbents=["unet"] if incumbents is None else incumbents)
     lad.update_search_space(legacy_search_space("choice", "joint"))
     return lad
 
