@@ -16,6 +16,10 @@ Arms, each given the same compute (epochs at 48x64's pixels: the ladder's 180; s
            the retrain at peak lr 1e-3 (the U-Net's best measured recipe), the U-Net the incumbent
   arch_inc_runner arch_inc's searched network of the same seed that lost the top rung to the U-Net, retrained
            at lr 1e-3 (no search of its own): was the top rung's choice the retrain's?
+  joint_wide experiments/camvid/joint_wide_cpu.yml: joint_inc at twice the compute (360 epochs), the extra spent on
+           the screen (60 candidates, the best 8 promoted), the recipe labels narrowed to the values that held up
+           at the retrain; its baseline is tune_wide
+  tune_wide tune_cw at joint_wide's compute: 60 TPE trials of 6 epochs at 48x64
   joint_unet experiments/camvid/joint_unet_cpu.yml: joint_cw's ladder over the U-Net-shaped joint space (four
            levels and every skip fixed; cells, widths, depths, sampling, context and recipe searched)
   tune     `tune` of the U-Net's training: 30 TPE trials of 6 epochs at 48x64, the recipe's settings first,
@@ -65,8 +69,9 @@ from nni_seg.config.settings import DataSettings, RunSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
-ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_inc", "arch_inc", "arch_inc_runner", "joint_unet",
-        "tune", "tune_cw", "random", "random_cw", "unet", "unet_found", "random_cw_tuned", "two_stage",
+ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_inc", "arch_inc", "arch_inc_runner", "joint_wide",
+        "joint_unet", "tune", "tune_cw", "tune_wide", "random", "random_cw", "unet", "unet_found", "random_cw_tuned",
+        "two_stage",
         "two_stage_unet", "two_stage_loss", "two_stage_loss_unet")
 
 
@@ -188,6 +193,11 @@ def search_arch_inc(seed: int, folder: Path) -> dict:
     return {**found, "overrides": {**found["overrides"], "lr": 1e-3}}
 
 
+def search_joint_wide(seed: int, folder: Path) -> dict:
+    """joint_inc at twice the compute, the extra spent on the screen's breadth (60 candidates)."""
+    return _experiment(_search_config("experiments/camvid/joint_wide_cpu.yml", seed, folder), folder, "joint")
+
+
 def top_rung_runner_up(seed: int, folder: Path, arm: str = "arch_inc") -> dict:
     """The best searched candidate at ``arm``'s top rung of this seed (the incumbent's rival), with that arm's
     retrain settings: its architecture from the arm's kept trial records."""
@@ -255,6 +265,11 @@ def search_tune_cw(seed: int, folder: Path) -> dict:
     return search_tune(seed, folder, first_space=False)
 
 
+def search_tune_wide(seed: int, folder: Path) -> dict:
+    """tune_cw at joint_wide's 360 epochs at 48x64."""
+    return search_tune(seed, folder, first_space=False, trials=60)
+
+
 def _donor(arm: str, seed: int) -> dict:
     path = OUT / f"{arm}_s{seed}" / "search.json"
     if not path.is_file():
@@ -312,8 +327,9 @@ def stage1_unet(seed: int, folder: Path, arm: str = "two_stage") -> dict:
 
 SEARCHES = {"joint": search_joint, "joint_cw": search_joint_cw, "joint_long": search_joint_long, "joint_lr": search_joint_lr,
             "joint_inc": search_joint_inc, "arch_inc": search_arch_inc,
-            "arch_inc_runner": top_rung_runner_up, "joint_unet": search_joint_unet, "tune": search_tune,
-            "tune_cw": search_tune_cw, "random": search_random, "random_cw": search_random_cw, "unet": no_search,
+            "arch_inc_runner": top_rung_runner_up, "joint_wide": search_joint_wide, "joint_unet": search_joint_unet,
+            "tune": search_tune, "tune_cw": search_tune_cw, "tune_wide": search_tune_wide,
+            "random": search_random, "random_cw": search_random_cw, "unet": no_search,
             "unet_found": found_recipe, "random_cw_tuned": random_net_tuned_recipe,
             "two_stage": search_two_stage, "two_stage_loss": search_two_stage_loss, "two_stage_unet": stage1_unet,
             "two_stage_loss_unet": lambda seed, folder: stage1_unet(seed, folder, "two_stage_loss")}

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
                                   "experiments/camvid/joint_long_cpu.yml", "experiments/camvid/joint_unet_cpu.yml",
                                   "experiments/camvid/joint_random_cpu.yml", "experiments/camvid/joint_lr_cpu.yml",
                                   "experiments/camvid/arch_ladder_cpu.yml", "experiments/camvid/joint_inc_cpu.yml",
-                                  "experiments/camvid/arch_inc_cpu.yml",
+                                  "experiments/camvid/arch_inc_cpu.yml", "experiments/camvid/joint_wide_cpu.yml",
                                   "experiments/camvid/tpe_unet_cpu.yml",
                                   "experiments/camvid/search_gpu.yml",
                                   "experiments/camvid/random_cpu.yml", "experiments/camvid/tpe_cpu.yml",
