@@ -35,12 +35,16 @@ NETWORKS = {
     "unet_tuned": ("unet", TUNED, "tune_cw_s2"),
     "net_tuned": (str(NET), TUNED, "random_cw_tuned_s2"),
     "net_found": (str(NET), {"lr": 4.7e-3, "weight_decay": 5e-4}, "random_cw_s2"),
+    # joint_wide seed 1's winner: it beat the U-Net at the top rung (0006R0, 72x96), then lost on val
+    "wide_s1": (str(RESULTS / "joint_wide_s1" / "top_arch.json"), {"lr": 1e-3, "weight_decay": 5e-4}, "joint_wide_s1"),
 }
 SIZES = {"72x96": ["72", "96"], "96x128": ["96", "128"]}
 HOLDOUT = "0006R0"  # the searches' selection drive
 DRIVES = ("0016E5", "0001TP")  # the other training drives, each held out in turn at the retrain's fidelity
-PLAN = ([(n, "72x96", HOLDOUT, s) for s in (0, 1) for n in NETWORKS] + [(n, "96x128", HOLDOUT, 0) for n in NETWORKS]
-        + [(n, "96x128", d, 0) for d in DRIVES for n in ("unet", "net_tuned")])
+CHECKED = ("unet", "unet_tuned", "net_tuned", "net_found")  # at both fidelities on 0006R0
+PLAN = ([(n, "72x96", HOLDOUT, s) for s in (0, 1) for n in CHECKED] + [(n, "96x128", HOLDOUT, 0) for n in CHECKED]
+        + [(n, "96x128", d, 0) for d in DRIVES for n in ("unet", "net_tuned")]
+        + [("wide_s1", "96x128", d, 0) for d in (HOLDOUT, *DRIVES)])
 
 
 def folder(name: str, size: str, holdout: str, seed: int) -> Path:
