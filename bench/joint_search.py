@@ -71,8 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "joint_search"
 ARMS = ("joint", "joint_cw", "joint_long", "joint_lr", "joint_inc", "arch_inc", "arch_inc_runner", "joint_wide",
         "joint_unet", "tune", "tune_cw", "tune_wide", "random", "random_cw", "unet", "unet_found", "random_cw_tuned",
-        "two_stage",
-        "two_stage_unet", "two_stage_loss", "two_stage_loss_unet")
+        "two_stage", "two_stage_unet", "two_stage_loss", "two_stage_loss_unet")
 
 
 @dataclasses.dataclass(frozen=True)

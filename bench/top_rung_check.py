@@ -21,22 +21,24 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nni_seg.config import schema
+from nni_seg.config.schema import RECORD_NAME, TrialRecord
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "joint_search"
 OUT = RESULTS / "top_rung_check"
 NET = RESULTS / "random_cw_s2" / "top_arch.json"  # random_cw seed 2's network: +2.3 over the U-Net at the retrain
-TUNED = {"lr": 0.002197412055029469, "weight_decay": 1.0963254152057642e-05}  # tune_cw seed 2's recipe
 FIXED = ["--batch-size", "4", "--loss", "ce+dice", "--class-weights", "median_freq", "--scale-min", "1",
          "--scale-max", "1", "--epochs", "12"]
 
-# name -> (architecture, recipe, the val mIoU of its two retrains: the arm that measured it)
+# name -> (architecture, the arm whose two val retrains measured it: its lr and weight decay train it here)
 NETWORKS = {
-    "unet": ("unet", {"lr": 1e-3, "weight_decay": 5e-5}, "joint_inc_s0"),
-    "unet_tuned": ("unet", TUNED, "tune_cw_s2"),
-    "net_tuned": (str(NET), TUNED, "random_cw_tuned_s2"),
-    "net_found": (str(NET), {"lr": 4.7e-3, "weight_decay": 5e-4}, "random_cw_s2"),
+    "unet": ("unet", "joint_inc_s0"),
+    "unet_tuned": ("unet", "tune_cw_s2"),  # tune_cw seed 2's recipe
+    "net_tuned": (str(NET), "random_cw_tuned_s2"),  # the same recipe
+    "net_found": (str(NET), "random_cw_s2"),
     # joint_wide seed 1's winner: it beat the U-Net at the top rung (0006R0, 72x96), then lost on val
-    "wide_s1": (str(RESULTS / "joint_wide_s1" / "top_arch.json"), {"lr": 1e-3, "weight_decay": 5e-4}, "joint_wide_s1"),
+    "wide_s1": (str(RESULTS / "joint_wide_s1" / "top_arch.json"), "joint_wide_s1"),
 }
 SIZES = {"72x96": ["72", "96"], "96x128": ["96", "128"]}
 HOLDOUT = "0006R0"  # the searches' selection drive
@@ -51,23 +53,29 @@ def folder(name: str, size: str, holdout: str, seed: int) -> Path:
     return OUT / (f"{name}-{size}-s{seed}" if holdout == HOLDOUT else f"{name}-{size}-{holdout}-s{seed}")
 
 
+def recipe(arm: str) -> dict:
+    """The peak lr and weight decay ``arm``'s retrains trained with (its search record's overrides)."""
+    overrides = json.loads((RESULTS / arm / "search.json").read_text())["overrides"]
+    return {"lr": overrides["lr"], "weight_decay": overrides["weight_decay"]}
+
+
 def score(name: str, size: str, holdout: str, seed: int) -> float | None:
-    path = folder(name, size, holdout, seed) / "nni_seg_record.json"
+    path = folder(name, size, holdout, seed) / RECORD_NAME
     if not path.is_file():
         return None
-    metrics = json.loads(path.read_text()).get("metrics")
+    metrics = schema.load(TrialRecord, path).metrics
     return metrics["default"] if metrics else None
 
 
 def train(name: str, size: str, holdout: str, seed: int) -> None:
     if score(name, size, holdout, seed) is not None:
         return
-    arch, recipe, _ = NETWORKS[name]
+    arch, arm = NETWORKS[name]
+    settings = recipe(arm)
     out = folder(name, size, holdout, seed)
     cmd = [sys.executable, "-m", "nni_seg.trial", "--config", "experiments/camvid/trial_joint_cpu.yml",
            "--arch", arch, "--size", *SIZES[size], "--holdout", holdout, "--seed", str(seed), *FIXED,
-           "--lr", str(recipe["lr"]),
-           "--weight-decay", str(recipe["weight_decay"]), "--out", str(out), "--force"]
+           "--lr", str(settings["lr"]), "--weight-decay", str(settings["weight_decay"]), "--out", str(out), "--force"]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -85,12 +93,13 @@ def summary() -> str:
     rows = [f"| network (recipe) | val mIoU, 2 retrains | {HOLDOUT} Dice, 72x96 (seeds 0, 1) | {HOLDOUT} Dice, 96x128 "
             f"(seed 0) | {head} |", "|---|---|---|---|" + "---|" * len(DRIVES)]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for name, (_, recipe, arm) in NETWORKS.items():
+    for name, (_, arm) in NETWORKS.items():
+        settings = recipe(arm)
         top = [score(name, "72x96", HOLDOUT, s) for s in (0, 1)]
         mean = sum(top) / 2 if None not in top else None
         miou = val_miou(arm)
         others = " | ".join(fmt(score(name, "96x128", d, 0)) for d in DRIVES)
-        rows.append(f"| {name} (lr {recipe['lr']:.2g}, wd {recipe['weight_decay']:.2g}) | "
+        rows.append(f"| {name} (lr {settings['lr']:.2g}, wd {settings['weight_decay']:.2g}) | "
                     f"{'-' if miou is None else f'{miou:.1f}'} ({arm}) | {fmt(mean)} ({fmt(top[0])}, {fmt(top[1])}) "
                     f"| {fmt(score(name, '96x128', HOLDOUT, 0))} | {others} |")
     return "\n".join(rows)
